@@ -1,0 +1,27 @@
+"""The thin CLI around every stage: known failures print one clear message, not a traceback."""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+# Quiet, offline-friendly defaults for every stage process (users may override them).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+class StageError(RuntimeError):
+    """A failure the user can fix; its message says what, where and how."""
+
+
+def run_stage(main: Callable[..., object], *args) -> None:
+    from stages.common.archive import UnsafeArchiveError
+    from stages.common.download import DownloadError
+    from stages.common.params import ParamsError
+
+    try:
+        main(*args)
+    except (StageError, ParamsError, DownloadError, UnsafeArchiveError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,172 @@
+"""MLflow tracking shared by every training and evaluation stage.
+
+One experiment per workload (`lesson5-<workload>`), one run per DVC stage, tagged
+with the git commit, the DVC stage name and the DVC hashes of its inputs. When
+the pipeline flow runs, each stage run is nested under the flow's parent run
+(LESSON5_PARENT_RUN_ID). Tracking never costs a stage its outputs: if the
+tracking server is unreachable the stage warns, goes on, and its DVC outputs and
+metrics are written as usual.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("lesson5.tracking")
+PARENT_RUN_ENV = "LESSON5_PARENT_RUN_ID"
+FLOW_RUN_ENV = "LESSON5_FLOW_RUN_ID"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def experiment_name(workload: str) -> str:
+    return f"lesson5-{workload}"
+
+
+def git_commit(cwd: str | os.PathLike = ".") -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dvc_hashes(paths: list[str], lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
+    """DVC's recorded hash of each path: an upstream stage's out in dvc.lock, or a .dvc file."""
+    recorded: dict[str, str] = {}
+    lock = Path(lock_file)
+    if lock.is_file():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                recorded[out["path"].rstrip("/")] = out.get("md5") or out.get("hash") or "unknown"
+    result = {}
+    for path in paths:
+        key = path.rstrip("/")
+        dvc_file = Path(key + ".dvc")
+        if key not in recorded and dvc_file.is_file():
+            outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [{}])
+            recorded[key] = outs[0].get("md5", "unknown")
+        result[key] = recorded.get(key, "untracked")
+    return result
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class StageRun:
+    """Logging calls that degrade to warnings when MLflow is unavailable."""
+
+    def __init__(self, active: bool):
+        self.active = active
+
+    def _safely(self, what: str, fn, *args, **kwargs):
+        if not self.active:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # tracking must never lose a stage's work
+            self.active = False
+            print(f"WARNING: MLflow {what} failed ({type(err).__name__}: {err}); the stage goes on, its DVC outputs "
+                  "are written; re-run the stage with `dvc repro --force <stage>` to re-log it.", file=sys.stderr)
+            return None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+        self._safely("log_params", mlflow.log_params, {k: str(v)[:500] for k, v in flatten(params).items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        self._safely("log_metrics", mlflow.log_metrics, clean, step=step)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        import mlflow
+        self._safely("log_artifact", mlflow.log_artifact, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        import mlflow
+        self._safely("log_text", mlflow.log_text, text, artifact_file)
+
+    def log_dataset(self, df, name: str, source: str, digest: str, context: str = "training") -> None:
+        import mlflow
+
+        def _log():
+            dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest[:36])
+            mlflow.log_input(dataset, context=context)
+        self._safely("log_input", _log)
+
+    def log_keras_model(self, model, name: str = "model") -> None:
+        import keras
+        import mlflow.keras
+        import tensorflow as tf
+        requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
+        self._safely("log_model", mlflow.keras.log_model, model, name=name, pip_requirements=requirements)
+
+    def keras_callback(self):
+        """A Keras callback logging every epoch's metrics under stable names."""
+        import keras
+        run = self
+
+        class EpochMetrics(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                run.log_metrics(logs or {}, step=epoch)
+
+        return EpochMetrics()
+
+
+@contextlib.contextmanager
+def stage_run(workload: str, stage: str, params: Mapping[str, Any] | None = None,
+              inputs: list[str] | None = None) -> Iterator[StageRun]:
+    """An MLflow run for one DVC stage; yields a StageRun whose calls never raise."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import mlflow
+
+    tags = {"dvc.stage": stage, "git.commit": git_commit(), "workload": workload}
+    for path, digest in dvc_hashes(inputs or []).items():
+        tags[f"dvc.input.{path}"] = digest
+    if os.environ.get(FLOW_RUN_ENV):
+        tags["prefect.flow_run_id"] = os.environ[FLOW_RUN_ENV]
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+
+    run = StageRun(active=True)
+    started = run._safely("start_run", _start, workload, stage, tags)
+    try:
+        if started:
+            run.log_params(params or {})
+        yield run
+    except BaseException:
+        if run.active:
+            run._safely("end_run", mlflow.end_run, status="FAILED")
+        raise
+    else:
+        if run.active:
+            run._safely("end_run", mlflow.end_run)
+
+
+def _start(workload: str, stage: str, tags: dict[str, str]):
+    import mlflow
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment_name(workload))
+    parent = os.environ.get(PARENT_RUN_ENV) or None
+    return mlflow.start_run(run_name=stage, tags=tags, parent_run_id=parent, nested=bool(parent))

@@ -1,0 +1,77 @@
+"""The three MovieLens models of fast.ai Lesson 4, as Keras functional-API builders."""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops, regularizers
+
+
+def _embedding(n: int, dim: int, l2: float, name: str) -> layers.Embedding:
+    return layers.Embedding(n, dim, embeddings_regularizer=regularizers.l2(l2) if l2 else None, name=name)
+
+
+@keras.saving.register_keras_serializable(package="lesson5")
+class RatingRange(layers.Layer):
+    """low + (high - low) * sigmoid(score): predictions stay inside the rating range.
+
+    A named layer rather than a Lambda, so saved models load with safe_mode=True.
+    """
+
+    def __init__(self, low: float, high: float, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = float(low), float(high)
+
+    def call(self, x):
+        return self.low + (self.high - self.low) * ops.sigmoid(x)
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high}
+
+
+def _squash(x, rating_range: tuple[float, float] | None):
+    return x if rating_range is None else RatingRange(*rating_range, name="rating_range")(x)
+
+
+def dot_model(n_users: int, n_movies: int, factors: int = 50, l2: float = 1e-4,
+              rating_range: tuple[float, float] | None = None) -> keras.Model:
+    """Rating = user embedding . movie embedding."""
+    user = keras.Input(shape=(), dtype="int32", name="user")
+    movie = keras.Input(shape=(), dtype="int32", name="movie")
+    u = _embedding(n_users, factors, l2, "user_embedding")(user)
+    m = _embedding(n_movies, factors, l2, "movie_embedding")(movie)
+    score = layers.Dot(axes=1, name="dot")([u, m])
+    rating = layers.Reshape((), name="rating")(_squash(score, rating_range))
+    return keras.Model([user, movie], rating, name="dot")
+
+
+def bias_model(n_users: int, n_movies: int, factors: int = 50, l2: float = 1e-4, bias_l2: float = 0.0,
+               rating_range: tuple[float, float] | None = None) -> keras.Model:
+    """Rating = user . movie + user bias + movie bias (fast.ai's headline model)."""
+    user = keras.Input(shape=(), dtype="int32", name="user")
+    movie = keras.Input(shape=(), dtype="int32", name="movie")
+    u = _embedding(n_users, factors, l2, "user_embedding")(user)
+    m = _embedding(n_movies, factors, l2, "movie_embedding")(movie)
+    ub = _embedding(n_users, 1, bias_l2, "user_bias")(user)
+    mb = _embedding(n_movies, 1, bias_l2, "movie_bias")(movie)
+    score = layers.Add(name="score")([layers.Dot(axes=1, name="dot")([u, m]), ub, mb])
+    rating = layers.Reshape((), name="rating")(_squash(score, rating_range))
+    return keras.Model([user, movie], rating, name="bias")
+
+
+def nn_model(n_users: int, n_movies: int, factors: int = 50, l2: float = 1e-4, hidden: int = 70,
+             dropout_embeddings: float = 0.3, dropout_hidden: float = 0.75,
+             rating_range: tuple[float, float] | None = None) -> keras.Model:
+    """Concatenated embeddings -> dropout -> dense -> dropout -> rating."""
+    user = keras.Input(shape=(), dtype="int32", name="user")
+    movie = keras.Input(shape=(), dtype="int32", name="movie")
+    u = _embedding(n_users, factors, l2, "user_embedding")(user)
+    m = _embedding(n_movies, factors, l2, "movie_embedding")(movie)
+    x = layers.Concatenate(name="concat")([u, m])
+    x = layers.Dropout(dropout_embeddings)(x)
+    x = layers.Dense(hidden, activation="relu", name="hidden")(x)
+    x = layers.Dropout(dropout_hidden)(x)
+    score = layers.Dense(1, name="score")(x)
+    rating = layers.Reshape((), name="rating")(_squash(score, rating_range))
+    return keras.Model([user, movie], rating, name="nn")
+
+
+BUILDERS = {"dot": dot_model, "bias": bias_model, "nn": nn_model}

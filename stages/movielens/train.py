@@ -1,0 +1,85 @@
+"""movielens_train@<model>: fit one model from params.yaml movielens.models.<model>."""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from stages.common.cli import run_stage
+from stages.common.io import save_figure, save_keras, write_csv, write_json
+from stages.common.training import LearningRateSchedule, history_rows, seed_everything
+from stages.movielens import params as movielens_params
+from stages.movielens.models import BUILDERS
+from stages.movielens.params import ModelParams
+
+PREPARED = "data/movielens/prepared"
+
+
+def inputs(ratings: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {"user": ratings["user"].to_numpy("int32"), "movie": ratings["movie"].to_numpy("int32")}
+
+
+def build(p: ModelParams, n_users: int, n_movies: int):
+    kwargs = {"factors": p.factors, "l2": p.l2, "rating_range": p.rating_range}
+    if p.kind == "nn":
+        kwargs.update(hidden=p.hidden, dropout_embeddings=p.dropout_embeddings, dropout_hidden=p.dropout_hidden)
+    return BUILDERS[p.kind](n_users, n_movies, **kwargs)
+
+
+def train(ratings: pd.DataFrame, n_users: int, n_movies: int, p: ModelParams, extra_callbacks=()):
+    """Pure step: (trained model with the best validation weights, history dict, ratings/s)."""
+    import keras
+
+    seed_everything(p.seed)
+    model = build(p, n_users, n_movies)
+    schedule = LearningRateSchedule(p.lr_schedule)
+    model.compile(optimizer=keras.optimizers.Adam(schedule.rate(0)), loss="mse", metrics=["mse"])
+    callbacks = [schedule.callback(), *extra_callbacks]
+    if p.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping("val_mse", patience=p.early_stopping_patience,
+                                                       restore_best_weights=True))
+    train_rows, valid_rows = ratings[~ratings["valid"]], ratings[ratings["valid"]]
+    started = time.perf_counter()
+    history = model.fit(inputs(train_rows), train_rows["rating"].to_numpy("float32"), batch_size=p.batch_size,
+                        epochs=p.epochs, validation_data=(inputs(valid_rows), valid_rows["rating"].to_numpy("float32")),
+                        callbacks=callbacks, verbose=2)
+    seconds = time.perf_counter() - started
+    epochs_run = len(history.history["loss"])
+    return model, history.history, len(train_rows) * epochs_run / seconds
+
+
+def main(name: str) -> None:
+    from stages.common.plots import close, training_curves
+    from stages.common.tracking import dvc_hashes, stage_run
+
+    p = movielens_params.load()
+    if name not in p.models:
+        raise SystemExit(f"error: no model '{name}' under movielens.models in params.yaml ({', '.join(p.models)})")
+    mp = p.models[name]
+    ratings = pd.read_parquet(f"{PREPARED}/ratings.parquet")
+    n_users = len(pd.read_parquet(f"{PREPARED}/users.parquet"))
+    n_movies = len(pd.read_parquet(f"{PREPARED}/movies.parquet"))
+    with stage_run("movielens", f"movielens_train@{name}", params={"model": name, **mp.model_dump()},
+                   inputs=[PREPARED]) as run:
+        run.log_dataset(ratings[~ratings["valid"]], "movielens-train", PREPARED, dvc_hashes([PREPARED])[PREPARED])
+        model, history, throughput = train(ratings, n_users, n_movies, mp, extra_callbacks=[run.keras_callback()])
+        rows = history_rows(history)
+        best = int(np.argmin(history["val_mse"]))
+        summary = {"best_epoch": best + 1, "best_val_mse": float(history["val_mse"][best]),
+                   "train_ratings_per_s": throughput}
+        save_keras(f"data/movielens/models/{name}.keras", model)
+        write_csv(f"data/movielens/history/{name}.csv", pd.DataFrame(rows))
+        write_json(f"data/movielens/metrics/train_{name}.json", summary)
+        fig = training_curves(rows, f"MovieLens {name}: MSE per epoch", ["mse", "val_mse"])
+        save_figure(f"data/movielens/plots/{name}_curves.png", fig)
+        close(fig)
+        run.log_metrics(summary)
+        run.log_artifact(f"data/movielens/plots/{name}_curves.png", "plots")
+        run.log_keras_model(model)
+    print(f"{name}: best val MSE {summary['best_val_mse']:.4f} at epoch {best + 1}, {throughput:,.0f} ratings/s")
+
+
+if __name__ == "__main__":
+    run_stage(main, sys.argv[1])

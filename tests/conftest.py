@@ -1,0 +1,154 @@
+"""Shared fixtures: a loopback HTTP server and throwaway copies of the project for real `dvc repro` runs."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.pop("LESSON5_MIRROR", None)  # tests use generated data only
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with HTTP Range support (resume), plus fault injection by file name.
+
+    `truncate.<name>`: serve only the first half of <name>'s bytes and drop the connection.
+    """
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        header = self.headers.get("Range")
+        if header and header.startswith("bytes="):
+            start = int(header[6:].split("-")[0])
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut = getattr(self.server, "cut_after", {}).get(path.name)
+        if cut is not None and start < cut:
+            self.wfile.write(data[start:cut])
+            self.server.cut_after.pop(path.name)  # fail once, then serve normally
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+class LoopbackServer:
+    def __init__(self, root: Path):
+        self.root = root
+        handler = functools.partial(RangeHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.cut_after = {}
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def add(self, name: str, data: bytes) -> tuple[str, str]:
+        """Serve `data` as `name`; returns (url, sha256)."""
+        (self.root / name).write_bytes(data)
+        return self.url(name), hashlib.sha256(data).hexdigest()
+
+    def fail_once_after(self, name: str, n_bytes: int) -> None:
+        self.httpd.cut_after[name] = n_bytes
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_server(tmp_path_factory):
+    server = LoopbackServer(tmp_path_factory.mktemp("www"))
+    yield server
+    server.close()
+
+
+def set_nested(data: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+
+
+class Project:
+    """A copy of the project (code, dvc.yaml, params.yaml) in a temporary folder, with its own DVC and MLflow state."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = {
+            **os.environ,
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "DVC_SITE_CACHE_DIR": str(root / ".dvc-site-cache"),
+            "PYTHONPATH": str(root),
+        }
+        self.env.pop("LESSON5_MIRROR", None)
+
+    @property
+    def params(self) -> dict:
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def set_params(self, updates: dict[str, Any]) -> None:
+        params = self.params
+        for key, value in updates.items():
+            set_nested(params, key, value)
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def run(self, *args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
+        result = subprocess.run(list(args), cwd=self.root, env=self.env, capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                                 f"{result.stderr[-4000:]}")
+        return result
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(str(VENV_BIN / "dvc"), *args, check=check)
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, root / name)
+    for folder in ("stages", "pipelines"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    proj = Project(root)
+    proj.run("git", "init", "-q")
+    proj.dvc("init", "-q")
+    proj.dvc("config", "core.analytics", "false")
+    return proj
