@@ -77,6 +77,7 @@ class StageRun:
 
     def __init__(self, active: bool):
         self.active = active
+        self.run_id: str | None = None
 
     def _safely(self, what: str, fn, *args, **kwargs):
         if not self.active:
@@ -135,13 +136,17 @@ class StageRun:
 
 @contextlib.contextmanager
 def stage_run(workload: str, stage: str, params: Mapping[str, Any] | None = None,
-              inputs: list[str] | None = None) -> Iterator[StageRun]:
+              inputs: list[str] | None = None, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
     """An MLflow run for one DVC stage; yields a StageRun whose calls never raise."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow's own defaults (7 retries, backoff x2, 120 s timeout) stall a stage for minutes on a dead server
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     import mlflow
 
-    tags = {"dvc.stage": stage, "git.commit": git_commit(), "workload": workload}
+    tags = {"dvc.stage": stage, "git.commit": git_commit(), "workload": workload, **(tags or {})}
     for path, digest in dvc_hashes(inputs or []).items():
         tags[f"dvc.input.{path}"] = digest
     if os.environ.get(FLOW_RUN_ENV):
@@ -153,6 +158,7 @@ def stage_run(workload: str, stage: str, params: Mapping[str, Any] | None = None
     started = run._safely("start_run", _start, workload, stage, tags)
     try:
         if started:
+            run.run_id = started.info.run_id
             run.log_params(params or {})
         yield run
     except BaseException:

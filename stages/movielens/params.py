@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from stages.common.distribution import Distribution
 from stages.common.download import Source
 from stages.common.params import Schema, load_params
 
@@ -30,6 +31,8 @@ class ModelParams(Schema):
     hidden: int = Field(default=70, ge=1)
     dropout_embeddings: float = Field(default=0.3, ge=0, lt=1)
     dropout_hidden: float = Field(default=0.75, ge=0, lt=1)
+    distribution: Distribution = Field(
+        default="default", description="TensorFlow strategy: default | auto (mirrored when >1 GPU) | mirrored | one_device")
 
     @model_validator(mode="after")
     def _check(self):

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from stages.common.cli import run_stage
+from stages.common.distribution import strategy
 from stages.common.io import save_figure, save_keras, write_csv, write_json
-from stages.common.training import LearningRateSchedule, history_rows, seed_everything
+from stages.common.training import LearningRateSchedule, history_rows, resume_callbacks, seed_everything
 from stages.movielens import params as movielens_params
 from stages.movielens.models import BUILDERS
 from stages.movielens.params import ModelParams
@@ -33,9 +34,10 @@ def train(ratings: pd.DataFrame, n_users: int, n_movies: int, p: ModelParams, ex
     import keras
 
     seed_everything(p.seed)
-    model = build(p, n_users, n_movies)
     schedule = LearningRateSchedule(p.lr_schedule)
-    model.compile(optimizer=keras.optimizers.Adam(schedule.rate(0)), loss="mse", metrics=["mse"])
+    with strategy(p.distribution).scope():  # variables and optimizer state live on the strategy's devices
+        model = build(p, n_users, n_movies)
+        model.compile(optimizer=keras.optimizers.Adam(schedule.rate(0)), loss="mse", metrics=["mse"])
     callbacks = [schedule.callback(), *extra_callbacks]
     if p.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_mse", patience=p.early_stopping_patience,
@@ -64,7 +66,8 @@ def main(name: str) -> None:
     with stage_run("movielens", f"movielens_train@{name}", params={"model": name, **mp.model_dump()},
                    inputs=[PREPARED]) as run:
         run.log_dataset(ratings[~ratings["valid"]], "movielens-train", PREPARED, dvc_hashes([PREPARED])[PREPARED])
-        model, history, throughput = train(ratings, n_users, n_movies, mp, extra_callbacks=[run.keras_callback()])
+        backup = resume_callbacks(f"movielens_train@{name}", {"params": mp.model_dump(), "data": dvc_hashes([PREPARED])})
+        model, history, throughput = train(ratings, n_users, n_movies, mp, extra_callbacks=[run.keras_callback(), *backup])
         rows = history_rows(history)
         best = int(np.argmin(history["val_mse"]))
         summary = {"best_epoch": best + 1, "best_val_mse": float(history["val_mse"][best]),

@@ -1,0 +1,77 @@
+"""Helpers for the benchmarks: they run on the real data (LESSON5_MIRROR) and print figures; nothing is asserted."""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def require_mirror() -> str:
+    mirror = os.environ.get("LESSON5_MIRROR")
+    if not mirror:
+        default = REPO.parent / "shared" / "data"
+        if not default.is_dir():
+            sys.exit("benchmarks need the real data: set LESSON5_MIRROR to the mirror folder (e.g. ../shared/data), "
+                     "or run them where the dataset home sites are reachable with LESSON5_MIRROR= (empty)")
+        mirror = str(default)
+    os.environ["LESSON5_MIRROR"] = mirror
+    return mirror
+
+
+def mean_spread(values: list[float]) -> str:
+    """'mean ± sample std (min-max, n)'."""
+    if len(values) == 1:
+        return f"{values[0]:.4f} (n=1)"
+    return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} "
+            f"(min {min(values):.4f}, max {max(values):.4f}, n={len(values)})")
+
+
+class ProjectCopy:
+    """A throwaway copy of the project (own DVC, MLflow and Prefect state) for timing real `dvc repro` runs."""
+
+    def __init__(self, params: dict | None = None):
+        self.root = Path(tempfile.mkdtemp(prefix="lesson5-bench-"))
+        for name in ("dvc.yaml", "params.yaml"):
+            shutil.copy(REPO / name, self.root / name)
+        for folder in ("stages", "pipelines"):
+            shutil.copytree(REPO / folder, self.root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                    "MLFLOW_TRACKING_URI": f"sqlite:///{self.root / 'mlflow.db'}",
+                    "PREFECT_HOME": str(self.root / ".prefect"), "DVC_NO_ANALYTICS": "1",
+                    "DVC_SITE_CACHE_DIR": str(self.root / ".dvc-site-cache"), "PYTHONPATH": str(self.root)}
+        if params:
+            data = yaml.safe_load((self.root / "params.yaml").read_text())
+            for dotted, value in params.items():
+                *parents, last = dotted.split(".")
+                node = data
+                for key in parents:
+                    node = node[key]
+                node[last] = value
+            (self.root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        self.run("git", "init", "-q")
+        self.run(str(Path(sys.executable).parent / "dvc"), "init", "-q")
+
+    def run(self, *args: str, quiet: bool = True) -> float:
+        """Run a command in the copy; return its wall time in seconds."""
+        started = time.perf_counter()
+        subprocess.run(list(args), cwd=self.root, env=self.env, check=True,
+                       stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.DEVNULL if quiet else None)
+        return time.perf_counter() - started
+
+    def dvc(self, *args: str, quiet: bool = True) -> float:
+        return self.run(str(Path(sys.executable).parent / "dvc"), *args, quiet=quiet)
+
+    def flow(self, *targets: str, quiet: bool = True) -> float:
+        return self.run(sys.executable, "-m", "pipelines.flow", *targets, quiet=quiet)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

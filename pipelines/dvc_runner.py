@@ -1,0 +1,128 @@
+"""Reproduce single DVC stages from several threads in one process, as `dvc repro` would.
+
+DVC allows one process per repository (its repo lock), and `dvc repro` runs stages
+one at a time. Here the flow process takes DVC's repo lock once, for the whole run,
+and does every DVC step for a stage the way `Stage.reproduce` does it -- decide
+whether it changed, try the run-cache, remove stale outputs, save deps; then
+(after the command) save, commit and write dvc.lock -- serialised by a thread
+lock. Only the stage commands run in parallel, each in its own subprocess. A
+`dvc repro` started by hand meanwhile fails fast with DVC's "Unable to acquire
+lock" and touches nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    name: str
+    cmd: str
+    upstream: tuple[str, ...]
+    workload: str = field(default="")
+
+
+class DvcRunner:
+    def __init__(self, root: str | os.PathLike = "."):
+        from dvc.repo import Repo
+
+        self.root = Path(root).resolve()
+        self.repo = Repo(str(self.root))
+        self._mutex = threading.Lock()
+
+    # -- the graph, read from dvc.yaml through DVC itself (foreach stages included)
+    def stages(self, targets: list[str] | None = None) -> dict[str, StageInfo]:
+        """Pipeline stages (optionally only `targets` and their upstream), in dependency order."""
+        with self._dvc():
+            graph = self.repo.index.graph
+            pipeline = [s for s in graph.nodes if getattr(s, "cmd", None)]
+            if targets:
+                wanted = set()
+                for target in targets:
+                    matches = [s for s in pipeline if s.addressing == target or s.addressing.startswith(f"{target}@")]
+                    if not matches:
+                        names = ", ".join(sorted(s.addressing for s in pipeline))
+                        raise ValueError(f"no stage '{target}' in dvc.yaml (stages: {names})")
+                    for stage in matches:
+                        wanted |= {stage, *nx.descendants(graph, stage)}
+                pipeline = [s for s in pipeline if s in wanted]
+            sub = graph.subgraph(pipeline)
+            # DVC's graph points from a stage to the stages it depends on
+            order = list(reversed(list(nx.topological_sort(sub))))
+            return {s.addressing: StageInfo(s.addressing, s.cmd, tuple(sorted(u.addressing for u in sub.successors(s))),
+                                            s.addressing.split("_", 1)[0])
+                    for s in order}
+
+    @contextlib.contextmanager
+    def _dvc(self) -> Iterator[None]:
+        from dvc.repo import lock_repo
+        with self._mutex, lock_repo(self.repo):
+            yield
+
+    @contextlib.contextmanager
+    def hold_lock(self) -> Iterator[None]:
+        """Hold DVC's repo lock for the whole run (nested DVC calls reuse it)."""
+        from dvc.repo import lock_repo
+        with lock_repo(self.repo):
+            yield
+
+    def _stage(self, name: str):
+        self.repo._reset()  # dvc.lock changed since the last look: reload the stage
+        return self.repo.stage.collect(name)[0]
+
+    def prepare(self, name: str) -> str:
+        """'skipped' (up to date), 'restored' (from DVC's run-cache) or 'run' (the caller must run its cmd)."""
+        from dvc.stage.cache import RunCacheNotFoundError
+
+        with self._dvc():
+            stage = self._stage(name)
+            if not stage.changed():
+                return "skipped"
+            try:
+                self.repo.stage_cache.restore(stage)
+            except RunCacheNotFoundError:
+                stage.remove_outs(ignore_remove=False, force=False)
+                return "run"
+            stage.save()
+            stage.commit()
+            stage.dump(update_pipeline=False)
+            return "restored"
+
+    def record(self, name: str) -> None:
+        """After the command succeeded: hash and cache the outputs, write the stage's dvc.lock entry."""
+        with self._dvc():
+            stage = self._stage(name)
+            no_cache_outs = any(not out.use_cache for out in stage.outs if not (out.is_metric or out.is_plot))
+            stage.save(run_cache=not no_cache_outs)
+            stage.commit()
+            stage.dump(update_pipeline=False)
+
+    def run_command(self, info: StageInfo, env: dict[str, str], echo: Callable[[str], None]) -> tuple[int, str]:
+        """Run the stage's cmd as DVC would (shell, repo root); stream its lines to `echo`; return (code, tail)."""
+        env = {**env, "DVC_ROOT": str(self.root), "DVC_STAGE": info.name}  # as DVC sets them for stage commands
+        proc = subprocess.Popen(info.cmd, shell=True, cwd=self.root, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n").split("\r")[-1]
+            if line.strip():
+                echo(line)
+                tail = (tail + [line])[-30:]
+        return proc.wait(), "\n".join(tail)
+
+
+def python_env() -> dict[str, str]:
+    """The environment for stage commands: this interpreter's bin first on PATH (stage cmds call `python`)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env

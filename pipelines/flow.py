@@ -1,0 +1,167 @@
+"""The main job: a Prefect flow generated from dvc.yaml, one task per DVC stage.
+
+    python -m pipelines.flow [STAGE ...] [--max-parallel N]
+
+Stages run in dependency order as soon as their upstream stages finish, up to
+`pipeline.max_parallel` at once; DVC decides what is up to date (see
+pipelines/dvc_runner.py for how this stays equivalent to `dvc repro`). A failing
+stage stops only the stages downstream of it; the flow ends with a summary of
+what ran, what was skipped and what failed, and why.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
+
+from pipelines.dvc_runner import DvcRunner, StageInfo, python_env
+from stages.common.params import Schema, load_params
+
+
+class PipelineParams(Schema):
+    max_parallel: int = Field(ge=1, le=64, description="stages running at once")
+    download_retries: int = Field(ge=0, le=10, description="retries (with backoff) of *_download stages")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str  # ran | skipped | restored | failed | blocked
+    seconds: float = 0.0
+    error: str = ""
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+@task(cache_policy=NO_CACHE)
+def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str]) -> str:
+    logger = get_run_logger()
+    outcome = runner.prepare(info.name)
+    if outcome == "skipped":
+        logger.info("%s is up to date: skipped", info.name)
+        return outcome
+    if outcome == "restored":
+        logger.info("%s restored from DVC's run-cache", info.name)
+        return outcome
+    logger.info("%s: running `%s`", info.name, info.cmd)
+
+    def echo(line: str) -> None:
+        sys.stderr.write(f"[{info.name}] {line}\n")
+        sys.stderr.flush()
+
+    code, tail = runner.run_command(info, env, echo)
+    if code != 0:
+        raise StageFailed(f"`{info.cmd}` exited with {code}:\n{tail}")
+    runner.record(info.name)
+    logger.info("%s finished and recorded in dvc.lock", info.name)
+    return "ran"
+
+
+def _retry_options(info: StageInfo, retries: int) -> dict:
+    if not info.name.split("@")[0].endswith("_download") or retries == 0:
+        return {}
+    return {"retries": retries, "retry_delay_seconds": [10 * 3**i for i in range(retries)]}
+
+
+def schedule(runner: DvcRunner, stages: dict[str, StageInfo], params: PipelineParams, env: dict[str, str],
+             poll: float = 0.2) -> list[StageResult]:
+    """Submit stages whose upstream finished, at most `max_parallel` at once; never below a failure."""
+    results: dict[str, StageResult] = {}
+    running: dict[str, tuple] = {}
+    waiting = dict(stages)
+    while waiting or running:
+        for name, info in list(waiting.items()):
+            upstream = [results.get(u) for u in info.upstream if u in stages]
+            if any(r is not None and r.status in ("failed", "blocked") for r in upstream):
+                bad = next(r.stage for r in upstream if r is not None and r.status in ("failed", "blocked"))
+                results[name] = StageResult(name, "blocked", error=f"upstream stage {bad} did not finish")
+                del waiting[name]
+            elif all(r is not None for r in upstream) and len(running) < params.max_parallel:
+                task_run = reproduce_stage.with_options(name=name, task_run_name=name,
+                                                        **_retry_options(info, params.download_retries))
+                running[name] = (task_run.submit(runner, info, env), time.perf_counter())
+                del waiting[name]
+        for name, (future, started) in list(running.items()):
+            state = future.state
+            if not state.is_final():
+                continue
+            seconds = time.perf_counter() - started
+            if state.is_completed():
+                results[name] = StageResult(name, future.result(), seconds)
+            else:
+                error = future.result(raise_on_failure=False)
+                results[name] = StageResult(name, "failed", seconds, str(error).strip()[-2000:])
+            del running[name]
+        time.sleep(poll)
+    return [results[name] for name in stages]
+
+
+def format_summary(results: list[StageResult], wall: float) -> str:
+    counts = {s: sum(r.status == s for r in results) for s in ("ran", "restored", "skipped", "failed", "blocked")}
+    lines = [f"pipeline finished in {wall:.1f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
+    for r in results:
+        lines.append(f"  {r.status:<9} {r.stage:<32} {r.seconds:8.1f}s")
+        if r.error:
+            lines.extend(f"      {line}" for line in r.error.splitlines()[-8:])
+    return "\n".join(lines)
+
+
+@flow(name="lesson5-pipeline", log_prints=True)
+def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, root: str = ".") -> list[dict]:
+    """Reproduce the DVC pipeline (or `targets` and their upstream) with independent branches in parallel."""
+    from prefect.runtime import flow_run
+
+    from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, stage_run
+
+    started = time.perf_counter()
+    root = os.path.abspath(root)
+    params = load_params("pipeline", PipelineParams, os.path.join(root, "params.yaml"))
+    if max_parallel is not None:
+        params = params.model_copy(update={"max_parallel": max_parallel})
+    runner = DvcRunner(root)
+    stages = runner.stages(targets)
+    env = python_env()
+    env[FLOW_RUN_ENV] = str(flow_run.get_id() or "")
+    cwd = os.getcwd()
+    os.chdir(root)  # tracking resolves the default store and dvc.lock against the repo root
+    try:
+        with stage_run("pipeline", "pipeline", params={**params.model_dump(), "targets": targets or "all"},
+                       tags={"prefect.flow_run_id": env[FLOW_RUN_ENV]}) as parent:
+            if parent.run_id:
+                env[PARENT_RUN_ENV] = parent.run_id
+            with runner.hold_lock():
+                results = schedule(runner, stages, params, env)
+            wall = time.perf_counter() - started
+            summary = format_summary(results, wall)
+            parent.log_metrics({"wall_seconds": wall, **{f"stages_{s}": sum(r.status == s for r in results)
+                                                         for s in ("ran", "restored", "skipped", "failed", "blocked")}})
+            parent.log_text(summary, "pipeline_summary.txt")
+    finally:
+        os.chdir(cwd)
+    get_run_logger().info("\n%s", summary)
+    failed = [r for r in results if r.status in ("failed", "blocked")]
+    if failed:
+        raise StageFailed(f"{len(failed)} stage(s) failed or were blocked: " + ", ".join(r.stage for r in failed))
+    return [asdict(r) for r in results]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("targets", nargs="*", help="stages to reproduce with their upstream (default: all)")
+    parser.add_argument("--max-parallel", type=int, help="override params.yaml pipeline.max_parallel")
+    parser.add_argument("--root", default=".", help="the DVC repository (default: current folder)")
+    args = parser.parse_args(argv)
+    state = pipeline(args.targets or None, args.max_parallel, args.root, return_state=True)
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
