@@ -35,5 +35,12 @@ ui: install
 bench: install
 	$(BIN)/python -m benchmarks.run
 
-plots: install
-	$(BIN)/dvc plots show
+# DVC's default plots page loads Vega from a CDN; this one inlines it so plots render offline too.
+VEGA := .cache/vega
+plots: install $(VEGA)/template.html
+	$(BIN)/dvc plots show --html-template $(VEGA)/template.html -o dvc_plots
+	@echo "open dvc_plots/index.html"
+
+$(VEGA)/template.html: scripts/offline_plots_template.py
+	npm install --silent --no-audit --no-fund --prefix $(VEGA) vega@5 vega-lite@5 vega-embed@6
+	$(BIN)/python scripts/offline_plots_template.py $(VEGA)/node_modules $@

@@ -127,23 +127,26 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
     if max_parallel is not None:
         params = params.model_copy(update={"max_parallel": max_parallel})
     runner = DvcRunner(root)
-    stages = runner.stages(targets)
     env = python_env()
     env[FLOW_RUN_ENV] = str(flow_run.get_id() or "")
     cwd = os.getcwd()
     os.chdir(root)  # tracking resolves the default store and dvc.lock against the repo root
     try:
-        with stage_run("pipeline", "pipeline", params={**params.model_dump(), "targets": targets or "all"},
-                       tags={"prefect.flow_run_id": env[FLOW_RUN_ENV]}) as parent:
-            if parent.run_id:
-                env[PARENT_RUN_ENV] = parent.run_id
-            with runner.hold_lock():
+        # DVC's repo lock is held from reading the graph to the last dvc.lock write, so a manual
+        # `dvc repro` meanwhile stops at once instead of racing the flow
+        with runner.hold_lock():
+            stages = runner.stages(targets)
+            with stage_run("pipeline", "pipeline", params={**params.model_dump(), "targets": targets or "all"},
+                           tags={"prefect.flow_run_id": env[FLOW_RUN_ENV]}) as parent:
+                if parent.run_id:
+                    env[PARENT_RUN_ENV] = parent.run_id
                 results = schedule(runner, stages, params, env)
-            wall = time.perf_counter() - started
-            summary = format_summary(results, wall)
-            parent.log_metrics({"wall_seconds": wall, **{f"stages_{s}": sum(r.status == s for r in results)
-                                                         for s in ("ran", "restored", "skipped", "failed", "blocked")}})
-            parent.log_text(summary, "pipeline_summary.txt")
+                wall = time.perf_counter() - started
+                summary = format_summary(results, wall)
+                counts = {f"stages_{s}": sum(r.status == s for r in results)
+                          for s in ("ran", "restored", "skipped", "failed", "blocked")}
+                parent.log_metrics({"wall_seconds": wall, **counts})
+                parent.log_text(summary, "pipeline_summary.txt")
     finally:
         os.chdir(cwd)
     get_run_logger().info("\n%s", summary)

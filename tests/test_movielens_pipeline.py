@@ -11,6 +11,7 @@ import yaml
 from tests.factories.movielens import movielens_zip
 
 pytestmark = pytest.mark.slow
+TARGETS = ["movielens_analyze", "movielens_evaluate", "movielens_baselines"]
 CHAIN = ["movielens_download", "movielens_prepare", "movielens_baselines", "movielens_train@dot",
          "movielens_train@bias", "movielens_train@nn", "movielens_evaluate@dot", "movielens_evaluate@bias",
          "movielens_evaluate@nn", "movielens_analyze"]
@@ -28,13 +29,13 @@ def small_movielens(project, http_server) -> None:
 
 
 def stale_stages(project) -> set[str]:
-    status = json.loads(project.dvc("status", "--json").stdout or "{}")
+    status = json.loads(project.dvc("status", "--with-deps", "--json", *TARGETS).stdout or "{}")
     return {name.split(":")[-1] for name in status}
 
 
 def test_dvc_repro_chain_tracks_in_mlflow_and_reruns_only_what_changed(project, http_server):
     small_movielens(project, http_server)
-    project.dvc("repro", "movielens_analyze", "movielens_evaluate", "movielens_baselines")
+    project.dvc("repro", *TARGETS)
     metrics = json.loads((project.root / "data/movielens/metrics/bias.json").read_text())
     assert 0 < metrics["val_mse"] < 5 and metrics["val_rmse"] == pytest.approx(metrics["val_mse"] ** 0.5)
     assert (project.root / "data/movielens/analysis/pca.csv").is_file()
@@ -58,7 +59,7 @@ def test_dvc_repro_chain_tracks_in_mlflow_and_reruns_only_what_changed(project, 
     assert (project.root / "plots-html" / "index.html").is_file()
 
     # a second run reruns nothing
-    out = project.dvc("repro", "movielens_analyze", "movielens_evaluate", "movielens_baselines").stdout
+    out = project.dvc("repro", *TARGETS).stdout
     assert "Running stage" not in out and stale_stages(project) == set()
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
 
@@ -66,7 +67,7 @@ def test_dvc_repro_chain_tracks_in_mlflow_and_reruns_only_what_changed(project, 
     project.set_params({"movielens.models.dot.epochs": 3})
     assert stale_stages(project) == {"movielens_train@dot"}
     project.set_params({"movielens.models.dot.epochs": 2, "movielens.models.bias.epochs": 3})
-    out = project.dvc("repro", "movielens_analyze", "movielens_evaluate", "movielens_baselines").stdout
+    out = project.dvc("repro", *TARGETS).stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
         "movielens_train@bias", "movielens_evaluate@bias", "movielens_analyze"}
 
@@ -89,7 +90,7 @@ def test_prefect_flow_runs_the_graph_and_matches_dvc_repro(project, http_server,
     small_movielens(project, http_server)
     project.env["PREFECT_HOME"] = str(tmp_path_factory.getbasetemp() / "prefect-home")
     flow = project.run(project.env["PATH"].split(":")[0] + "/python", "-m", "pipelines.flow",
-                       "movielens_analyze", "movielens_evaluate", "movielens_baselines")
+                       *TARGETS)
     log = flow.stdout + flow.stderr
     assert "pipeline finished" in log and "10 ran" in log
     assert stale_stages(project) == set()
@@ -105,5 +106,5 @@ def test_prefect_flow_runs_the_graph_and_matches_dvc_repro(project, http_server,
     assert len(children) == 8  # every stage but download/prepare tracks a run
     assert all(c.data.tags.get("prefect.flow_run_id") == parent.data.tags["prefect.flow_run_id"] for c in children)
 
-    again = project.run(project.env["PATH"].split(":")[0] + "/python", "-m", "pipelines.flow")
+    again = project.run(project.env["PATH"].split(":")[0] + "/python", "-m", "pipelines.flow", *TARGETS)
     assert "10 skipped" in again.stdout + again.stderr

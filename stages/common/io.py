@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -10,6 +11,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class DiskFullError(OSError):
+    """No space (or over a file-size limit) while writing an output; the previous output is untouched."""
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    # some writers wrap the OS error and keep only its text; numpy reports the short write itself
+    text = str(err)
+    return (getattr(err, "errno", None) in _FULL or "No space left" in text or "File too large" in text
+            or ("requested and" in text and "written" in text))
+
+
+@contextlib.contextmanager
+def _explain_disk_full(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except Exception as err:
+        if isinstance(err, DiskFullError) or not _is_disk_full(err):
+            raise
+        raise DiskFullError(errno.ENOSPC, f"no space left while writing {path} ({err}); its previous version, if any, "
+                            "is unchanged. Free disk space (or move the project or its .dvc/cache) and re-run the stage") from err
 
 
 @contextlib.contextmanager
@@ -22,10 +47,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
+        with _explain_disk_full(path):
+            yield tmp
+            _fsync(tmp)  # the data reaches the disk before the new name does
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -35,7 +70,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        with _explain_disk_full(path):
+            yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -34,8 +34,10 @@ def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run stages from the project root (where dvc.yaml is)") from None
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ParamsError(f"{path}: not valid YAML (UTF-8 text): {err}") from None
+    except RecursionError:
+        raise ParamsError(f"{path}: nested too deeply to be a params file") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     return raw
@@ -73,13 +75,17 @@ def _describe(section: str, error: dict, schema: type[BaseModel]) -> str:
 def _fields_at(schema: type[BaseModel], loc: list[str]) -> list[str]:
     """Field names of the (nested) model found by following `loc` from `schema`."""
     model: Any = schema
+    free_key = False
     for part in loc:
+        if free_key:  # the key of a dict[str, Model] value is a free name: the model stays the same
+            free_key = False
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return []
         field = model.model_fields.get(part)
         if field is None:
-            # a dict[str, Model] value: the key is a free name, the model sits in the annotation
             return []
+        free_key = getattr(field.annotation, "__origin__", None) is dict
         model = _inner_model(field.annotation)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return sorted(model.model_fields)

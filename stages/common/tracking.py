@@ -75,8 +75,8 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 class StageRun:
     """Logging calls that degrade to warnings when MLflow is unavailable."""
 
-    def __init__(self, active: bool):
-        self.active = active
+    def __init__(self, active: bool, stage: str = "<stage>"):
+        self.active, self.stage = active, stage
         self.run_id: str | None = None
 
     def _safely(self, what: str, fn, *args, **kwargs):
@@ -87,7 +87,8 @@ class StageRun:
         except Exception as err:  # tracking must never lose a stage's work
             self.active = False
             print(f"WARNING: MLflow {what} failed ({type(err).__name__}: {err}); the stage goes on, its DVC outputs "
-                  "are written; re-run the stage with `dvc repro --force <stage>` to re-log it.", file=sys.stderr)
+                  f"are written; once MLflow is back, re-log it with `dvc repro --force --single-item {self.stage}`.",
+                  file=sys.stderr)
             return None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -154,7 +155,7 @@ def stage_run(workload: str, stage: str, params: Mapping[str, Any] | None = None
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
 
-    run = StageRun(active=True)
+    run = StageRun(active=True, stage=stage)
     started = run._safely("start_run", _start, workload, stage, tags)
     try:
         if started:

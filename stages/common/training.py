@@ -1,7 +1,16 @@
 """Keras helpers shared by the training stages."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+BACKUP_ROOT = Path(".cache/backup")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -50,3 +59,55 @@ def history_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
     """Keras History.history as one row per epoch (the shape `dvc plots` reads)."""
     epochs = len(next(iter(history.values()), []))
     return [{"epoch": i + 1, **{k: float(v[i]) for k, v in history.items()}} for i in range(epochs)]
+
+
+def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -> list:
+    """Callbacks that let a killed `fit` (SIGKILL, OOM, power loss) resume at its last finished epoch.
+
+    Keras' BackupAndRestore keeps the weights, the optimizer state and the epoch count in
+    `.cache/backup/<stage>/<digest of fingerprint>/` after every epoch and deletes them when `fit` ends; the
+    epochs' logs are kept beside them, so a resumed `fit` returns the whole run's history. `fingerprint`
+    (the stage's params, its input hashes) keys the backup: a backup made with other settings is discarded,
+    never resumed. On resume, EarlyStopping's patience count and best weights start afresh.
+    """
+    import keras
+
+    stage_dir = BACKUP_ROOT / re.sub(r"[^A-Za-z0-9_.@=-]", "_", stage)
+    digest = hashlib.sha256(json.dumps(fingerprint or {}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    folder = stage_dir / digest
+    for stale in stage_dir.glob("*"):
+        if stale != folder:
+            shutil.rmtree(stale, ignore_errors=True)
+
+    class EpochLogs(keras.callbacks.Callback):
+        """Keeps finished epochs' logs with the backup and puts them back in front of a resumed run's history."""
+
+        def on_train_begin(self, logs=None):
+            start = self.model._initial_epoch or 0  # set by BackupAndRestore, which runs just before
+            if start >= self.params["epochs"]:  # killed after the last backup: redo the last epoch, not none
+                start = self.model._initial_epoch = self.params["epochs"] - 1
+            saved = json.loads(logs_file.read_text()) if start and logs_file.is_file() else []
+            self.rows, self.resumed_at = saved[:start], start
+            if start:
+                print(f"{stage}: resuming after epoch {start} from the backup in {folder} "
+                      "(the previous run was interrupted)", flush=True)
+
+        def on_epoch_end(self, epoch, logs=None):
+            from stages.common.io import write_json
+
+            self.rows.append({k: float(v) for k, v in (logs or {}).items()})
+            if folder.is_dir():  # BackupAndRestore has just written this epoch's backup
+                write_json(logs_file, self.rows)
+
+        def on_train_end(self, logs=None):
+            history = getattr(self.model, "history", None)
+            if self.resumed_at and history is not None:
+                earlier = self.rows[: self.resumed_at]
+                for key, values in history.history.items():
+                    history.history[key] = [row.get(key, float("nan")) for row in earlier] + values
+            shutil.rmtree(folder, ignore_errors=True)
+            if stage_dir.is_dir() and not any(stage_dir.iterdir()):
+                stage_dir.rmdir()
+
+    logs_file = folder / "epoch_logs.json"
+    return [keras.callbacks.BackupAndRestore(str(folder)), EpochLogs()]

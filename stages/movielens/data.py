@@ -35,16 +35,26 @@ def read_ratings(raw_dir: str | Path, dataset: str) -> pd.DataFrame:
     path = Path(raw_dir) / rel
     header_lines = 0 if kwargs.get("header", "infer") is None else 1
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
+        # blank lines stay rows (dropped below) so that row i is line i + 1 + header_lines
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, **kwargs)
     except pd.errors.ParserError as err:
         raise StageError(f"{path}: malformed ratings file: {err}") from None
+    except pd.errors.EmptyDataError:
+        raise StageError(f"{path}, line 1: the file is empty (truncated download or extraction?)") from None
+    except UnicodeDecodeError as err:
+        raise StageError(f"{path}, line {_first_undecodable_line(path, kwargs.get('encoding', 'utf-8'))}: "
+                         f"not {kwargs.get('encoding', 'utf-8')} text ({err.reason}); is it the right file?") from None
     missing = {"userId", "movieId", "rating"} - set(df.columns)
     if missing:
-        raise StageError(f"{path}: missing column(s) {', '.join(sorted(missing))} (found: {', '.join(df.columns)})")
+        raise StageError(f"{path}, line 1 (the header): missing column(s) {', '.join(sorted(missing))} "
+                         f"(found: {', '.join(map(str, df.columns))})")
+    blank = (df == "").all(axis=1)
     out = pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce") for c in ("userId", "movieId", "rating")})
     bad = out.isna().any(axis=1) | ~out["rating"].between(MIN_RATING, MAX_RATING)
     ids = out[["userId", "movieId"]]
-    bad |= ((ids % 1) != 0).any(axis=1)
+    bad |= ((ids % 1) != 0).any(axis=1) | (ids.abs() >= 2**53).any(axis=1)
+    bad &= ~blank
+    out = out[~blank]
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
         row = df.iloc[first]
@@ -52,7 +62,17 @@ def read_ratings(raw_dir: str | Path, dataset: str) -> pd.DataFrame:
                          f"(userId={row['userId']!r}, movieId={row['movieId']!r}, rating={row['rating']!r}); "
                          f"ids must be integers and rating a number in [{MIN_RATING}, {MAX_RATING}]. "
                          f"{int(bad.sum())} bad row(s) in all; fix or remove them.")
-    return out.astype({"userId": "int64", "movieId": "int64", "rating": "float32"})
+    return out.astype({"userId": "int64", "movieId": "int64", "rating": "float32"}).reset_index(drop=True)
+
+
+def _first_undecodable_line(path: Path, encoding: str) -> int:
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError:
+                return number
+    return 1
 
 
 def read_movies(raw_dir: str | Path, dataset: str) -> pd.DataFrame:

@@ -67,7 +67,8 @@ def main(name: str) -> None:
                    inputs=[PREPARED]) as run:
         run.log_dataset(ratings[~ratings["valid"]], "movielens-train", PREPARED, dvc_hashes([PREPARED])[PREPARED])
         backup = resume_callbacks(f"movielens_train@{name}", {"params": mp.model_dump(), "data": dvc_hashes([PREPARED])})
-        model, history, throughput = train(ratings, n_users, n_movies, mp, extra_callbacks=[run.keras_callback(), *backup])
+        model, history, throughput = train(ratings, n_users, n_movies, mp,
+                                           extra_callbacks=[run.keras_callback(), *backup])
         rows = history_rows(history)
         best = int(np.argmin(history["val_mse"]))
         summary = {"best_epoch": best + 1, "best_val_mse": float(history["val_mse"][best]),

@@ -1,0 +1,190 @@
+"""IMDB benchmark on the real data (run the imdb_tokenize and glove_matrix stages first).
+
+Prints: reading + tokenizing 50,000 reviews with this project's tokenizer and with Keras
+TextVectorization (same semantics); training throughput per model through the pipeline's `train()`
+and through a plain Keras script of the same model, with their ratio; test accuracy of the chosen
+models over several seeds (epoch chosen on the validation split, test evaluated once), and the
+fast.ai-protocol figure (best test accuracy over epochs, the test set used as validation), labelled.
+
+    nice -n 5 python -m benchmarks.imdb                      # defaults: 3 seeds of multi_cnn
+    python -m benchmarks.imdb --quality-models all --seeds 1  # every model once
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+RAW = "data/imdb/raw/aclImdb"
+
+
+def keras_tokenize(train_texts: list[str], test_texts: list[str], vocab_size: int):
+    """The library route: TextVectorization with the same standardisation; returns (vocab words, train ids, test ids)
+    as ragged lists in this project's id layout (0 padding, 1..vocab_size-2 words, vocab_size-1 rare)."""
+    import tensorflow as tf
+    from keras import layers
+
+    def standardize(text):
+        text = tf.strings.regex_replace(tf.strings.lower(text), r"<br\s*/?>", " ")
+        return tf.strings.regex_replace(text, r'[!"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~\']', "")
+
+    vectorize = layers.TextVectorization(max_tokens=vocab_size, standardize=standardize, ragged=True)
+    vectorize.adapt(tf.data.Dataset.from_tensor_slices(train_texts).batch(1024))
+    vocab = vectorize.get_vocabulary()[2:]  # '' and [UNK] first
+
+    def ids(texts):
+        out = []
+        for start in range(0, len(texts), 4096):
+            batch = vectorize(tf.constant(texts[start:start + 4096])).numpy()
+            # TextVectorization: 1 is [UNK], words from 2; here: words from 1, rare last
+            out.extend(np.where(row == 1, vocab_size - 1, row - 1) for row in batch)
+        return out
+
+    return vocab, ids(train_texts), ids(test_texts)
+
+
+def bench_tokenizers(vocab_size: int, maxlen: int) -> None:
+    from stages.imdb.tokenize import build_vocab, encode, pad, read_reviews, words
+
+    started = time.perf_counter()
+    train_texts, _, _ = read_reviews(f"{RAW}/train")
+    test_texts, _, _ = read_reviews(f"{RAW}/test")
+    read_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    train_words, test_words = words(train_texts), words(test_texts)
+    vocab = [w for w, _ in build_vocab(train_words, vocab_size)]
+    own = encode(train_words, vocab, maxlen), encode(test_words, vocab, maxlen)
+    own_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    keras_vocab, train_ids, test_ids = keras_tokenize(train_texts, test_texts, vocab_size)
+    library = pad(train_ids, maxlen), pad(test_ids, maxlen)
+    keras_s = time.perf_counter() - started
+
+    same_words = len(set(vocab) & set(keras_vocab)) / len(vocab)
+    same_ids = np.mean([np.mean(a == b) for a, b in zip(own, library)])
+    print(f"tokenize 50,000 reviews: reading {read_s:.1f} s; own tokenizer {own_s:.1f} s "
+          f"(total {read_s + own_s:.1f} s); Keras TextVectorization {keras_s:.1f} s (total {read_s + keras_s:.1f} s)")
+    print(f"  same vocabulary words: {same_words:.2%} (differences are ties in frequency at the cut-off); "
+          f"same ids: {same_ids:.2%} of positions")
+
+
+def plain_keras_model(p, vocab_size: int, maxlen: int, glove):
+    """The same models written as a plain Keras 3 script would (Sequential, stock layers)."""
+    import keras
+    from keras import layers
+
+    from stages.imdb.models import WordDropoutEmbedding
+    init = keras.initializers.Constant(glove) if p.embedding == "glove" else "uniform"
+    embedding = WordDropoutEmbedding(vocab_size, p.embedding_dim, word_dropout=p.word_dropout,
+                                     embeddings_initializer=init, mask_zero=p.kind == "lstm")
+    tokens = keras.Input(shape=(maxlen,), dtype="int32")
+    x = embedding(tokens)
+    if p.embedding_dropout:
+        x = layers.Dropout(p.embedding_dropout)(x)
+    if p.kind == "lstm":
+        x = layers.LSTM(p.lstm_units)(x)
+    else:
+        if p.kind == "cnn":
+            convs = [layers.Flatten()(layers.MaxPooling1D()(layers.Conv1D(p.filters, k, padding="same",
+                                                                          activation="relu")(x)))
+                     for k in p.kernel_sizes]
+            x = convs[0] if len(convs) == 1 else layers.concatenate(convs)
+            if p.conv_dropout:
+                x = layers.Dropout(p.conv_dropout)(x)
+        else:
+            x = layers.Flatten()(x)
+        x = layers.Dropout(p.hidden_dropout)(layers.Dense(p.hidden, activation="relu")(x))
+    model = keras.Model(tokens, layers.Dense(1, activation="sigmoid")(x))
+    model.compile(optimizer=keras.optimizers.Adam(p.phases[0].learning_rate), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int) -> None:
+    from stages.imdb.train import load_arrays, train
+
+    print(f"training throughput, {n_reviews:,} training reviews x 1 epoch + validation (reviews/s):")
+    for name, p in models.items():
+        one_epoch = type(p).model_validate({**p.model_dump(), "phases": [p.phases[0].model_dump() | {"epochs": 1}]})
+        train_x, train_y = load_arrays(split="train", maxlen=p.maxlen)
+        valid = load_arrays(split="valid", maxlen=p.maxlen)
+        subset = (train_x[:n_reviews], train_y[:n_reviews])
+        plain = plain_keras_model(p, vocab_size, subset[0].shape[1], glove)
+        started = time.perf_counter()
+        plain.fit(*subset, batch_size=p.batch_size, epochs=1, validation_data=valid, verbose=0)
+        plain_rate = n_reviews / (time.perf_counter() - started)
+        _, _, summary = train(subset, valid, one_epoch, vocab_size, glove, verbose=0)
+        rate = summary["train_reviews_per_s"]
+        print(f"  {name:>10}: pipeline {rate:7,.0f}  plain Keras {plain_rate:7,.0f}  "
+              f"pipeline cost {plain_rate / rate - 1:+.1%}")
+
+
+def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int]) -> None:
+    import keras
+
+    from stages.imdb.evaluate import evaluate
+    from stages.imdb.train import load_arrays, train
+
+    print("test accuracy, mean +- standard deviation over seeds "
+          f"{seeds} (honest: epoch chosen on the validation split, test evaluated once):")
+    for name, p in models.items():
+        test = load_arrays(split="test", maxlen=p.maxlen)
+        honest, fastai_protocol, times = [], [], []
+        for seed in seeds:
+            per_epoch = []
+
+            class TestEachEpoch(keras.callbacks.Callback):  # fast.ai's protocol, reported only, never selects
+                def on_epoch_end(self, epoch, logs=None):
+                    per_epoch.append(self.model.evaluate(*test, batch_size=512, verbose=0)[1])
+
+            seeded = type(p).model_validate({**p.model_dump(), "seed": seed})
+            started = time.perf_counter()
+            model, _, summary = train(load_arrays(split="train", maxlen=p.maxlen),
+                                      load_arrays(split="valid", maxlen=p.maxlen), seeded, vocab_size, glove,
+                                      extra_callbacks=[TestEachEpoch()], verbose=0)
+            times.append(time.perf_counter() - started)
+            probabilities = model.predict(test[0], batch_size=512, verbose=0).reshape(-1)
+            honest.append(evaluate(probabilities, test[1].astype(int))[0]["test_accuracy"])
+            fastai_protocol.append(max(per_epoch))
+            print(f"  {name} seed {seed}: test {honest[-1]:.4f} (epoch {summary['best_epoch']} chosen on validation); "
+                  f"fast.ai protocol {fastai_protocol[-1]:.4f}; per-epoch test {[round(a, 4) for a in per_epoch]}",
+                  flush=True)
+        spread = statistics.stdev if len(seeds) > 1 else (lambda values: 0.0)
+        print(f"  {name:>10}: {statistics.mean(honest):.2%} +- {spread(honest):.2%} honest | "
+              f"{statistics.mean(fastai_protocol):.2%} +- {spread(fastai_protocol):.2%} fast.ai protocol "
+              f"(best epoch on test) | {statistics.mean(times):.0f} s per run incl. per-epoch test passes")
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quality-models", default="multi_cnn", help="comma-separated names, 'all' or 'none'")
+    parser.add_argument("--throughput-reviews", type=int, default=6400, help="0 skips the throughput table")
+    parser.add_argument("--skip-tokenize", action="store_true")
+    args = parser.parse_args(argv)
+
+    from stages.common.io import load_npy
+    from stages.imdb import params as imdb_params
+
+    p = imdb_params.load()
+    started = time.perf_counter()
+    if not args.skip_tokenize:
+        bench_tokenizers(p.tokenize.vocab_size, p.tokenize.maxlen)
+    glove = load_npy("data/glove/matrix/embedding.npy")
+    if args.throughput_reviews:
+        bench_throughput(p.models, p.tokenize.vocab_size, glove, args.throughput_reviews)
+    names = {"all": list(p.models), "none": []}.get(args.quality_models, args.quality_models.split(","))
+    if names:
+        bench_quality({n: p.models[n] for n in names}, p.tokenize.vocab_size, glove,
+                      [p.models[names[0]].seed + i for i in range(args.seeds)])
+    print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

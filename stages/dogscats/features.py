@@ -1,0 +1,106 @@
+"""dogscats_features: the VGG16 conv base run once over every prepared image; block-5 features cached as float16."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.common.cli import StageError, run_stage
+from stages.common.io import atomic_dir, write_csv, write_json
+from stages.dogscats import params as dogscats_params
+from stages.dogscats.download import WEIGHTS
+from stages.dogscats.prepare import OUT_DIR as PREPARED
+from stages.dogscats.vgg import BGR_MEAN, conv_base, conv_flops
+
+OUT_DIR = "data/dogscats/features"
+METRICS = "data/dogscats/metrics/features.json"
+
+
+def load_image(path, input_size: int):
+    """File -> VGG16 input: decoded (any format), resized, RGB->BGR, ImageNet means subtracted."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.resize(image, (input_size, input_size), antialias=True)
+    return image[..., ::-1] - tf.constant(BGR_MEAN)
+
+
+def image_dataset(paths: list[str], input_size: int, batch_size: int):
+    """Batches of images, decoded and resized in parallel and prefetched while the model runs."""
+    import tensorflow as tf
+
+    return (tf.data.Dataset.from_tensor_slices(paths)
+            .map(lambda p: load_image(p, input_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def extract(model, paths: list[str], input_size: int, batch_size: int, out: np.ndarray) -> dict[str, float]:
+    """Fill `out` (n, *feature shape) with the model's outputs; return timing figures."""
+    import tensorflow as tf
+
+    from tqdm.auto import tqdm
+
+    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)  # the last batch is smaller
+    done, started, warm_started = 0, time.perf_counter(), None
+    bar = tqdm(total=len(paths), desc="VGG16 features", unit="img", mininterval=5.0, disable=None)
+    try:
+        for batch in image_dataset(paths, input_size, batch_size):
+            out[done:done + len(batch)] = infer(batch).numpy().astype(out.dtype)
+            done += len(batch)
+            bar.update(len(batch))
+            if warm_started is None:  # the first batch includes tracing and thread-pool start-up
+                warm_started, warm_done = time.perf_counter(), done
+    except tf.errors.InvalidArgumentError:
+        raise StageError(f"{undecodable(paths)}: TensorFlow cannot decode this image although PIL could; "
+                         "remove it and re-run dogscats_prepare") from None
+    bar.close()
+    seconds = time.perf_counter() - started
+    warm_seconds = time.perf_counter() - warm_started
+    steady = (done - warm_done) / warm_seconds if done > warm_done else done / seconds
+    return {"images": done, "seconds": seconds, "images_per_s": done / seconds, "steady_images_per_s": steady}
+
+
+def undecodable(paths: list[str]) -> str:
+    import tensorflow as tf
+
+    for path in paths:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        except tf.errors.InvalidArgumentError:
+            return path
+    return "an image"
+
+
+def compute_features(prepared: Path, out_dir: Path, weights: str | Path | None, input_size: int, batch_size: int):
+    """Pure step: write features.npy (float16, manifest order) and index.csv into out_dir; return stats."""
+    import tensorflow as tf
+
+    manifest = pd.read_csv(prepared / "manifest.csv")
+    model = conv_base(input_size, weights)
+    features = np.lib.format.open_memmap(out_dir / "features.npy", mode="w+", dtype=np.float16,
+                                         shape=(len(manifest), *model.output.shape[1:]))
+    stats = extract(model, [str(prepared / p) for p in manifest["path"]], input_size, batch_size, features)
+    features.flush()
+    del features
+    write_csv(out_dir / "index.csv", manifest)
+    gflop = conv_flops(model) / 1e9
+    devices = [d.name for d in tf.config.list_physical_devices("GPU")] or ["CPU"]
+    return {**stats, "input_size": input_size, "batch_size": batch_size, "feature_shape": list(model.output.shape[1:]),
+            "gflop_per_image": gflop, "gflop_per_s": gflop * stats["steady_images_per_s"], "devices": devices}
+
+
+def main() -> None:
+    p = dogscats_params.load()
+    with atomic_dir(OUT_DIR) as out:
+        stats = compute_features(Path(PREPARED), out, WEIGHTS, p.features.input_size, p.features.batch_size)
+    write_json(METRICS, stats)
+    print(f"features {stats['feature_shape']} of {stats['images']:,} images at {stats['input_size']}px on "
+          f"{', '.join(stats['devices'])}: {stats['seconds']:.0f} s, {stats['steady_images_per_s']:.1f} images/s, "
+          f"{stats['gflop_per_s']:.0f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    run_stage(main)

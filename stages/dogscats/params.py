@@ -1,0 +1,73 @@
+"""Schema of the `dogscats` section of params.yaml."""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from stages.common.download import Source
+from stages.common.params import Schema, load_params
+
+
+class Sources(Schema):
+    images: Source
+    weights: Source
+
+
+class PrepareParams(Schema):
+    seed: int = Field(ge=0)
+    valid_fraction: float = Field(gt=0, lt=1)
+    max_per_class: int | None = Field(ge=2, description="usable images kept per class (seeded); null: all")
+    max_pixels: int = Field(ge=1, description="images with more pixels than this are refused (decompression bombs)")
+
+
+class FeaturesParams(Schema):
+    input_size: int = Field(ge=32, le=1024, description="images are resized to input_size x input_size")
+    batch_size: int = Field(ge=1, le=1024)
+
+
+class HeadParams(Schema):
+    hidden: int = Field(ge=1, le=8192, description="units in each of the two dense layers (fast.ai: 4096)")
+    dropout: float = Field(ge=0, lt=1)
+    l2: float = Field(ge=0)
+
+
+class FitParams(Schema):
+    epochs: int = Field(ge=1, le=1000)
+    learning_rate: float = Field(gt=0)
+
+
+class TrainParams(Schema):
+    seed: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    head: HeadParams
+    dense: FitParams = Field(description="(1) the dense head without BN")
+    bn_inserted: FitParams = Field(description="(2) BN inserted into the trained head (1), then fine-tuned")
+    bn_scratch: FitParams = Field(description="(3) the same head with BN, trained from scratch")
+    calibration_images: int = Field(ge=16, description="training images whose activations initialise the BN layers")
+
+
+class EvaluateParams(Schema):
+    log_loss_clip: float = Field(gt=0, lt=0.5, description="probabilities are clipped to [clip, 1 - clip] (Kaggle: 1e-15)")
+    gallery_size: int = Field(ge=1, le=100)
+    gallery_model: str
+
+
+class DogsCatsParams(Schema):
+    sources: Sources
+    prepare: PrepareParams
+    features: FeaturesParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.evaluate.gallery_model not in MODELS:
+            raise ValueError(f"evaluate.gallery_model must be one of {', '.join(MODELS)}, "
+                             f"got '{self.evaluate.gallery_model}'")
+        return self
+
+
+MODELS = ("dense", "bn_inserted", "bn_scratch")
+
+
+def load() -> DogsCatsParams:
+    return load_params("dogscats", DogsCatsParams)

@@ -1,0 +1,1 @@
+"""GloVe word vectors: download, the embedding matrix for the IMDB vocabulary, a t-SNE map."""

@@ -1,0 +1,32 @@
+"""Schema of the `glove` section of params.yaml."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from stages.common.download import Source
+from stages.common.params import Schema, load_params
+
+
+class MatrixParams(Schema):
+    """fast.ai's recipe: words missing from GloVe get normal(0, oov_scale) rows, then the matrix is divided."""
+    oov_scale: float = Field(ge=0)
+    divide_by: float = Field(gt=0)
+    seed: int = Field(ge=0)
+
+
+class TsneParams(Schema):
+    n_words: int = Field(ge=10, description="the most frequent GloVe words (the file is in frequency order)")
+    n_labelled: int = Field(ge=1)
+    perplexity: float = Field(gt=0)
+    seed: int = Field(ge=0)
+
+
+class GloveParams(Schema):
+    source: Source
+    dim: int = Field(description="glove.6B.<dim>d.txt inside the archive: 50, 100, 200 or 300")
+    matrix: MatrixParams
+    tsne: TsneParams
+
+
+def load() -> GloveParams:
+    return load_params("glove", GloveParams)

@@ -1,0 +1,1 @@
+"""IMDB sentiment (fast.ai Lesson 5): tokenize, five models, evaluation, embeddings."""

@@ -1,0 +1,60 @@
+"""imdb_compare: one table of the five models' test figures beside fast.ai's 2017 numbers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from stages.common.cli import StageError, run_stage
+from stages.common.io import atomic_dir, read_json, write_csv, write_text
+from stages.common.tracking import stage_run
+from stages.imdb import params as imdb_params
+
+METRICS_DIR = "data/imdb/metrics"
+OUT_DIR = "data/imdb/comparison"
+
+
+def comparison(models: list[str], fastai: dict[str, float], metrics_dir: str | Path = METRICS_DIR) -> pd.DataFrame:
+    """Pure step: one row per model from its train_<model>.json and <model>.json."""
+    rows = []
+    for name in models:
+        train_file, test_file = Path(metrics_dir) / f"train_{name}.json", Path(metrics_dir) / f"{name}.json"
+        if not (train_file.is_file() and test_file.is_file()):
+            raise StageError(f"{train_file} or {test_file} missing: run imdb_train@{name} and imdb_evaluate@{name}")
+        trained, tested = read_json(train_file), read_json(test_file)
+        rows.append({"model": name, "fastai_2017_accuracy": fastai.get(name),
+                     "test_accuracy": tested["test_accuracy"], "test_roc_auc": tested["test_roc_auc"],
+                     "test_log_loss": tested["test_log_loss"], "best_val_accuracy": trained["best_val_accuracy"],
+                     "best_epoch": trained["best_epoch"], "epochs": trained["epochs"],
+                     "train_reviews_per_s": trained["train_reviews_per_s"]})
+    table = pd.DataFrame(rows)
+    table["vs_fastai"] = table["test_accuracy"] - table["fastai_2017_accuracy"]
+    return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    lines = ["| model | fast.ai 2017 (best epoch on test) | test accuracy (epoch chosen on validation) | vs fast.ai "
+             "| ROC AUC | log loss | best epoch / epochs | reviews/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        fastai = f"{r.fastai_2017_accuracy:.2%}" if pd.notna(r.fastai_2017_accuracy) else "-"
+        delta = f"{r.vs_fastai * 100:+.2f} pt" if pd.notna(r.vs_fastai) else "-"
+        lines.append(f"| {r.model} | {fastai} | {r.test_accuracy:.2%} | {delta} | {r.test_roc_auc:.4f} | "
+                     f"{r.test_log_loss:.4f} | {r.best_epoch} / {r.epochs} | {r.train_reviews_per_s:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = imdb_params.load()
+    table = comparison(list(p.models), p.fastai_test_accuracy)
+    text = markdown(table)
+    with atomic_dir(OUT_DIR) as out:
+        write_csv(out / "comparison.csv", table)
+        write_text(out / "comparison.md", text)
+    with stage_run("imdb", "imdb_compare", inputs=[METRICS_DIR]) as run:
+        run.log_metrics({f"{r.model}_test_accuracy": r.test_accuracy for r in table.itertuples()})
+        run.log_artifact(f"{OUT_DIR}/comparison.md", "comparison")
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    run_stage(main)

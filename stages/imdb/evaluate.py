@@ -1,0 +1,72 @@
+"""imdb_evaluate@<model>: the one look at the test set: accuracy, ROC AUC, log loss, confusion matrix, ROC curve."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, roc_auc_score, roc_curve
+
+from stages.common.cli import run_stage
+from stages.common.io import load_keras, save_figure, write_csv, write_json
+from stages.common.tracking import stage_run
+from stages.imdb.train import TOKENIZED, load_arrays
+
+CLASSES = ["neg", "pos"]
+
+
+def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> tuple[dict, pd.DataFrame, np.ndarray]:
+    """Pure step: (metrics, ROC curve table, 2x2 confusion matrix) of predicted P(positive)."""
+    predicted = (probabilities >= 0.5).astype(int)
+    matrix = confusion_matrix(labels, predicted, labels=[0, 1])
+    fpr, tpr, thresholds = roc_curve(labels, probabilities)
+    metrics = {"test_accuracy": float(accuracy_score(labels, predicted)),
+               "test_roc_auc": float(roc_auc_score(labels, probabilities)),
+               "test_log_loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=[0, 1])),
+               "confusion_matrix": {"tn": int(matrix[0, 0]), "fp": int(matrix[0, 1]),
+                                    "fn": int(matrix[1, 0]), "tp": int(matrix[1, 1])},
+               "n_test": int(len(labels))}
+    roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
+    return metrics, roc, matrix
+
+
+def roc_figure(roc: pd.DataFrame, auc: float, title: str):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(roc["fpr"], roc["tpr"], label=f"AUC {auc:.4f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def main(name: str) -> None:
+    import stages.imdb.models  # noqa: F401  registers the custom embedding layer for loading
+    from stages.common.plots import close, confusion_matrix_figure
+
+    model_path = f"data/imdb/models/{name}.keras"
+    model = load_keras(model_path)
+    x, y = load_arrays(split="test", maxlen=model.input_shape[1])
+    probabilities = model.predict(x, batch_size=512, verbose=0).reshape(-1)
+    metrics, roc, matrix = evaluate(probabilities, y.astype(int))
+    write_json(f"data/imdb/metrics/{name}.json", metrics)
+    write_csv(f"data/imdb/eval/{name}_roc.csv", roc)
+    write_csv(f"data/imdb/eval/{name}_predictions.csv", pd.DataFrame(
+        {"actual": np.array(CLASSES)[y.astype(int)], "predicted": np.array(CLASSES)[(probabilities >= 0.5).astype(int)]}))
+    figures = {f"data/imdb/plots/{name}_confusion.png": confusion_matrix_figure(matrix, CLASSES, f"IMDB {name}: test set"),
+               f"data/imdb/plots/{name}_roc.png": roc_figure(roc, metrics["test_roc_auc"], f"IMDB {name}: test ROC")}
+    for path, fig in figures.items():
+        save_figure(path, fig)
+        close(fig)
+    with stage_run("imdb", f"imdb_evaluate@{name}", params={"model": name}, inputs=[TOKENIZED, model_path]) as run:
+        run.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        run.log_metrics({f"test_{k}": v for k, v in metrics["confusion_matrix"].items()})
+        for path in figures:
+            run.log_artifact(path, "plots")
+        run.log_artifact(f"data/imdb/eval/{name}_roc.csv", "eval")
+    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, ROC AUC {metrics['test_roc_auc']:.4f}, "
+          f"log loss {metrics['test_log_loss']:.4f}")
+
+
+if __name__ == "__main__":
+    run_stage(main, sys.argv[1])

@@ -1,0 +1,142 @@
+"""imdb_train@<model>: fit one model from params.yaml imdb.models.<model>, choosing the epoch on the validation split.
+
+Training runs in phases; each phase sets the embedding's trainable flag, recompiles (so the flag takes
+effect, with a fresh Adam at the phase's learning rate) and continues from the previous phase's weights.
+The weights of the best validation epoch across all phases are kept. The test set is not read here.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from stages.common.cli import StageError, run_stage
+from stages.common.io import load_npy, read_json, save_figure, save_keras, write_csv, write_json
+from stages.common.training import history_rows, seed_everything
+from stages.imdb import params as imdb_params
+from stages.imdb.params import ModelParams
+from stages.imdb.tokenize import repad
+
+TOKENIZED = "data/imdb/tokenized"
+GLOVE_MATRIX = "data/glove/matrix/embedding.npy"
+
+
+def load_arrays(folder: str = TOKENIZED, split: str = "train", maxlen: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, float32 labels) of `split`: 'train' (training rows only), 'valid' or 'test', re-padded to `maxlen`."""
+    stats = read_json(f"{folder}/stats.json")
+    prefix = "test" if split == "test" else "train"
+    x, y = load_npy(f"{folder}/{prefix}_x.npy"), load_npy(f"{folder}/{prefix}_y.npy").astype("float32")
+    if split != "test":
+        rows = load_npy(f"{folder}/valid.npy") == (split == "valid")
+        x, y = x[rows], y[rows]
+    if maxlen:
+        x = repad(x, maxlen, stats["padding"], stats["truncating"])
+    return x, y
+
+
+class KeepBest:
+    """Remembers the weights of the best epoch by `monitor`, across fit() calls."""
+
+    def __init__(self, monitor: str):
+        self.monitor, self.sign = monitor, (1 if monitor.endswith("accuracy") else -1)
+        self.best, self.epoch, self.weights = -np.inf, 0, None
+
+    def callback(self):
+        import keras
+        keeper = self
+
+        class Keep(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                score = keeper.sign * logs[keeper.monitor]
+                if score > keeper.best:
+                    keeper.best, keeper.epoch, keeper.weights = score, epoch + 1, self.model.get_weights()
+
+        return Keep()
+
+
+def phase_logger(phase: int):
+    """Adds the phase number, the optimizer's actual learning rate and the embedding's trainability to the epoch logs."""
+    import keras
+
+    class Log(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["phase"] = phase
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+            logs["embedding_trainable"] = float(self.model.get_layer("embedding").trainable)
+
+    return Log()
+
+
+def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.ndarray | None = None,
+          extra_callbacks=(), verbose: int = 2):
+    """Pure step: (model with the best validation weights, history dict, summary dict)."""
+    import keras
+
+    from stages.imdb.models import build
+
+    if p.embedding == "glove":
+        if glove is None or glove.shape != (vocab_size, p.embedding_dim):
+            raise StageError(f"embedding 'glove' needs a {vocab_size} x {p.embedding_dim} matrix, got "
+                             f"{None if glove is None else glove.shape}: set embedding_dim to glove.dim and re-run "
+                             "glove_matrix after changing the vocabulary")
+    seed_everything(p.seed)
+    model = build(p, vocab_size, train_data[0].shape[1], glove if p.embedding == "glove" else None)
+    best = KeepBest(p.monitor)
+    history: dict[str, list[float]] = {}
+    epoch, seconds = 0, 0.0
+    for number, phase in enumerate(p.phases, start=1):
+        model.get_layer("embedding").trainable = phase.train_embedding
+        # compile after changing `trainable`, with a new optimizer at this phase's rate: both really apply
+        model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss="binary_crossentropy",
+                      metrics=["accuracy"])
+        started = time.perf_counter()
+        fitted = model.fit(*train_data, batch_size=p.batch_size, initial_epoch=epoch, epochs=epoch + phase.epochs,
+                           validation_data=valid_data, verbose=verbose,
+                           callbacks=[phase_logger(number), best.callback(), *extra_callbacks])
+        seconds += time.perf_counter() - started
+        epoch += phase.epochs
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(values)
+    if best.weights is None:
+        raise StageError(f"{p.monitor} was never finite (diverged?): lower the learning rates in imdb.models")
+    model.set_weights(best.weights)
+    summary = {"best_epoch": best.epoch, f"best_{p.monitor}": best.sign * best.best,
+               "best_val_accuracy": history["val_accuracy"][best.epoch - 1],
+               "best_val_loss": history["val_loss"][best.epoch - 1], "epochs": epoch,
+               "train_reviews_per_s": len(train_data[1]) * epoch / seconds, "train_seconds": seconds}
+    return model, history, summary
+
+
+def main(name: str) -> None:
+    from stages.common.plots import close, training_curves
+    from stages.common.tracking import stage_run
+
+    p = imdb_params.load()
+    if name not in p.models:
+        raise StageError(f"no model '{name}' under imdb.models in params.yaml ({', '.join(p.models)})")
+    mp = p.models[name]
+    train_data = load_arrays(split="train", maxlen=mp.maxlen)
+    valid_data = load_arrays(split="valid", maxlen=mp.maxlen)
+    glove = load_npy(GLOVE_MATRIX) if mp.embedding == "glove" else None
+    inputs = [TOKENIZED] + ([GLOVE_MATRIX] if glove is not None else [])
+    with stage_run("imdb", f"imdb_train@{name}", params={"model": name, **mp.model_dump()}, inputs=inputs) as run:
+        model, history, summary = train(train_data, valid_data, mp, p.tokenize.vocab_size, glove,
+                                        extra_callbacks=[run.keras_callback()])
+        rows = history_rows(history)
+        save_keras(f"data/imdb/models/{name}.keras", model)
+        write_csv(f"data/imdb/history/{name}.csv", pd.DataFrame(rows))
+        write_json(f"data/imdb/metrics/train_{name}.json", summary)
+        fig = training_curves(rows, f"IMDB {name}: accuracy per epoch", ["accuracy", "val_accuracy"])
+        save_figure(f"data/imdb/plots/{name}_curves.png", fig)
+        close(fig)
+        run.log_metrics(summary)
+        run.log_artifact(f"data/imdb/plots/{name}_curves.png", "plots")
+        run.log_keras_model(model)
+    print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']} "
+          f"of {summary['epochs']}, {summary['train_reviews_per_s']:,.0f} reviews/s")
+
+
+if __name__ == "__main__":
+    run_stage(main, sys.argv[1])

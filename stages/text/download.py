@@ -1,0 +1,16 @@
+"""text_download: fetch the plain-text corpus (Nietzsche's Beyond Good and Evil by default)."""
+from __future__ import annotations
+
+from stages.common.cli import run_stage
+from stages.common.download import fetch
+from stages.text import params as text_params
+
+CORPUS = "data/text/raw/corpus.txt"
+
+
+def main() -> None:
+    fetch(text_params.load().source, CORPUS)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,129 @@
+"""text_train@<model>: fit one model from params.yaml text.models.<model> on the prepared ids."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from stages.common.cli import StageError, run_stage
+from stages.common.io import load_npy, read_json, save_figure, save_keras, write_csv, write_json
+from stages.common.training import LearningRateSchedule, history_rows, seed_everything
+from stages.text import corpus
+from stages.text import params as text_params
+from stages.text.params import LSTMParams
+
+PREPARED = "data/text/prepared"
+
+
+def is_word_model(p) -> bool:
+    return p.kind == "word_lstm"
+
+
+def load_tokens(word_level: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(training ids, validation ids, vocabulary) at the character or word level."""
+    unit = "words" if word_level else "chars"
+    vocab = read_json(f"{PREPARED}/vocab.json")[unit]
+    return load_npy(f"{PREPARED}/train_{unit}.npy"), load_npy(f"{PREPARED}/valid_{unit}.npy"), vocab
+
+
+def training_pairs(ids: np.ndarray, p, every_position: bool, what: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = corpus.sequences(ids, p.seq_len, p.stride or p.seq_len, what)
+    return x, (y if every_position else y[:, -1])
+
+
+def epoch_timer(max_minutes: float | None):
+    """Sums the seconds spent in training batches (validation excluded); stops at the batch that passes `max_minutes`.
+
+    A stop inside an epoch still validates and records that (partial) epoch.
+    """
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        seconds, batches = 0.0, 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started, self.counted = time.perf_counter(), False
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+            elapsed = self.seconds + time.perf_counter() - self.started
+            if max_minutes is not None and elapsed > max_minutes * 60 and not self.model.stop_training:
+                print(f"stopping at batch {batch + 1}: {elapsed / 60:.1f} min of training reached "
+                      f"max_minutes={max_minutes}")
+                self.model.stop_training = True
+
+        def on_test_begin(self, logs=None):
+            self._count()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._count()
+
+        def _count(self):
+            if not self.counted:  # on_test_begin also fires for evaluate() outside fit: count each epoch once
+                self.seconds += time.perf_counter() - self.started
+                self.counted = True
+
+    return EpochTimer()
+
+
+def train(train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int, p, extra_callbacks=()):
+    """Pure step: (trained model, history dict, {training seconds, tokens/s, targets/s})."""
+    import keras
+
+    from stages.text.models import build, model_inputs
+
+    every = isinstance(p, LSTMParams)  # the LSTMs predict every next token, the lesson's models the last one
+    x, y = training_pairs(train_ids, p, every, "the training text")  # too-short text fails here, before any TF
+    x_valid, y_valid = training_pairs(valid_ids, p.model_copy(update={"stride": None}), every, "the validation tail")
+    seed_everything(p.seed)
+    model = build(p, vocab_size)
+    schedule = LearningRateSchedule(p.lr_schedule)
+    model.compile(optimizer=keras.optimizers.Adam(schedule.rate(0)), loss="sparse_categorical_crossentropy")
+    timer = epoch_timer(p.max_minutes)
+    history = model.fit(model_inputs(model, x), y, batch_size=p.batch_size, epochs=p.epochs,
+                        validation_data=(model_inputs(model, x_valid), y_valid),
+                        callbacks=[schedule.callback(), timer, *extra_callbacks], verbose=2)
+    full_epochs, partial_batches = divmod(timer.batches, math.ceil(len(x) / p.batch_size))
+    sequences_seen = full_epochs * len(x) + partial_batches * p.batch_size
+    speed = {"train_seconds": timer.seconds, "epochs_run": len(history.history["loss"]),
+             "epochs_trained": sequences_seen / len(x),  # fractional when max_minutes stopped inside an epoch
+             "train_tokens_per_s": sequences_seen * x.shape[1] / timer.seconds,
+             "train_targets_per_s": sequences_seen * (y.size // len(y)) / timer.seconds}
+    return model, history.history, speed
+
+
+def main(name: str) -> None:
+    from stages.common.plots import close, training_curves
+    from stages.common.tracking import stage_run
+
+    p = text_params.load()
+    if name not in p.models:
+        raise StageError(f"no model '{name}' under text.models in params.yaml ({', '.join(p.models)})")
+    mp = p.models[name]
+    train_ids, valid_ids, vocab = load_tokens(is_word_model(mp))
+    unit = "words" if is_word_model(mp) else "chars"
+    with stage_run("text", f"text_train@{name}", params={"model": name, **mp.model_dump()}, inputs=[PREPARED]) as run:
+        model, history, speed = train(train_ids, valid_ids, len(vocab), mp, extra_callbacks=[run.keras_callback()])
+        rows = history_rows(history)
+        tokens_per_s = speed.pop("train_tokens_per_s")
+        summary = {"final_loss": float(history["loss"][-1]), "final_val_loss": float(history["val_loss"][-1]),
+                   **speed, f"train_{unit}_per_s": tokens_per_s}
+        save_keras(f"data/text/models/{name}.keras", model)
+        write_csv(f"data/text/history/{name}.csv", pd.DataFrame(rows))
+        write_json(f"data/text/metrics/train_{name}.json", summary)
+        fig = training_curves(rows, f"{name}: cross-entropy (nats per {unit[:-1]}) per epoch", ["loss", "val_loss"])
+        save_figure(f"data/text/plots/{name}_curves.png", fig)
+        close(fig)
+        run.log_metrics(summary)
+        run.log_artifact(f"data/text/plots/{name}_curves.png", "plots")
+        run.log_keras_model(model)
+    print(f"{name}: final loss {summary['final_loss']:.4f}, val loss {summary['final_val_loss']:.4f} "
+          f"after {speed['epochs_trained']:.2f} epoch(s), {speed['train_seconds']:.0f} s of training, "
+          f"{tokens_per_s:,.0f} {unit}/s")
+
+
+if __name__ == "__main__":
+    run_stage(main, sys.argv[1])

@@ -1,0 +1,380 @@
+"""Dogs vs Cats: bad images, the split, the VGG16 weights check, features, heads, metrics and the real DVC chain."""
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from stages.common.cli import StageError
+from stages.dogscats.evaluate import confidently_wrong, log_loss, scores
+from stages.dogscats.images import Unusable, load_rgb
+from stages.dogscats.params import PrepareParams
+from stages.dogscats.prepare import prepare, split
+
+PREP = PrepareParams(seed=0, valid_fraction=0.25, max_per_class=None, max_pixels=10_000_000)
+
+
+# ---------------------------------------------------------------- generated images
+
+def jpeg(color, size=(24, 20), mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def noisy_jpeg(seed: int, tint) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.normal(tint, 40, size=(36, 36, 3)), 0, 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def png_with_alpha() -> bytes:
+    image = Image.new("RGBA", (16, 16), (0, 0, 255, 255))
+    image.paste((0, 0, 0, 0), (0, 0, 8, 16))  # left half fully transparent
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_bomb(width=100_000, height=100_000) -> bytes:
+    """A few hundred bytes whose header claims 10 gigapixels: decoding it would need gigabytes."""
+    small = io.BytesIO()
+    Image.new("L", (1, 1)).save(small, format="PNG")
+    data = bytearray(small.getvalue())
+    ihdr = 8  # after the signature: length(4) 'IHDR'(4) width(4) height(4) ...
+    data[ihdr + 8:ihdr + 16] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr + 4:ihdr + 8 + 13]))
+    data[ihdr + 8 + 13:ihdr + 8 + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def pet_folder(root: Path, n_per_class: int = 8, extra: dict[str, bytes] | None = None) -> Path:
+    """root/PetImages/{Cat,Dog}/<i>.jpg (cats reddish, dogs bluish) plus `extra` files (relative path -> bytes)."""
+    raw = root / "PetImages"
+    for label, tint in (("Cat", (190, 80, 60)), ("Dog", (60, 90, 190))):
+        (raw / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            (raw / label / f"{i}.jpg").write_bytes(noisy_jpeg(i + 100 * len(label), tint))
+    for rel, data in (extra or {}).items():
+        (raw / rel).parent.mkdir(parents=True, exist_ok=True)
+        (raw / rel).write_bytes(data)
+    return raw
+
+
+def run_prepare(tmp_path: Path, raw: Path, params: PrepareParams = PREP):
+    out = tmp_path / "prepared"
+    out.mkdir()
+    manifest, report = prepare(raw, out, params)
+    manifest.to_csv(out / "manifest.csv", index=False)
+    return manifest, report, out
+
+
+# ---------------------------------------------------------------- bad input: each is skipped and counted
+
+BAD_FILES = {
+    "corrupt jpeg": ("Cat/corrupt.jpg", jpeg((10, 200, 10))[:300], "corrupt image data"),
+    "zero-byte file": ("Cat/empty.jpg", b"", "empty file"),
+    "text named .jpg": ("Dog/notes.jpg", b"this is not a picture\n" * 20, "not an image (unknown format)"),
+    "Thumbs.db": ("Dog/Thumbs.db", b"\xd0\xcf\x11\xe0" + b"\x00" * 600, "not an image (unknown format)"),
+    "decompression bomb": ("Dog/bomb.png", png_bomb(), "decompression bomb"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_file_is_skipped_and_counted(tmp_path, case):
+    rel, data, reason = BAD_FILES[case]
+    manifest, report, _ = run_prepare(tmp_path, pet_folder(tmp_path, extra={rel: data}))
+    assert report["skipped"] == 1 and report["skipped_by_reason"] == {reason: 1}
+    assert report["skipped_files"][0]["file"] == rel
+    assert report["usable"] == 16 and len(manifest) == 16
+    assert rel not in set(manifest["source"])
+
+
+@pytest.mark.parametrize("size,message", [
+    (5_000, r"5000x5000 pixels is over max_pixels=10000000"),  # our limit (a param)
+    (100_000, r"Image size \(10000000000 pixels\) exceeds limit"),  # Pillow's own, beyond any max_pixels
+])
+def test_decompression_bomb_is_refused_from_its_header(tmp_path, size, message):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(size, size))
+    assert bomb.stat().st_size < 1000
+    with pytest.raises(Unusable, match=f"decompression bomb: {message}"):
+        load_rgb(bomb, max_pixels=10_000_000)
+
+
+@pytest.mark.parametrize("name,data,original", [
+    ("Cat/alpha.png", png_with_alpha(), "PNG RGBA"),
+    ("Cat/grey.jpg", jpeg(128, mode="L"), "JPEG L"),
+    ("Dog/cmyk.jpg", jpeg((0, 255, 0, 0), mode="CMYK"), "JPEG CMYK"),
+    ("Dog/palette.gif", (lambda b: (Image.new("P", (8, 8), 3).save(b, format="GIF"), b.getvalue())[1])(io.BytesIO()),
+     "GIF P"),
+], ids=["png-alpha", "greyscale", "cmyk", "palette-gif"])
+def test_non_rgb_images_are_converted_to_rgb(tmp_path, name, data, original):
+    manifest, report, out = run_prepare(tmp_path, pet_folder(tmp_path, extra={name: data}))
+    assert report["skipped"] == 0 and report["converted_to_rgb"] == {original: 1}
+    row = manifest[manifest["source"] == name].iloc[0]
+    with Image.open(out / row["path"]) as img:
+        assert img.mode == "RGB" and img.format == "PNG"
+        pixels = np.asarray(img)
+    if original == "PNG RGBA":  # transparent pixels become white, opaque ones keep their colour
+        assert (pixels[:, :8] == 255).all() and (pixels[:, 8:] == [0, 0, 255]).all()
+    if original == "JPEG L":
+        assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+
+
+def test_rgb_jpegs_are_copied_byte_for_byte(tmp_path):
+    raw = pet_folder(tmp_path)
+    manifest, _, out = run_prepare(tmp_path, raw)
+    row = manifest.iloc[0]
+    assert (out / row["path"]).read_bytes() == (raw / row["source"]).read_bytes()
+
+
+def test_empty_class_folder_is_a_clear_error(tmp_path):
+    raw = pet_folder(tmp_path)
+    for f in (raw / "Dog").iterdir():
+        f.unlink()
+    with pytest.raises(StageError, match=r"PetImages/Dog: no usable images in this class folder \(0 files\)"):
+        run_prepare(tmp_path, raw)
+
+
+def test_class_of_only_bad_files_is_a_clear_error(tmp_path):
+    raw = pet_folder(tmp_path)
+    for f in (raw / "Cat").iterdir():
+        f.write_bytes(b"")
+    with pytest.raises(StageError, match=r"Cat: no usable images .*8 files; skipped: \{'empty file': 8\}"):
+        run_prepare(tmp_path, raw)
+
+
+def test_missing_class_folder_is_a_clear_error(tmp_path):
+    raw = pet_folder(tmp_path)
+    for f in (raw / "Dog").iterdir():
+        f.unlink()
+    (raw / "Dog").rmdir()
+    with pytest.raises(StageError, match="expected 2 class folders .* found 1: Cat"):
+        run_prepare(tmp_path, raw)
+
+
+# ---------------------------------------------------------------- the split
+
+def test_split_is_stratified_seeded_and_capped():
+    images = pd.DataFrame({"source": [f"{c}/{i}.jpg" for c in ("Cat", "Dog") for i in range(40)],
+                           "label": [0] * 40 + [1] * 40, "class": ["Cat"] * 40 + ["Dog"] * 40})
+    a = split(images, 0.25, max_per_class=20, seed=1)
+    assert len(a) == 40
+    counts = a.groupby(["split", "label"]).size().to_dict()
+    assert counts == {("train", 0): 15, ("train", 1): 15, ("valid", 0): 5, ("valid", 1): 5}
+    pd.testing.assert_frame_equal(a, split(images, 0.25, max_per_class=20, seed=1))
+    assert set(a["source"]) != set(split(images, 0.25, max_per_class=20, seed=2)["source"])
+    assert len(split(images, 0.25, max_per_class=None, seed=1)) == 80
+
+
+def test_too_few_images_for_a_split_is_a_clear_error():
+    images = pd.DataFrame({"source": ["Cat/1.jpg", "Dog/1.jpg", "Dog/2.jpg"], "label": [0, 1, 1],
+                           "class": ["Cat", "Dog", "Dog"]})
+    with pytest.raises(StageError, match="class 'Cat' has only 1 usable image"):
+        split(images, 0.25, None, 0)
+
+
+# ---------------------------------------------------------------- the VGG16 weights file
+
+def write_legacy_weights(model, path: Path, replace: dict[str, list[np.ndarray]] | None = None) -> Path:
+    """A Keras HDF5 weights file laid out like vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5."""
+    replace = replace or {}
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        f.attrs["backend"], f.attrs["keras_version"] = b"tensorflow", b"3"
+        for layer in model.layers:
+            group = f.create_group(layer.name)
+            values = replace.get(layer.name, [np.asarray(w) for w in layer.weights])
+            names = [f"{layer.name}/{'kernel' if i == 0 else 'bias'}" for i in range(len(values))]
+            group.attrs["weight_names"] = [n.encode() for n in names]
+            for name, value in zip(names, values):
+                group.create_dataset(name, data=value)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vgg_weights(tmp_path_factory):
+    """A weights file for the real VGG16 architecture (random weights) and the model they came from."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    return write_legacy_weights(model, tmp_path_factory.mktemp("weights") / "vgg16_notop.h5"), model
+
+
+def test_weights_file_loads_into_the_real_vgg16(vgg_weights):
+    from stages.dogscats.vgg import conv_base
+
+    path, source = vgg_weights
+    loaded = conv_base(32, path)
+    for a, b in zip(source.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.output.shape[1:] == (1, 1, 512)
+
+
+def test_weights_of_the_wrong_shape_name_the_layer(vgg_weights, tmp_path):
+    from stages.dogscats.vgg import conv_base
+
+    _, source = vgg_weights
+    bad = write_legacy_weights(source, tmp_path / "bad.h5", replace={
+        "block3_conv2": [np.zeros((3, 3, 128, 256), "float32"), np.zeros(256, "float32")]})
+    with pytest.raises(StageError, match=r"weights for layer 'block3_conv2' have shapes \[\(3, 3, 128, 256\), "
+                                         r"\(256,\)\] .* needs \[\(3, 3, 256, 256\), \(256,\)\]"):
+        conv_base(32, bad)
+
+
+def test_weights_of_another_model_are_a_clear_error(tmp_path):
+    import keras
+
+    from stages.dogscats.vgg import conv_base
+
+    small = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(64, 3, name="block1_conv1")])
+    with pytest.raises(StageError, match="holds weights for 1 layers, vgg16 has 13 .* 'block1_conv2'"):
+        conv_base(32, write_legacy_weights(small, tmp_path / "small.h5"))
+
+
+def test_a_file_that_is_not_hdf5_is_a_clear_error(tmp_path):
+    from stages.dogscats.vgg import conv_base
+
+    (tmp_path / "truncated.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    with pytest.raises(StageError, match="not a Keras HDF5 weights file"):
+        conv_base(32, tmp_path / "truncated.h5")
+
+
+# ---------------------------------------------------------------- features, heads, metrics
+
+def test_features_match_the_conv_base_on_each_image(tmp_path, vgg_weights):
+    from stages.dogscats.features import compute_features, load_image
+    from stages.dogscats.vgg import conv_base
+
+    raw = pet_folder(tmp_path, n_per_class=5, extra={"Cat/alpha.png": png_with_alpha()})
+    manifest, _, prepared = run_prepare(tmp_path, raw)
+    out = tmp_path / "features"
+    out.mkdir()
+    stats = compute_features(prepared, out, vgg_weights[0], input_size=32, batch_size=4)
+    features = np.load(out / "features.npy")
+    assert features.dtype == np.float16 and features.shape == (11, 1, 1, 512)
+    assert stats["images"] == 11 and stats["feature_shape"] == [1, 1, 512] and stats["images_per_s"] > 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "index.csv"), manifest)
+    model = conv_base(32, vgg_weights[0])
+    one = np.stack([load_image(str(prepared / p), 32).numpy() for p in manifest["path"]])
+    np.testing.assert_allclose(features, model.predict(one, verbose=0), rtol=2e-3, atol=1e-3)
+
+
+def test_load_image_resizes_and_uses_vgg_preprocessing(tmp_path):
+    from stages.dogscats.features import load_image
+
+    path = tmp_path / "red.png"
+    Image.new("RGB", (50, 30), (255, 0, 0)).save(path)
+    x = load_image(str(path), 40).numpy()
+    assert x.shape == (40, 40, 3)
+    np.testing.assert_allclose(x[20, 20], [0 - 103.939, 0 - 116.779, 255 - 123.68], atol=1e-3)  # BGR, means off
+
+
+def test_the_three_heads_train_and_insertion_keeps_the_function():
+    from stages.dogscats.params import TrainParams
+    from stages.dogscats.train import train_heads
+
+    rng = np.random.default_rng(0)
+    labels = (np.arange(240) % 2).astype("float32")
+    x = rng.normal(size=(240, 2, 2, 8)).astype("float32") + labels[:, None, None, None] * 0.8
+    train, valid = (x[:180], labels[:180]), (x[180:], labels[180:])
+    p = TrainParams.model_validate({
+        "seed": 0, "batch_size": 32, "calibration_images": 64,
+        "head": {"hidden": 16, "dropout": 0.2, "l2": 0.0},
+        "dense": {"epochs": 6, "learning_rate": 0.01}, "bn_inserted": {"epochs": 3, "learning_rate": 0.001},
+        "bn_scratch": {"epochs": 6, "learning_rate": 0.01}})
+    results = {name: (model, history, extra) for name, model, history, extra in train_heads(train, valid, p)}
+    assert list(results) == ["dense", "bn_inserted", "bn_scratch"]
+    assert results["bn_inserted"][2]["insertion_max_abs_change"] < 1e-4
+    for name, (model, history, _) in results.items():
+        assert history["val_accuracy"][-1] > 0.8, name
+    names = lambda m: [layer.name for layer in m.layers]
+    assert names(results["bn_inserted"][0]) == names(results["bn_scratch"][0])
+    assert "fc1_bn" not in names(results["dense"][0])
+
+
+def test_log_loss_is_clipped_like_kaggle():
+    labels = np.array([1.0, 0.0])
+    assert log_loss(labels, np.array([0.0, 0.0]), 1e-15) == pytest.approx(-np.log(1e-15) / 2, rel=1e-6)
+    assert log_loss(labels, np.array([0.0, 0.0]), 0.05) == pytest.approx(-(np.log(0.05) + np.log(0.95)) / 2, rel=1e-9)
+    assert log_loss(labels, np.array([0.9, 0.2]), 1e-15) == pytest.approx(-(np.log(0.9) + np.log(0.8)) / 2)
+
+
+def test_scores_and_confidently_wrong():
+    labels = np.array([0, 0, 1, 1, 1], dtype="float32")
+    p_dog = np.array([0.1, 0.9, 0.8, 0.4, 0.01])
+    s = scores(labels, p_dog, 1e-15)
+    assert s["val_accuracy"] == pytest.approx(0.4) and s["errors"] == 3
+    assert s["confusion"] == [[1, 1], [2, 1]]
+    index = pd.DataFrame({"path": list("abcde")})
+    assert confidently_wrong(index, labels, p_dog, 2)["path"].tolist() == ["e", "b"]
+
+
+# ---------------------------------------------------------------- the real DVC chain
+
+def zipped(raw: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for f in sorted(raw.rglob("*")):
+            zf.write(f, f.relative_to(raw.parent).as_posix())
+    return buffer.getvalue()
+
+
+def only_dogscats(dvc_yaml: Path) -> None:
+    """Keep this workload's stages and plots: the other workloads' stages are not this test's subject."""
+    import yaml
+
+    graph = yaml.safe_load(dvc_yaml.read_text())
+    graph["stages"] = {k: v for k, v in graph["stages"].items() if k.startswith("dogscats_")}
+    graph["plots"] = [p for p in graph.get("plots", []) if str(next(iter(p)) if isinstance(p, dict) else p)
+                      .startswith("data/dogscats/")]
+    dvc_yaml.write_text(yaml.safe_dump(graph, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_server, tmp_path, vgg_weights):
+    only_dogscats(project.root / "dvc.yaml")
+    raw = pet_folder(tmp_path / "src", n_per_class=12, extra={"Dog/broken.jpg": b"", "Cat/grey.jpg": jpeg(90, mode="L")})
+    images_url, images_sha = http_server.add("kagglecatsanddogs_5340.zip", zipped(raw))
+    weights_url, weights_sha = http_server.add("vgg16_notop.h5", vgg_weights[0].read_bytes())
+    fit = {"epochs": 2, "learning_rate": 0.001}
+    project.set_params({
+        "dogscats.sources.images": {"url": images_url, "sha256": images_sha},
+        "dogscats.sources.weights": {"url": weights_url, "sha256": weights_sha},
+        "dogscats.prepare.max_per_class": 10,
+        "dogscats.features.input_size": 32, "dogscats.features.batch_size": 8,
+        "dogscats.train.calibration_images": 16, "dogscats.train.head": {"hidden": 8, "dropout": 0.0, "l2": 0.0},
+        "dogscats.train.dense": fit, "dogscats.train.bn_inserted": fit, "dogscats.train.bn_scratch": fit,
+        "dogscats.evaluate.gallery_size": 4,
+    })
+    project.dvc("repro", "dogscats_evaluate")
+    root = project.root / "data/dogscats"
+    report = __import__("json").loads((root / "prepared/report.json").read_text())
+    assert report["skipped_by_reason"] == {"empty file": 1} and report["converted_to_rgb"] == {"JPEG L": 1}
+    assert report["used"] == {"train": {"Cat": 7, "Dog": 7}, "valid": {"Cat": 3, "Dog": 3}}
+    assert np.load(root / "features/features.npy").shape == (20, 1, 1, 512)
+    metrics = __import__("json").loads((root / "metrics/evaluate.json").read_text())
+    assert set(metrics) == {"dense", "bn_inserted", "bn_scratch"}
+    assert all(m["n_valid"] == 6 and 0 <= m["val_accuracy"] <= 1 for m in metrics.values())
+    assert (root / "evaluation/confidently_wrong.png").stat().st_size > 1000
+    assert len(list((root / "models").glob("*.keras"))) == 3
+
+    project.set_params({"dogscats.train.head": {"hidden": 12, "dropout": 0.0, "l2": 0.0}})
+    rerun = project.dvc("repro", "dogscats_evaluate").stdout
+    assert "Running stage 'dogscats_train'" in rerun and "Running stage 'dogscats_evaluate'" in rerun
+    assert "Running stage 'dogscats_features'" not in rerun
+    runs = project.run(str(Path(project.env["PATH"].split(":")[0]) / "python"), "-c",
+                       "import mlflow; print(len(mlflow.search_runs(experiment_names=['lesson5-dogscats'])))").stdout
+    assert int(runs.strip()) == 8  # 3 heads + evaluate, twice

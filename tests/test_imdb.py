@@ -1,0 +1,385 @@
+"""IMDB + GloVe: pure steps on tiny generated data, real Keras, bad input, and the real `dvc repro` chain."""
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.common.cli import StageError
+from stages.common.params import ParamsError, read_params_file, validate_section
+from stages.glove.matrix import embedding_matrix, read_glove
+from stages.glove.params import MatrixParams
+from stages.imdb.params import ImdbParams, ModelParams
+from stages.imdb.tokenize import build_vocab, encode, read_reviews, repad, stratified_valid_mask, words
+
+POSITIVE = ["great", "excellent", "wonderful", "loved", "best", "superb"]
+NEGATIVE = ["awful", "boring", "worst", "terrible", "waste", "dull"]
+NEUTRAL = ["the", "movie", "film", "was", "a", "and", "it", "plot", "actor", "story", "of", "this", "i"]
+
+
+def review(rng: random.Random, label: int) -> str:
+    mood = POSITIVE if label else NEGATIVE
+    body = [rng.choice(NEUTRAL if rng.random() < 0.7 else mood) for _ in range(rng.randint(8, 30))]
+    return " ".join(body).capitalize() + ".<br /><br />" + rng.choice(mood).upper() + "!"
+
+
+def review_tree(root: Path, n_per_class: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    for split in ("train", "test"):
+        for name, label in (("neg", 0), ("pos", 1)):
+            folder = root / "aclImdb" / split / name
+            folder.mkdir(parents=True)
+            for i in range(n_per_class):
+                (folder / f"{i}_{7 if label else 2}.txt").write_text(review(rng, label), encoding="utf-8")
+    return root / "aclImdb"
+
+
+def imdb_archive(n_per_class: int) -> bytes:
+    buffer = io.BytesIO()
+    rng = random.Random(1)
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for split in ("train", "test"):
+            for name, label in (("neg", 0), ("pos", 1)):
+                for i in range(n_per_class):
+                    data = review(rng, label).encode()
+                    info = tarfile.TarInfo(f"aclImdb/{split}/{name}/{i}_{7 if label else 2}.txt")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def glove_text(dim: int = 50, extra: list[str] = ()) -> str:
+    rng = np.random.default_rng(0)
+    vocabulary = ["the", ",", "."] + NEUTRAL[1:] + POSITIVE + NEGATIVE[:-1] + list(extra)  # 'dull' is not in GloVe
+    return "".join(f"{w} " + " ".join(f"{v:.5f}" for v in rng.normal(size=dim)) + "\n" for w in vocabulary)
+
+
+def glove_archive(dim: int = 50) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"glove.6B.{dim}d.txt", glove_text(dim))
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ tokenize
+
+def test_words_strip_markup_and_punctuation_like_keras_textvectorization():
+    from benchmarks.imdb import keras_tokenize
+
+    texts = ["This movie was GREAT!<br /><br />Don't miss it... 10/10", "Awful, awful film;<br/>a WASTE-of-time."]
+    assert words(texts) == [["this", "movie", "was", "great", "dont", "miss", "it", "1010"],
+                            ["awful", "awful", "film", "a", "wasteoftime"]]
+    vocab, train_ids, _ = keras_tokenize(texts, texts[:1], vocab_size=14)  # all 12 distinct words
+    assert set(vocab) == {w for w, _ in build_vocab(words(texts), 14)}
+    index = {w: i for i, w in enumerate(vocab, start=1)}
+    assert [list(r) for r in train_ids] == [[index[w] for w in review] for review in words(texts)]
+
+
+def test_vocabulary_ranks_by_frequency_and_reserves_padding_and_rare_ids():
+    tokenized = [["b", "a", "a", "c"], ["a", "b", "d"], ["e"]]
+    vocab = build_vocab(tokenized, vocab_size=4)  # ids: 0 pad, 1 'a', 2 'b', 3 rare
+    assert vocab == [("a", 3), ("b", 2)]
+    names = [w for w, _ in vocab]
+    pre = encode(tokenized, names, maxlen=3)
+    assert pre.dtype == np.int32
+    assert pre.tolist() == [[1, 1, 3], [1, 2, 3], [0, 0, 3]]  # pre-truncation keeps the last tokens
+    post = encode(tokenized, names, maxlen=3, padding="post", truncating="post")
+    assert post.tolist() == [[2, 1, 1], [1, 2, 3], [3, 0, 0]]
+    assert repad(pre, 2, "pre", "pre").tolist() == [[1, 3], [2, 3], [0, 3]]
+
+
+def test_vocab_size_larger_than_the_distinct_words_is_a_clear_error():
+    with pytest.raises(StageError, match=r"vocab_size = 10 but the training reviews have only 3 distinct words.*at most 5"):
+        build_vocab([["a", "b"], ["c"]], vocab_size=10)
+
+
+@pytest.mark.parametrize("maxlen", [0, -5])
+def test_maxlen_not_positive_is_rejected_before_any_work(maxlen):
+    raw = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")["imdb"]
+    raw = {**raw, "tokenize": {**raw["tokenize"], "maxlen": maxlen}}
+    with pytest.raises(ParamsError, match=r"imdb\.tokenize\.maxlen = -?\d+: Input should be greater than 0"):
+        validate_section("imdb", raw, ImdbParams)
+    with pytest.raises(StageError, match="maxlen must be > 0"):
+        encode([["a"]], ["a"], maxlen=maxlen)
+
+
+def test_empty_and_non_utf8_reviews_are_counted_skips(tmp_path):
+    root = review_tree(tmp_path, 3)
+    (root / "train/pos/90_10.txt").write_text("  \n")
+    (root / "train/neg/91_1.txt").write_bytes(b"caf\xe9 was \xff awful")
+    texts, labels, skipped = read_reviews(root / "train")
+    assert len(texts) == 6 and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert len(skipped) == 2
+    assert any("91_1.txt: not valid UTF-8" in s for s in skipped)
+    assert any("90_10.txt: empty review" in s for s in skipped)
+
+
+def test_missing_class_folder_is_a_clear_error(tmp_path):
+    root = review_tree(tmp_path, 2)
+    for f in (root / "test/pos").iterdir():
+        f.unlink()
+    (root / "test/pos").rmdir()
+    with pytest.raises(StageError, match=r"test/pos: folder missing.*re-run imdb_download"):
+        read_reviews(root / "test")
+
+
+def test_validation_split_is_stratified_and_seeded():
+    labels = np.array([0] * 300 + [1] * 100)
+    mask = stratified_valid_mask(labels, 0.1, seed=7)
+    assert mask[labels == 0].sum() == 30 and mask[labels == 1].sum() == 10
+    assert (mask == stratified_valid_mask(labels, 0.1, seed=7)).all()
+    assert not (mask == stratified_valid_mask(labels, 0.1, seed=8)).all()
+
+
+# ------------------------------------------------------------------ GloVe
+
+def test_glove_line_with_wrong_number_of_floats_names_the_line(tmp_path):
+    lines = glove_text(dim=5).splitlines(keepends=True)
+    lines[3] = lines[3].rsplit(" ", 1)[0] + "\n"  # 4 floats instead of 5
+    path = tmp_path / "glove.6B.5d.txt"
+    path.write_text("".join(lines))
+    with pytest.raises(StageError, match=r"glove.6B.5d.txt, line 4: expected a word and 5 floats, got 4"):
+        read_glove(path, 5)
+    words_, vectors = read_glove(path, 5, limit=3)  # the lines before it are fine
+    assert words_ == ["the", ",", "."] and vectors.shape == (3, 5)
+
+
+def test_embedding_matrix_follows_the_fastai_recipe():
+    glove_words = ["good", "bad", "film"]
+    glove_vectors = np.arange(15, dtype="float32").reshape(3, 5)
+    vocab = ["film", "good"] + [f"unseen{i}" for i in range(4000)]
+    matrix, found = embedding_matrix(vocab, glove_words, glove_vectors, MatrixParams(oov_scale=0.6, divide_by=3, seed=1))
+    assert matrix.shape == (len(vocab) + 2, 5)
+    assert (matrix[0] == 0).all()  # padding
+    np.testing.assert_allclose(matrix[1], glove_vectors[2] / 3)
+    np.testing.assert_allclose(matrix[2], glove_vectors[0] / 3)
+    assert found.tolist()[:4] == [False, True, True, False]
+    assert matrix[3:].std() == pytest.approx(0.6 / 3, rel=0.05)  # missing words and the rare row: normal(0.6) / 3
+
+
+# ------------------------------------------------------------------ models
+
+def model_params(**overrides) -> ModelParams:
+    base = {"kind": "cnn", "embedding": "learned", "embedding_dim": 8, "filters": 4, "kernel_sizes": [3],
+            "hidden": 8, "batch_size": 16, "phases": [{"epochs": 1, "learning_rate": 0.01}], "seed": 3}
+    return ModelParams.model_validate({**base, **overrides})
+
+
+def toy_data(n: int = 96, maxlen: int = 12, vocab_size: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype("float32")
+    x = rng.integers(3, vocab_size, (n, maxlen)).astype("int32")
+    x[:, -1] = np.where(y == 1, 1, 2)  # the sentiment word
+    return (x[: n * 3 // 4], y[: n * 3 // 4]), (x[n * 3 // 4:], y[n * 3 // 4:])
+
+
+@pytest.mark.parametrize("overrides", [
+    {"kind": "dense"}, {"kind": "cnn", "word_dropout": 0.2, "embedding_dropout": 0.2, "conv_dropout": 0.2},
+    {"kind": "cnn", "kernel_sizes": [2, 3, 4], "embedding": "glove"}, {"kind": "lstm", "lstm_units": 4, "embedding_l2": 1e-6},
+], ids=["dense", "cnn", "multi_cnn_glove", "lstm"])
+def test_every_model_kind_trains_saves_and_loads(tmp_path, overrides):
+    from stages.common.io import load_keras, save_keras
+    from stages.imdb.train import train
+
+    glove = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
+    train_data, valid_data = toy_data()
+    p = model_params(**overrides)
+    model, history, summary = train(train_data, valid_data, p, 20, glove, verbose=0)
+    assert summary["epochs"] == 1 and summary["train_reviews_per_s"] > 0
+    if p.embedding == "glove":
+        assert model.get_layer("embedding").trainable
+    save_keras(tmp_path / "m.keras", model)
+    loaded = load_keras(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(valid_data[0], verbose=0), model.predict(valid_data[0], verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_word_dropout_drops_whole_words_only_while_training():
+    from stages.imdb.models import WordDropoutEmbedding
+
+    layer = WordDropoutEmbedding(50, 4, word_dropout=0.5, seed=1, embeddings_initializer="ones")
+    ids = np.tile(np.arange(1, 50, dtype="int32"), (2, 1))  # every word twice, in two rows
+    out = np.asarray(layer(ids, training=True))
+    kept = out[..., 0] != 0
+    assert (kept[0] == kept[1]).all()  # a dropped word is dropped everywhere in the batch
+    assert 10 < kept[0].sum() < 40
+    np.testing.assert_allclose(out[kept], 2.0)  # survivors scaled by 1 / (1 - 0.5)
+    assert (np.asarray(layer(ids, training=False)) == 1).all()
+
+
+def test_glove_matrix_of_the_wrong_shape_is_a_clear_error():
+    from stages.imdb.train import train
+    train_data, valid_data = toy_data()
+    with pytest.raises(StageError, match=r"needs a 20 x 8 matrix, got \(20, 50\)"):
+        train(train_data, valid_data, model_params(embedding="glove"), 20, np.zeros((20, 50), "float32"), verbose=0)
+
+
+def test_phase_change_freeze_then_unfreeze_at_a_new_rate_really_takes_effect():
+    """Phase 1: embedding frozen at lr 1e-3; phase 2: embedding trained at lr 1e-4.
+
+    Adam's first step moves each dense weight by about the learning rate, so the size of the
+    hidden layer's first update in each phase shows which rate the optimizer really used.
+    """
+    import keras
+
+    from stages.imdb.train import train
+
+    glove = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
+    p = model_params(embedding="glove", phases=[{"epochs": 2, "learning_rate": 1e-3, "train_embedding": False},
+                                                {"epochs": 1, "learning_rate": 1e-4, "train_embedding": True}])
+    snapshots = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            snapshots.append(("begin", self._weights()))
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0:
+                snapshots.append(("first_batch", self._weights()))
+
+        def on_train_end(self, logs=None):
+            snapshots.append(("end", self._weights()))
+
+        def _weights(self):
+            return (self.model.get_layer("embedding").get_weights()[0].copy(),
+                    self.model.get_layer("hidden").get_weights()[0].copy(),
+                    float(self.model.optimizer.learning_rate.numpy()))
+
+    train_data, valid_data = toy_data()
+    _, history, _ = train(train_data, valid_data, p, 20, glove, extra_callbacks=[Watch()], verbose=0)
+    kinds = [k for k, _ in snapshots]
+    assert kinds == ["begin", "first_batch", "first_batch", "end", "begin", "first_batch", "end"]
+    (_, (emb0, hid0, lr0)), (_, (emb1, hid1, _)) = snapshots[0], snapshots[1]
+    (_, (emb_frozen_end, _, _)) = snapshots[3]
+    (_, (emb2, hid2, lr2)), (_, (emb3, hid3, _)) = snapshots[4], snapshots[5]
+
+    np.testing.assert_array_equal(emb0, glove)  # initialised from GloVe
+    np.testing.assert_array_equal(emb_frozen_end, glove)  # frozen: untouched through phase 1
+    assert lr0 == pytest.approx(1e-3) and np.abs(hid1 - hid0).max() == pytest.approx(1e-3, rel=0.05)
+    assert lr2 == pytest.approx(1e-4)
+    assert np.abs(hid3 - hid2).max() == pytest.approx(1e-4, rel=0.05)  # the new rate
+    assert np.abs(emb3 - emb2).max() > 0  # unfrozen (its sparse, repeated-row step is not exactly lr)
+    assert history["learning_rate"] == pytest.approx([1e-3, 1e-3, 1e-4])
+    assert history["embedding_trainable"] == [0.0, 0.0, 1.0]
+    assert history["phase"] == [1, 1, 2]
+
+
+def test_best_validation_epoch_is_kept_across_phases():
+    import keras
+
+    from stages.imdb.train import train
+
+    ends = []
+
+    class Remember(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            ends.append(self.model.get_weights())
+
+    train_data, valid_data = toy_data()
+    p = model_params(phases=[{"epochs": 2, "learning_rate": 0.01}, {"epochs": 2, "learning_rate": 0.5}])
+    model, history, summary = train(train_data, valid_data, p, 20, extra_callbacks=[Remember()], verbose=0)
+    best = int(np.argmax(history["val_accuracy"]))
+    assert summary["best_epoch"] == best + 1
+    for kept, remembered in zip(model.get_weights(), ends[best]):
+        np.testing.assert_array_equal(kept, remembered)
+
+
+# ------------------------------------------------------------------ evaluate and embeddings
+
+def test_evaluation_metrics_on_known_predictions():
+    from stages.imdb.evaluate import evaluate
+
+    labels = np.array([0, 0, 1, 1, 1])
+    probabilities = np.array([0.1, 0.6, 0.8, 0.4, 0.9])
+    metrics, roc, matrix = evaluate(probabilities, labels)
+    assert metrics["test_accuracy"] == pytest.approx(0.6)
+    assert metrics["test_roc_auc"] == pytest.approx(5 / 6)
+    assert metrics["confusion_matrix"] == {"tn": 1, "fp": 1, "fn": 1, "tp": 2}
+    assert matrix.tolist() == [[1, 1], [1, 2]]
+    assert roc["fpr"].iloc[-1] == 1 and roc["tpr"].iloc[-1] == 1
+
+
+def test_nearest_neighbours_skip_padding_rare_and_unknown_probes():
+    from stages.imdb.embeddings import nearest_neighbours
+
+    vocab = ["good", "great", "bad", "awful"]
+    matrix = np.array([[0, 0], [1, 0.1], [1, 0.2], [-1, 0], [-1, -0.1], [1, 0.15]], dtype="float32")
+    usable = np.array([False, True, True, True, True, False])
+    table, missing = nearest_neighbours(matrix, vocab, usable, ["good", "bad", "nonexistent"], 2, "test")
+    assert missing == ["nonexistent"]
+    assert table[table.probe == "good"]["word"].tolist() == ["great", "bad"]  # not itself, not the rare row
+    assert table[table.probe == "bad"]["word"].tolist()[0] == "awful"
+
+
+# ------------------------------------------------------------------ the real DVC chain
+
+TINY_MODELS = {
+    "single": {"kind": "dense", "embedding": "learned", "embedding_dim": 8, "hidden": 8, "batch_size": 32,
+               "phases": [{"epochs": 1, "learning_rate": 0.01}], "seed": 1},
+    "glove_cnn": {"kind": "cnn", "embedding": "glove", "embedding_dim": 50, "word_dropout": 0.2, "filters": 4,
+                  "kernel_sizes": [3], "hidden": 8, "batch_size": 32, "seed": 1,
+                  "phases": [{"epochs": 1, "learning_rate": 0.01, "train_embedding": False},
+                             {"epochs": 1, "learning_rate": 0.001, "train_embedding": True}]},
+}
+
+
+@pytest.mark.slow
+def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_model(project, http_server):
+    imdb_url, imdb_sha = http_server.add("aclImdb_v1.tar.gz", imdb_archive(40))
+    glove_url, glove_sha = http_server.add("glove.6B.zip", glove_archive())
+    project.set_params({
+        "imdb.source": {"url": imdb_url, "sha256": imdb_sha}, "glove.source": {"url": glove_url, "sha256": glove_sha},
+        "imdb.tokenize.vocab_size": 27, "imdb.tokenize.maxlen": 24, "imdb.models": TINY_MODELS,
+        "imdb.fastai_test_accuracy": {"single": 0.8694, "glove_cnn": 0.9008},
+        "imdb.embeddings.n_words": 15, "imdb.embeddings.n_labelled": 10, "imdb.embeddings.perplexity": 4,
+        "imdb.embeddings.probes": ["great", "awful", "nonexistent"], "imdb.embeddings.n_neighbours": 3,
+        "glove.tsne.n_words": 20, "glove.tsne.n_labelled": 10, "glove.tsne.perplexity": 5,
+    })
+    targets = ["imdb_compare", "imdb_embeddings", "glove_tsne"]
+    project.dvc("repro", *targets)
+    root = project.root
+    stats = json.loads((root / "data/imdb/tokenized/stats.json").read_text())
+    assert stats["n_train"] == 72 and stats["n_valid"] == 8 and stats["n_test"] == 80
+    assert load(root / "data/imdb/tokenized/train_x.npy").shape == (80, 24)
+    coverage = json.loads((root / "data/glove/matrix/coverage.json").read_text())
+    assert "dull" in coverage["missing_examples"]
+    table = pd.read_csv(root / "data/imdb/comparison/comparison.csv")
+    assert table["model"].tolist() == ["single", "glove_cnn"]
+    assert table["fastai_2017_accuracy"].tolist() == [0.8694, 0.9008]
+    assert table["test_accuracy"].between(0, 1).all()
+    metrics = json.loads((root / "data/imdb/metrics/glove_cnn.json").read_text())
+    assert sum(metrics["confusion_matrix"].values()) == 80
+    assert len(pd.read_csv(root / "data/imdb/eval/single_predictions.csv")) == 80
+    assert len(pd.read_csv(root / "data/glove/tsne/glove_tsne.csv")) == 20
+    assert (root / "data/glove/tsne/glove_tsne.png").stat().st_size > 0
+    neighbours = pd.read_csv(root / "data/imdb/embeddings/neighbours.csv")
+    val = {m: json.loads((root / f"data/imdb/metrics/train_{m}.json").read_text())["best_val_accuracy"] for m in TINY_MODELS}
+    assert set(neighbours["embedding"]) == {"glove", f"learned:{max(val, key=val.get)}"}  # auto: best on validation
+    assert set(neighbours["probe"]) == {"great", "awful"}
+    history = pd.read_csv(root / "data/imdb/history/glove_cnn.csv")
+    assert history["learning_rate"].tolist() == pytest.approx([0.01, 0.001])
+    shown = project.dvc("plots", "show", "--json").stdout
+    assert "single_roc.csv" in shown and "single_predictions.csv" in shown
+
+    project.set_params({"imdb.models.single.hidden": 6})
+    changed = json.loads(project.dvc("status", "--json", "--with-deps", *targets).stdout)
+    assert list(changed) == ["imdb_train@single"]  # the other model, tokenize, GloVe: up to date
+    assert any("imdb.models.single" in json.dumps(entry) for entry in changed["imdb_train@single"])
+
+    # bad input through the real CLI: a clear message, exit 1, no traceback
+    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("vocab_size: 27", "vocab_size: 100000"))
+    failed = project.run("python", "-m", "stages.imdb.tokenize", check=False)
+    assert failed.returncode == 1
+    assert "error: imdb.tokenize.vocab_size = 100000 but the training reviews have only" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def load(path):
+    return np.load(path, allow_pickle=False)

@@ -1,0 +1,55 @@
+"""The real text chain with `dvc repro`, on a generated corpus (with a broken UTF-8 character) served from loopback."""
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from tests.test_text import generated_text
+
+pytestmark = pytest.mark.slow
+TINY = {"epochs": 1, "batch_size": 32, "lr_schedule": [[0, 0.01]], "seed": 0}
+MODELS = {"three_char": {"kind": "three_char", "seq_len": 3, "embedding": 4, "hidden": 8, **TINY},
+          "char_lstm": {"kind": "char_lstm", "seq_len": 16, "embedding": 4, "units": [8, 8], "dropout": 0.1,
+                        "max_minutes": 5, **TINY}}
+
+
+def serve(project, http_server, data: bytes, name: str = "nietzsche.txt") -> None:
+    url, sha = http_server.add(name, data)
+    project.set_params({"text.source": {"url": url, "sha256": sha}, "text.models": MODELS,
+                        "text.evaluate.sample_length": 20})
+
+
+def test_dvc_repro_text_chain_tracks_samples_in_mlflow(project, http_server):
+    serve(project, http_server, generated_text(2000).encode() + b" werthsch\xe3\xa4tzung \xff end")
+    project.dvc("repro", "text_evaluate")
+    root = project.root
+    stats = json.loads((root / "data/text/prepared/stats.json").read_text())
+    assert stats["repaired_chars"] == 1 and stats["replaced_bytes"] == 1
+    for name in MODELS:
+        metrics = json.loads((root / f"data/text/metrics/{name}.json").read_text())
+        assert 0 < metrics["val_loss"] < 5 and metrics["probes_answered"] == 5
+        samples = sorted(p.name for p in (root / f"data/text/samples/{name}").iterdir())
+        assert samples == ["probes.json", "temperature_0.2.txt", "temperature_0.5.txt", "temperature_1.0.txt"]
+        train = json.loads((root / f"data/text/metrics/train_{name}.json").read_text())
+        assert train["train_chars_per_s"] > 0 and train["epochs_run"] == 1
+
+    client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("lesson5-text")
+    by_stage = {r.data.tags["dvc.stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert {"text_train@three_char", "text_train@char_lstm", "text_evaluate@char_lstm"} <= set(by_stage)
+    evaluated = by_stage["text_evaluate@char_lstm"].info.run_id
+    assert "val_loss" in by_stage["text_evaluate@char_lstm"].data.metrics
+    logged = {a.path for a in client.list_artifacts(evaluated, "samples/char_lstm")}
+    assert "samples/char_lstm/temperature_0.5.txt" in logged
+
+    out = project.dvc("repro", "text_evaluate").stdout
+    assert "Running stage" not in out
+
+    # an empty corpus stops text_prepare with one clear line, not a traceback
+    serve(project, http_server, b"", name="empty.txt")
+    failed = project.dvc("repro", "text_prepare", check=False)
+    assert failed.returncode != 0
+    assert "data/text/raw/corpus.txt is empty" in failed.stderr + failed.stdout
+    assert "Traceback" not in failed.stderr + failed.stdout
