@@ -247,6 +247,7 @@ def test_tampered_archive_fails_its_checksum_before_extraction(http_server, tmp_
     assert not raw.exists() and list((tmp_path / ".cache" / "downloads").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_truncated_download_stops_the_real_pipeline_before_any_output(project, http_server):
     """`dvc repro` of the MovieLens chain with a truncated archive: a checksum error, no stage output at all."""
     blob = movielens_zip()

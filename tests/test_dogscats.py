@@ -363,11 +363,11 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     root = project.root / "data/dogscats"
     report = __import__("json").loads((root / "prepared/report.json").read_text())
     assert report["skipped_by_reason"] == {"empty file": 1} and report["converted_to_rgb"] == {"JPEG L": 1}
-    assert report["used"] == {"train": {"Cat": 7, "Dog": 7}, "valid": {"Cat": 3, "Dog": 3}}
+    assert report["used"] == {"train": {"Cat": 8, "Dog": 8}, "valid": {"Cat": 2, "Dog": 2}}  # round(2.5) == 2
     assert np.load(root / "features/features.npy").shape == (20, 1, 1, 512)
     metrics = __import__("json").loads((root / "metrics/evaluate.json").read_text())
     assert set(metrics) == {"dense", "bn_inserted", "bn_scratch"}
-    assert all(m["n_valid"] == 6 and 0 <= m["val_accuracy"] <= 1 for m in metrics.values())
+    assert all(m["n_valid"] == 4 and 0 <= m["val_accuracy"] <= 1 for m in metrics.values())
     assert (root / "evaluation/confidently_wrong.png").stat().st_size > 1000
     assert len(list((root / "models").glob("*.keras"))) == 3
 

@@ -53,6 +53,7 @@ def train_metrics(project: Project) -> dict:
     return json.loads((project.root / "data/movielens/metrics/train_bias.json").read_text())
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_and_matches_an_uninterrupted_run(prepared):
     project = prepared
     backup = project.root / ".cache" / "backup" / STAGE
@@ -98,6 +99,7 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(prepared):
     assert project.dvc("status", STAGE).stdout.strip().endswith("Data and pipelines are up to date.")
 
 
+@pytest.mark.slow
 def test_unreachable_mlflow_costs_no_output_and_relogging_works(prepared):
     project = prepared
     for path in (project.root / "data/movielens/metrics").glob("train_bias.json"):
@@ -116,12 +118,12 @@ def test_unreachable_mlflow_costs_no_output_and_relogging_works(prepared):
     project.dvc("repro", "--force", "--single-item", STAGE)
     check = textwrap.dedent("""
         import mlflow
-        runs = mlflow.search_runs(experiment_names=["lesson5-movielens"],
+        runs = mlflow.search_runs(experiment_names=["lesson5-movielens"], order_by=["start_time DESC"],
                                   filter_string="tags.`dvc.stage` = 'movielens_train@bias'")
-        print(len(runs), runs["metrics.best_val_mse"].notna().all())
+        print(runs["status"].iloc[0], runs["metrics.best_val_mse"].iloc[0] > 0)
     """)
     out = project.run(sys.executable, "-c", check).stdout.split()
-    assert int(out[0]) >= 1 and out[1] == "True"
+    assert out == ["FINISHED", "True"]  # the re-logged run is complete
 
 
 def test_tracking_gives_up_on_a_dead_server_in_seconds(tmp_path):
@@ -145,6 +147,7 @@ def test_tracking_gives_up_on_a_dead_server_in_seconds(tmp_path):
     assert float(elapsed) < 20  # MLflow's own defaults (7 retries, backoff x2) would retry for over 4 minutes
 
 
+@pytest.mark.slow
 def test_rerun_after_success_is_a_no_op(prepared):
     """dvc.lock stays consistent through kills and reruns: nothing is stale afterwards."""
     project = prepared

@@ -137,6 +137,7 @@ FAKE = {"AWS_SECRET_ACCESS_KEY": "fakeAwsSecret-7d1c9e2b", "MLFLOW_TRACKING_TOKE
         "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKE12345678", "HF_TOKEN": "hf_fakeHuggingFace-93e1"}
 
 
+@pytest.mark.slow
 def test_a_run_with_tokens_in_the_environment_leaves_no_trace_of_them(project, http_server):
     url, sha = http_server.add("ml-latest-small.zip", movielens_zip(ratings_table(n_users=30, per_user=20)))
     bias = {**project.params["movielens"]["models"]["bias"], "factors": 4, "epochs": 2}

@@ -30,16 +30,21 @@ def read_glove(path: str | Path, dim: int, limit: int | None = None) -> tuple[li
         raise StageError(f"{path}: missing; glove_download extracts glove.6B.<dim>d.txt for glove.dim = {dim} "
                          "(the archive holds 50, 100, 200 and 300)")
     words, rows = [], []
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for number, line in enumerate(f, start=1):
-            if limit is not None and number > limit:
-                break
-            parts = line.rstrip("\n").rstrip(" ").split(" ")
-            if len(parts) != dim + 1:
-                raise StageError(f"{path}, line {number}: expected a word and {dim} floats, got {len(parts) - 1} "
-                                 f"value(s) after '{parts[0][:40]}'; the file is corrupt or glove.dim is wrong")
-            words.append(parts[0])
-            rows.append(parts[1:])
+    number = 0
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            for number, line in enumerate(f, start=1):
+                if limit is not None and number > limit:
+                    break
+                parts = line.rstrip("\n").rstrip(" ").split(" ")
+                if len(parts) != dim + 1:
+                    raise StageError(f"{path}, line {number}: expected a word and {dim} floats, got "
+                                     f"{len(parts) - 1} value(s) after '{parts[0][:40]}'; the file is corrupt "
+                                     "or glove.dim is wrong")
+                words.append(parts[0])
+                rows.append(parts[1:])
+    except UnicodeDecodeError as err:
+        raise StageError(f"{path}, line {number + 1}: not UTF-8 ({err.reason}); the file is corrupt") from None
     try:
         vectors = np.asarray(rows, dtype="float32")
     except ValueError as err:
