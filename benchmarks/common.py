@@ -23,6 +23,7 @@ def require_mirror() -> str:
             sys.exit("benchmarks need the real data: set LESSON5_MIRROR to the mirror folder (e.g. ../shared/data), "
                      "or run them where the dataset home sites are reachable with LESSON5_MIRROR= (empty)")
         mirror = str(default)
+    mirror = os.path.abspath(mirror)  # the benchmarks run stages in throwaway copies elsewhere
     os.environ["LESSON5_MIRROR"] = mirror
     return mirror
 
