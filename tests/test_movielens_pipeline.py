@@ -85,6 +85,13 @@ def test_logged_model_loads_back(project, http_server):
     out = model.predict({"user": np.array([0, 1], "int32"), "movie": np.array([0, 1], "int32")}, verbose=0)
     assert out.shape == (2,) and np.all((out >= 0) & (out <= 5.5))
 
+    # `dvc exp run -S` on a committed workspace: only the changed model's stage reruns
+    project.run("git", "add", "-A")
+    project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    exp = project.dvc("exp", "run", "-S", "movielens.models.dot.epochs=1", "movielens_train@dot").stdout
+    assert set(re.findall(r"Running stage '([^']+)'", exp)) == {"movielens_train@dot"}
+    assert json.loads((project.root / "data/movielens/metrics/train_dot.json").read_text())["best_epoch"] == 1
+
 
 def test_prefect_flow_runs_the_graph_and_matches_dvc_repro(project, http_server, tmp_path_factory):
     small_movielens(project, http_server)
