@@ -111,3 +111,24 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
 
     logs_file = folder / "epoch_logs.json"
     return [keras.callbacks.BackupAndRestore(str(folder)), EpochLogs()]
+
+
+def save_training_outputs(run, workload: str, name: str, model, history: dict[str, list[float]],
+                          summary: dict, curve_title: str, curve_metrics: list[str]) -> None:
+    """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, curves PNG), also logged to MLflow."""
+    import pandas as pd
+
+    from stages.common.io import save_figure, save_keras, write_csv, write_json
+    from stages.common.plots import close, training_curves
+
+    rows = history_rows(history)
+    save_keras(f"data/{workload}/models/{name}.keras", model)
+    write_csv(f"data/{workload}/history/{name}.csv", pd.DataFrame(rows))
+    write_json(f"data/{workload}/metrics/train_{name}.json", summary)
+    curves = f"data/{workload}/plots/{name}_curves.png"
+    fig = training_curves(rows, curve_title, curve_metrics)
+    save_figure(curves, fig)
+    close(fig)
+    run.log_metrics(summary)
+    run.log_artifact(curves, "plots")
+    run.log_keras_model(model)

@@ -10,11 +10,10 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 
 from stages.common.cli import StageError, run_stage
-from stages.common.io import load_npy, read_json, save_figure, save_keras, write_csv, write_json
-from stages.common.training import history_rows, seed_everything
+from stages.common.io import load_npy, read_json
+from stages.common.training import save_training_outputs, seed_everything
 from stages.imdb import params as imdb_params
 from stages.imdb.params import ModelParams
 from stages.imdb.tokenize import repad
@@ -110,7 +109,6 @@ def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.nda
 
 
 def main(name: str) -> None:
-    from stages.common.plots import close, training_curves
     from stages.common.tracking import stage_run
 
     p = imdb_params.load()
@@ -124,16 +122,8 @@ def main(name: str) -> None:
     with stage_run("imdb", f"imdb_train@{name}", params={"model": name, **mp.model_dump()}, inputs=inputs) as run:
         model, history, summary = train(train_data, valid_data, mp, p.tokenize.vocab_size, glove,
                                         extra_callbacks=[run.keras_callback()])
-        rows = history_rows(history)
-        save_keras(f"data/imdb/models/{name}.keras", model)
-        write_csv(f"data/imdb/history/{name}.csv", pd.DataFrame(rows))
-        write_json(f"data/imdb/metrics/train_{name}.json", summary)
-        fig = training_curves(rows, f"IMDB {name}: accuracy per epoch", ["accuracy", "val_accuracy"])
-        save_figure(f"data/imdb/plots/{name}_curves.png", fig)
-        close(fig)
-        run.log_metrics(summary)
-        run.log_artifact(f"data/imdb/plots/{name}_curves.png", "plots")
-        run.log_keras_model(model)
+        save_training_outputs(run, "imdb", name, model, history, summary,
+                              f"IMDB {name}: accuracy per epoch", ["accuracy", "val_accuracy"])
     print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']} "
           f"of {summary['epochs']}, {summary['train_reviews_per_s']:,.0f} reviews/s")
 

@@ -9,8 +9,7 @@ import pandas as pd
 
 from stages.common.cli import run_stage
 from stages.common.distribution import strategy
-from stages.common.io import save_figure, save_keras, write_csv, write_json
-from stages.common.training import LearningRateSchedule, history_rows, resume_callbacks, seed_everything
+from stages.common.training import LearningRateSchedule, resume_callbacks, save_training_outputs, seed_everything
 from stages.movielens import params as movielens_params
 from stages.movielens.models import BUILDERS
 from stages.movielens.params import ModelParams
@@ -53,7 +52,6 @@ def train(ratings: pd.DataFrame, n_users: int, n_movies: int, p: ModelParams, ex
 
 
 def main(name: str) -> None:
-    from stages.common.plots import close, training_curves
     from stages.common.tracking import dvc_hashes, stage_run
 
     p = movielens_params.load()
@@ -69,19 +67,11 @@ def main(name: str) -> None:
         backup = resume_callbacks(f"movielens_train@{name}", {"params": mp.model_dump(), "data": dvc_hashes([PREPARED])})
         model, history, throughput = train(ratings, n_users, n_movies, mp,
                                            extra_callbacks=[run.keras_callback(), *backup])
-        rows = history_rows(history)
         best = int(np.argmin(history["val_mse"]))
         summary = {"best_epoch": best + 1, "best_val_mse": float(history["val_mse"][best]),
                    "train_ratings_per_s": throughput}
-        save_keras(f"data/movielens/models/{name}.keras", model)
-        write_csv(f"data/movielens/history/{name}.csv", pd.DataFrame(rows))
-        write_json(f"data/movielens/metrics/train_{name}.json", summary)
-        fig = training_curves(rows, f"MovieLens {name}: MSE per epoch", ["mse", "val_mse"])
-        save_figure(f"data/movielens/plots/{name}_curves.png", fig)
-        close(fig)
-        run.log_metrics(summary)
-        run.log_artifact(f"data/movielens/plots/{name}_curves.png", "plots")
-        run.log_keras_model(model)
+        save_training_outputs(run, "movielens", name, model, history, summary,
+                              f"MovieLens {name}: MSE per epoch", ["mse", "val_mse"])
     print(f"{name}: best val MSE {summary['best_val_mse']:.4f} at epoch {best + 1}, {throughput:,.0f} ratings/s")
 
 

@@ -6,11 +6,10 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 
 from stages.common.cli import StageError, run_stage
-from stages.common.io import load_npy, read_json, save_figure, save_keras, write_csv, write_json
-from stages.common.training import LearningRateSchedule, history_rows, seed_everything
+from stages.common.io import load_npy, read_json
+from stages.common.training import LearningRateSchedule, save_training_outputs, seed_everything
 from stages.text import corpus
 from stages.text import params as text_params
 from stages.text.params import LSTMParams
@@ -96,7 +95,6 @@ def train(train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int, p, extr
 
 
 def main(name: str) -> None:
-    from stages.common.plots import close, training_curves
     from stages.common.tracking import stage_run
 
     p = text_params.load()
@@ -107,19 +105,11 @@ def main(name: str) -> None:
     unit = "words" if is_word_model(mp) else "chars"
     with stage_run("text", f"text_train@{name}", params={"model": name, **mp.model_dump()}, inputs=[PREPARED]) as run:
         model, history, speed = train(train_ids, valid_ids, len(vocab), mp, extra_callbacks=[run.keras_callback()])
-        rows = history_rows(history)
         tokens_per_s = speed.pop("train_tokens_per_s")
         summary = {"final_loss": float(history["loss"][-1]), "final_val_loss": float(history["val_loss"][-1]),
                    **speed, f"train_{unit}_per_s": tokens_per_s}
-        save_keras(f"data/text/models/{name}.keras", model)
-        write_csv(f"data/text/history/{name}.csv", pd.DataFrame(rows))
-        write_json(f"data/text/metrics/train_{name}.json", summary)
-        fig = training_curves(rows, f"{name}: cross-entropy (nats per {unit[:-1]}) per epoch", ["loss", "val_loss"])
-        save_figure(f"data/text/plots/{name}_curves.png", fig)
-        close(fig)
-        run.log_metrics(summary)
-        run.log_artifact(f"data/text/plots/{name}_curves.png", "plots")
-        run.log_keras_model(model)
+        save_training_outputs(run, "text", name, model, history, summary,
+                              f"{name}: cross-entropy (nats per {unit[:-1]}) per epoch", ["loss", "val_loss"])
     print(f"{name}: final loss {summary['final_loss']:.4f}, val loss {summary['final_val_loss']:.4f} "
           f"after {speed['epochs_trained']:.2f} epoch(s), {speed['train_seconds']:.0f} s of training, "
           f"{tokens_per_s:,.0f} {unit}/s")
