@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -53,7 +54,6 @@ def throughput(p, ratings, movies, name: str = "bias", epochs: int = 3) -> None:
     plain_rate = len(trn) * epochs / (time.perf_counter() - started)
 
     with tempfile.TemporaryDirectory() as store:
-        import os
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
         with stage_run("movielens", "benchmark") as run:
             _, _, pipeline_rate = train.train(encoded, len(users), len(table), mp, [run.keras_callback()])

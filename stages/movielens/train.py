@@ -63,8 +63,9 @@ def main(name: str) -> None:
     n_movies = len(pd.read_parquet(f"{PREPARED}/movies.parquet"))
     with stage_run("movielens", f"movielens_train@{name}", params={"model": name, **mp.model_dump()},
                    inputs=[PREPARED]) as run:
-        run.log_dataset(ratings[~ratings["valid"]], "movielens-train", PREPARED, dvc_hashes([PREPARED])[PREPARED])
-        backup = resume_callbacks(f"movielens_train@{name}", {"params": mp.model_dump(), "data": dvc_hashes([PREPARED])})
+        data_hashes = dvc_hashes([PREPARED])  # read dvc.lock once: the dataset digest and the backup key
+        run.log_dataset(ratings[~ratings["valid"]], "movielens-train", PREPARED, data_hashes[PREPARED])
+        backup = resume_callbacks(f"movielens_train@{name}", {"params": mp.model_dump(), "data": data_hashes})
         model, history, throughput = train(ratings, n_users, n_movies, mp,
                                            extra_callbacks=[run.keras_callback(), *backup])
         best = int(np.argmin(history["val_mse"]))
