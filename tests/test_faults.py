@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -155,3 +156,66 @@ def test_rerun_after_success_is_a_no_op(prepared):
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     assert STAGE in lock["stages"] and "movielens_prepare" in lock["stages"]
     assert project.dvc("repro", STAGE).stdout.count("didn't change, skipping") >= 1
+
+
+def tiny_fit(tmp_path, monkeypatch, epochs: int, extra_callback=None):
+    """A one-unit Keras model fitted with the stages' resume callbacks, backing up under tmp_path."""
+    import keras
+    import numpy as np
+
+    from stages.common import training
+
+    monkeypatch.setattr(training, "BACKUP_ROOT", tmp_path / "backup")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile("sgd", "mse")
+    callbacks = training.resume_callbacks("tiny", {"a": 1}) + ([extra_callback] if extra_callback else [])
+    x = np.linspace(0, 1, 32, dtype="float32")[:, None]
+    return model.fit(x, 2 * x, epochs=epochs, verbose=0, callbacks=callbacks)
+
+
+def test_a_truncated_backup_is_discarded_not_fatal(tmp_path, monkeypatch, capsys):
+    """A backup that cannot be read (say, truncated by a full disk) restarts training instead of failing every rerun."""
+    import keras
+
+    class KillAfterTwoEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_fit(tmp_path, monkeypatch, epochs=4, extra_callback=KillAfterTwoEpochs())
+    (folder,) = (tmp_path / "backup" / "tiny").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_logs.json", "latest.weights.h5",
+                                                        "training_metadata.json"]  # no temporary left behind
+    weights = folder / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:96])
+
+    history = tiny_fit(tmp_path, monkeypatch, epochs=4)
+    out = capsys.readouterr().out
+    assert "is unreadable" in out and "training starts from epoch 1" in out and "resuming" not in out
+    assert history.epoch == [0, 1, 2, 3]
+    assert not (tmp_path / "backup" / "tiny").exists()
+
+
+def test_a_kill_while_the_backup_is_written_keeps_the_previous_epochs_backup(tmp_path, monkeypatch, capsys):
+    """Keras writes its backup in place; a SIGKILL mid-write (CI saw it) left a 96-byte .h5 that failed every rerun."""
+    import keras
+
+    class KillDuringTheSecondBackup(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                def half_written(filepath, overwrite=True):
+                    Path(filepath).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)
+                    raise KeyboardInterrupt
+
+                self.model.save_weights = half_written
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_fit(tmp_path, monkeypatch, epochs=4, extra_callback=KillDuringTheSecondBackup())
+    capsys.readouterr()
+    history = tiny_fit(tmp_path, monkeypatch, epochs=4)
+    out = capsys.readouterr().out
+    assert "resuming after epoch 1" in out and "unreadable" not in out
+    assert len(history.history["loss"]) == 4

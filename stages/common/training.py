@@ -109,8 +109,30 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
             if stage_dir.is_dir() and not any(stage_dir.iterdir()):
                 stage_dir.rmdir()
 
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """Keras' backup written via temporary files and renamed into place, so a kill mid-write leaves the
+        previous epoch's backup whole; a backup that still cannot be read is discarded with a warning (the run
+        starts afresh) instead of failing every rerun."""
+
+        def _save_model(self):
+            folder.mkdir(parents=True, exist_ok=True)
+            weights, metadata = folder / "next.weights.h5", folder / "next_training_metadata.json"
+            self.model.save_weights(str(weights), overwrite=True)
+            metadata.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+            os.replace(weights, self._weights_path)
+            os.replace(metadata, self._training_metadata_path)
+
+        def on_train_begin(self, logs=None):
+            try:
+                super().on_train_begin(logs)
+            except (OSError, json.JSONDecodeError, KeyError) as error:
+                print(f"WARNING: {stage}: the backup in {folder} is unreadable ({error}); it is discarded and "
+                      "training starts from epoch 1", flush=True)
+                shutil.rmtree(folder, ignore_errors=True)
+                self.model._initial_epoch = None
+
     logs_file = folder / "epoch_logs.json"
-    return [keras.callbacks.BackupAndRestore(str(folder)), EpochLogs()]
+    return [AtomicBackupAndRestore(str(folder)), EpochLogs()]
 
 
 def save_training_outputs(run, workload: str, name: str, model, history: dict[str, list[float]],
