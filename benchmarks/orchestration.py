@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 import mlflow
 
@@ -18,6 +20,7 @@ from benchmarks.common import ProjectCopy, require_mirror
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="*", default=[], help="stages to reproduce (default: the whole graph)")
+    parser.add_argument("--keep", action="store_true", help="keep the project copy (its data/, mlflow.db) to inspect")
     args = parser.parse_args(argv)
     require_mirror()
     project = ProjectCopy()
@@ -25,13 +28,19 @@ def main(argv: list[str] | None = None) -> None:
         full = project.flow(*args.targets, quiet=False)
         noop_flow = project.flow(*args.targets)
         noop_dvc = project.dvc("repro", *args.targets)
+        metrics = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=project.root,
+                                 env=project.env, capture_output=True, text=True).stdout
         client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
         experiment = client.get_experiment_by_name("lesson5-pipeline")
         first = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])[0]
         summary = client.download_artifacts(first.info.run_id, "pipeline_summary.txt", str(project.root))
         stage_seconds = _stage_seconds(open(summary).read())
     finally:
-        project.cleanup()
+        if args.keep:
+            print(f"project copy kept in {project.root}")
+        else:
+            project.cleanup()
+    print("\nMetrics of the full run (`dvc metrics show`):\n" + metrics)
     branches: dict[str, float] = {}
     for stage, seconds in stage_seconds.items():
         branches[stage.split("_", 1)[0]] = branches.get(stage.split("_", 1)[0], 0.0) + seconds
