@@ -12,10 +12,13 @@ lock" and touches nothing.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,18 +109,34 @@ class DvcRunner:
             stage.commit()
             stage.dump(update_pipeline=False)
 
-    def run_command(self, info: StageInfo, env: dict[str, str], echo: Callable[[str], None]) -> tuple[int, str]:
-        """Run the stage's cmd as DVC would (shell, repo root); stream its lines to `echo`; return (code, tail)."""
+    def run_command(self, info: StageInfo, env: dict[str, str], echo: Callable[[str], None],
+                    progress_every: float = 15.0) -> tuple[int, str]:
+        """Run the stage's cmd as DVC would (shell, repo root); stream its lines to `echo`; return (code, tail).
+
+        Progress bars redraw a line with a carriage return and no newline: those redraws are echoed at most
+        every `progress_every` seconds, so a long stage shows its progress without flooding the log."""
         env = {**env, "DVC_ROOT": str(self.root), "DVC_STAGE": info.name}  # as DVC sets them for stage commands
         proc = subprocess.Popen(info.cmd, shell=True, cwd=self.root, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+                                stderr=subprocess.STDOUT)
         tail: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n").split("\r")[-1]
+
+        def emit(raw: bytes) -> None:
+            line = raw.decode(errors="replace").rstrip()
             if line.strip():
                 echo(line)
-                tail = (tail + [line])[-30:]
+                tail[:] = (tail + [line])[-30:]
+
+        pending, last_progress = b"", -math.inf
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):
+            *pieces, pending = re.split(rb"(\r\n|\n|\r)", pending + chunk)
+            for text, end in zip(pieces[::2], pieces[1::2]):
+                if end == b"\r" and text.strip():  # a progress bar redraw
+                    if time.monotonic() - last_progress < progress_every:
+                        continue
+                    last_progress = time.monotonic()
+                emit(text)
+        emit(pending)
         return proc.wait(), "\n".join(tail)
 
 

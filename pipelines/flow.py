@@ -3,7 +3,7 @@
     python -m pipelines.flow [STAGE ...] [--max-parallel N]
 
 Stages run in dependency order as soon as their upstream stages finish, up to
-`pipeline.max_parallel` at once; DVC decides what is up to date (see
+`pipeline.max_parallel` stage commands at once; DVC decides what is up to date (see
 pipelines/dvc_runner.py for how this stays equivalent to `dvc repro`). A failing
 stage stops only the stages downstream of it; the flow ends with a summary of
 what ran, what was skipped and what failed, and why.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -42,7 +43,8 @@ class StageFailed(RuntimeError):
 
 
 @task(cache_policy=NO_CACHE)
-def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str]) -> str:
+def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slots: threading.Semaphore) -> str:
+    """One DVC stage: skipped if up to date, restored from the run-cache, or its command run in a free slot."""
     logger = get_run_logger()
     outcome = runner.prepare(info.name)
     if outcome == "skipped":
@@ -57,7 +59,13 @@ def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str]) -> 
         sys.stderr.write(f"[{info.name}] {line}\n")
         sys.stderr.flush()
 
-    code, tail = runner.run_command(info, env, echo)
+    if not slots.acquire(blocking=False):
+        logger.info("%s waits for a free slot (pipeline.max_parallel)", info.name)
+        slots.acquire()
+    try:
+        code, tail = runner.run_command(info, env, echo)
+    finally:
+        slots.release()
     if code != 0:
         raise StageFailed(f"`{info.cmd}` exited with {code}:\n{tail}")
     runner.record(info.name)
@@ -72,11 +80,13 @@ def _retry_options(info: StageInfo, retries: int) -> dict:
 
 
 def schedule(runner: DvcRunner, stages: dict[str, StageInfo], params: PipelineParams, env: dict[str, str],
-             poll: float = 0.2) -> list[StageResult]:
-    """Submit stages whose upstream finished, at most `max_parallel` at once; never below a failure."""
+             poll: float = 0.05) -> list[StageResult]:
+    """Submit each stage once its upstream finished, never below a failure. At most `max_parallel` stage
+    commands run at once; up-to-date checks don't take a slot, so a no-change run is not throttled."""
     results: dict[str, StageResult] = {}
     running: dict[str, tuple] = {}
     waiting = dict(stages)
+    slots = threading.Semaphore(params.max_parallel)
     while waiting or running:
         for name, info in list(waiting.items()):
             upstream = [results.get(u) for u in info.upstream if u in stages]
@@ -84,10 +94,10 @@ def schedule(runner: DvcRunner, stages: dict[str, StageInfo], params: PipelinePa
                 bad = next(r.stage for r in upstream if r is not None and r.status in ("failed", "blocked"))
                 results[name] = StageResult(name, "blocked", error=f"upstream stage {bad} did not finish")
                 del waiting[name]
-            elif all(r is not None for r in upstream) and len(running) < params.max_parallel:
+            elif all(r is not None for r in upstream):
                 task_run = reproduce_stage.with_options(name=name, task_run_name=name,
                                                         **_retry_options(info, params.download_retries))
-                running[name] = (task_run.submit(runner, info, env), time.perf_counter())
+                running[name] = (task_run.submit(runner, info, env, slots), time.perf_counter())
                 del waiting[name]
         for name, (future, started) in list(running.items()):
             state = future.state

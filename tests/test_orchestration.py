@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -116,3 +117,56 @@ def _lock_held(project) -> bool:
 def _running(project, needle: str) -> bool:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     return needle in out
+
+
+def timed_stage(name: str) -> dict:
+    """A stage whose command records when it started and ended (wall clock) in data/timed/<name>.json."""
+    script = (f"import json, pathlib, time; start = time.time(); time.sleep(4); "
+              f"pathlib.Path('data/timed').mkdir(parents=True, exist_ok=True); "
+              f"pathlib.Path('data/timed/{name}.json').write_text(json.dumps([start, time.time()]))")
+    return {"cmd": f'python -c "{script}"', "outs": [f"data/timed/{name}.json"]}
+
+
+def test_independent_stages_run_concurrently_up_to_max_parallel(prefect_env):
+    project = prefect_env
+    names = ["wide_a", "wide_b", "narrow_a", "narrow_b"]
+    dvc_yaml = yaml.safe_load((project.root / "dvc.yaml").read_text())
+    dvc_yaml["stages"].update({name: timed_stage(name) for name in names})
+    (project.root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+
+    def intervals(*stages: str) -> list[list[float]]:
+        return [json.loads((project.root / f"data/timed/{s}.json").read_text()) for s in stages]
+
+    project.run(*flow_cmd("wide_a", "wide_b"), "--max-parallel", "2")
+    (a_start, a_end), (b_start, b_end) = intervals("wide_a", "wide_b")
+    assert a_start < b_end and b_start < a_end  # the two commands overlapped
+
+    project.run(*flow_cmd("narrow_a", "narrow_b"), "--max-parallel", "1")
+    (a_start, a_end), (b_start, b_end) = intervals("narrow_a", "narrow_b")
+    assert a_end <= b_start or b_end <= a_start  # one after the other
+    assert stale(project, *names) == {}
+
+
+def test_stage_output_streams_lines_and_throttled_progress_bar_redraws(tmp_path):
+    """tqdm redraws with a carriage return and no newline; the flow shows the first redraw, then at most one per
+    `progress_every` seconds, and every real line (echoing every redraw would flood the log)."""
+    from pipelines.dvc_runner import DvcRunner, StageInfo
+
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    script = textwrap.dedent(r"""
+        import sys, time
+        print("start", flush=True)
+        for i in range(200):
+            sys.stderr.write(f"\rbar {i}")
+            sys.stderr.flush()
+            time.sleep(0.001)
+        sys.stderr.write("\n")
+        print("done\r\nlast", end="")
+    """)
+    (tmp_path / "stage.py").write_text(script)
+    seen: list[str] = []
+    code, tail = DvcRunner(tmp_path).run_command(StageInfo("s", f"{sys.executable} stage.py", ()), dict(os.environ),
+                                                 seen.append, progress_every=3600)
+    assert code == 0
+    assert seen == ["start", "bar 0", "bar 199", "done", "last"]
+    assert tail.splitlines() == seen

@@ -132,7 +132,7 @@ def _extract_zip(archive: Path, dest: Path, selected, max_total: int) -> list[st
                 total += info.file_size
         _check_total(archive, total, max_total)
         _check_ratio(archive, "the archive", total, archive.stat().st_size)
-        for name, info in tqdm(chosen, desc=f"extract {archive.name}", unit="file", mininterval=1.0, disable=None):
+        for name, info in tqdm(chosen, desc=f"extract {archive.name}", unit="file", mininterval=1.0):
             target = dest / name
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def _extract_tar(archive: Path, dest: Path, selected, max_total: int) -> list[st
                 total += member.size
                 _check_total(archive, total, max_total)
                 _check_ratio(archive, "the archive", total, packed)
-        for name, member in tqdm(chosen, desc=f"extract {archive.name}", unit="file", mininterval=1.0, disable=None):
+        for name, member in tqdm(chosen, desc=f"extract {archive.name}", unit="file", mininterval=1.0):
             target = dest / name
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)

@@ -246,7 +246,7 @@ def _verify(part: Path, expected: str | None, origin: str) -> str:
 
 def _bar(total: int | None, desc: str, initial: int = 0) -> tqdm:
     return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                mininterval=1.0, disable=None)
+                mininterval=1.0)
 
 
 DOWNLOAD_CACHE = Path(".cache/downloads")

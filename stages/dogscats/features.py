@@ -45,7 +45,7 @@ def extract(model, paths: list[str], input_size: int, batch_size: int, out: np.n
 
     infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)  # the last batch is smaller
     done, started, warm_started = 0, time.perf_counter(), None
-    bar = tqdm(total=len(paths), desc="VGG16 features", unit="img", mininterval=5.0, disable=None)
+    bar = tqdm(total=len(paths), desc="VGG16 features", unit="img", mininterval=5.0)
     try:
         for batch in image_dataset(paths, input_size, batch_size):
             out[done:done + len(batch)] = infer(batch).numpy().astype(out.dtype)

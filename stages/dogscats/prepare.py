@@ -36,7 +36,7 @@ def scan(raw_dir: Path, max_pixels: int) -> tuple[pd.DataFrame, list[dict[str, s
     for label, folder in enumerate(folders):
         files = sorted(f for f in folder.rglob("*") if f.is_file())
         usable = 0
-        for path in tqdm(files, desc=f"check {folder.name}", unit="img", mininterval=2.0, disable=None):
+        for path in tqdm(files, desc=f"check {folder.name}", unit="img", mininterval=2.0):
             source = str(path.relative_to(raw_dir))
             try:
                 load_rgb(path, max_pixels)
