@@ -39,16 +39,21 @@ def mean_spread(values: list[float]) -> str:
 class ProjectCopy:
     """A throwaway copy of the project (own DVC, MLflow and Prefect state) for timing real `dvc repro` runs."""
 
-    def __init__(self, params: dict | None = None):
-        self.root = Path(tempfile.mkdtemp(prefix="lesson5-bench-"))
-        for name in ("dvc.yaml", "params.yaml"):
-            shutil.copy(REPO / name, self.root / name)
-        for folder in ("stages", "pipelines"):
-            shutil.copytree(REPO / folder, self.root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    def __init__(self, params: dict | None = None, existing: str | None = None):
+        """A fresh copy, or (`existing`) one an earlier benchmark kept, reused with this checkout's pipelines/."""
+        self.root = Path(existing).resolve() if existing else Path(tempfile.mkdtemp(prefix="lesson5-bench-"))
         self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                     "MLFLOW_TRACKING_URI": f"sqlite:///{self.root / 'mlflow.db'}",
                     "PREFECT_HOME": str(self.root / ".prefect"), "DVC_NO_ANALYTICS": "1",
                     "DVC_SITE_CACHE_DIR": str(self.root / ".dvc-site-cache"), "PYTHONPATH": str(self.root)}
+        if existing:  # keep its stages (a changed stage script would make it stale); take this flow code
+            shutil.rmtree(self.root / "pipelines")
+            shutil.copytree(REPO / "pipelines", self.root / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+            return
+        for name in ("dvc.yaml", "params.yaml"):
+            shutil.copy(REPO / name, self.root / name)
+        for folder in ("stages", "pipelines"):
+            shutil.copytree(REPO / folder, self.root / folder, ignore=shutil.ignore_patterns("__pycache__"))
         if params:
             data = yaml.safe_load((self.root / "params.yaml").read_text())
             for dotted, value in params.items():
