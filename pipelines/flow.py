@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import sys
 import threading
 import time
@@ -79,38 +80,41 @@ def _retry_options(info: StageInfo, retries: int) -> dict:
     return {"retries": retries, "retry_delay_seconds": [10 * 3**i for i in range(retries)]}
 
 
-def schedule(runner: DvcRunner, stages: dict[str, StageInfo], params: PipelineParams, env: dict[str, str],
-             poll: float = 0.05) -> list[StageResult]:
+def schedule(runner: DvcRunner, stages: dict[str, StageInfo], params: PipelineParams,
+             env: dict[str, str]) -> list[StageResult]:
     """Submit each stage once its upstream finished, never below a failure. At most `max_parallel` stage
-    commands run at once; up-to-date checks don't take a slot, so a no-change run is not throttled."""
+    commands run at once; up-to-date checks don't take a slot, so a no-change run is not throttled.
+    Waits on task completions (no polling, which cost a busy flow process CPU the stages need)."""
     results: dict[str, StageResult] = {}
     running: dict[str, tuple] = {}
-    waiting = dict(stages)
+    finished: queue.Queue[str] = queue.Queue()
+    waiting = dict(stages)  # in dependency order, so one pass sees every upstream result first
     slots = threading.Semaphore(params.max_parallel)
     while waiting or running:
         for name, info in list(waiting.items()):
             upstream = [results.get(u) for u in info.upstream if u in stages]
-            if any(r is not None and r.status in ("failed", "blocked") for r in upstream):
-                bad = next(r.stage for r in upstream if r is not None and r.status in ("failed", "blocked"))
+            bad = next((r.stage for r in upstream if r is not None and r.status in ("failed", "blocked")), None)
+            if bad:
                 results[name] = StageResult(name, "blocked", error=f"upstream stage {bad} did not finish")
                 del waiting[name]
             elif all(r is not None for r in upstream):
                 task_run = reproduce_stage.with_options(name=name, task_run_name=name,
                                                         **_retry_options(info, params.download_retries))
-                running[name] = (task_run.submit(runner, info, env, slots), time.perf_counter())
+                future = task_run.submit(runner, info, env, slots)
+                future.add_done_callback(lambda _, name=name: finished.put(name))
+                running[name] = (future, time.perf_counter())
                 del waiting[name]
-        for name, (future, started) in list(running.items()):
-            state = future.state
-            if not state.is_final():
-                continue
-            seconds = time.perf_counter() - started
-            if state.is_completed():
-                results[name] = StageResult(name, future.result(), seconds)
-            else:
-                error = future.result(raise_on_failure=False)
-                results[name] = StageResult(name, "failed", seconds, str(error).strip()[-2000:])
-            del running[name]
-        time.sleep(poll)
+        if not running:
+            continue
+        name = finished.get()
+        future, started = running.pop(name)
+        seconds = time.perf_counter() - started
+        future.wait()  # takes the final state from the finished thread (the API may not have recorded it yet)
+        if future.state.is_completed():
+            results[name] = StageResult(name, future.result(), seconds)
+        else:
+            error = future.result(raise_on_failure=False)
+            results[name] = StageResult(name, "failed", seconds, str(error).strip()[-2000:])
     return [results[name] for name in stages]
 
 
