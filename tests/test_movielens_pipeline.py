@@ -115,3 +115,12 @@ def test_prefect_flow_runs_the_graph_and_matches_dvc_repro(project, http_server,
 
     again = project.run(project.env["PATH"].split(":")[0] + "/python", "-m", "pipelines.flow", *TARGETS)
     assert "10 skipped" in again.stdout + again.stderr
+
+    # a change reruns only what it affects, as `dvc repro` would, and leaves DVC in agreement
+    project.set_params({"movielens.models.dot.epochs": 3})
+    changed = project.run(project.env["PATH"].split(":")[0] + "/python", "-m", "pipelines.flow", *TARGETS)
+    log = changed.stdout + changed.stderr
+    assert "2 ran, 8 skipped" in log
+    assert re.search(r"ran +movielens_train@dot", log) and re.search(r"ran +movielens_evaluate@dot", log)
+    assert stale_stages(project) == set()
+    assert "Running stage" not in project.dvc("repro", *TARGETS).stdout
