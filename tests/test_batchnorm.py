@@ -93,3 +93,36 @@ def test_original_is_untouched_and_the_copy_trains():
 def test_unknown_layer_name_is_a_clear_error():
     with pytest.raises(ValueError, match="no layer named fc9"):
         insert_batchnorm(dense_model(), ["fc9"], shifted_inputs((20,), 1))
+
+
+def test_calibrated_statistics_stay_while_gamma_and_beta_train(tmp_path):
+    """frozen_statistics: training normalises with the calibrated statistics (no batch-statistics noise,
+    no drift to dropout-time activations), so the function starts unchanged and only the weights move."""
+    from stages.common.batchnorm import CalibratedBatchNormalization
+    from stages.common.io import load_keras, save_keras
+
+    model = dense_model(final_activation="sigmoid")
+    x = shifted_inputs((20,), 1)
+    y = (x[:, :3] > 3).astype("float32")
+    with_bn = insert_batchnorm(model, ["fc1", "fc2"], x, frozen_statistics=True)
+    layer = with_bn.get_layer("fc1_bn")
+    assert isinstance(layer, CalibratedBatchNormalization)
+    np.testing.assert_allclose(with_bn.predict(x, verbose=0), model.predict(x, verbose=0), atol=TOLERANCE)
+    gamma, beta, mean, var = (w.copy() for w in layer.get_weights())
+    # training mode computes what inference mode does (plain BN would use the batch's statistics)
+    bn_only = keras.Model(with_bn.inputs, layer.output)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_only(x[:50], training=True)),
+                               keras.ops.convert_to_numpy(bn_only(x[:50], training=False)), atol=1e-5)
+
+    with_bn.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    first = with_bn.evaluate(x, y, verbose=0)
+    with_bn.fit(x, y, epochs=5, batch_size=32, verbose=0)
+    assert with_bn.evaluate(x, y, verbose=0) < first
+    new_gamma, new_beta, new_mean, new_var = layer.get_weights()
+    assert not np.allclose(new_gamma, gamma) and not np.allclose(new_beta, beta)
+    np.testing.assert_array_equal(new_mean, mean)
+    np.testing.assert_array_equal(new_var, var)
+
+    save_keras(tmp_path / "m.keras", with_bn)  # a registered layer: loads with safe_mode
+    loaded = load_keras(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), with_bn.predict(x, verbose=0), atol=1e-6)

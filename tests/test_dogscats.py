@@ -282,7 +282,9 @@ def test_load_image_resizes_and_uses_vgg_preprocessing(tmp_path):
     np.testing.assert_allclose(x[20, 20], [0 - 103.939, 0 - 116.779, 255 - 123.68], atol=1e-3)  # BGR, means off
 
 
-def test_the_three_heads_train_and_insertion_keeps_the_function():
+@pytest.mark.parametrize("bn_statistics,bn_class", [("calibrated", "CalibratedBatchNormalization"),
+                                                     ("batch", "BatchNormalization")])
+def test_the_three_heads_train_and_insertion_keeps_the_function(bn_statistics, bn_class):
     from stages.dogscats.params import TrainParams
     from stages.dogscats.train import train_heads
 
@@ -291,7 +293,7 @@ def test_the_three_heads_train_and_insertion_keeps_the_function():
     x = rng.normal(size=(240, 2, 2, 8)).astype("float32") + labels[:, None, None, None] * 0.8
     train, valid = (x[:180], labels[:180]), (x[180:], labels[180:])
     p = TrainParams.model_validate({
-        "seed": 0, "batch_size": 32, "calibration_images": 64,
+        "seed": 0, "batch_size": 32, "calibration_images": 64, "bn_statistics": bn_statistics,
         "head": {"hidden": 16, "dropout": 0.2, "l2": 0.0},
         "dense": {"epochs": 6, "learning_rate": 0.01}, "bn_inserted": {"epochs": 3, "learning_rate": 0.001},
         "bn_scratch": {"epochs": 6, "learning_rate": 0.01}})
@@ -303,6 +305,7 @@ def test_the_three_heads_train_and_insertion_keeps_the_function():
     names = lambda m: [layer.name for layer in m.layers]
     assert names(results["bn_inserted"][0]) == names(results["bn_scratch"][0])
     assert "fc1_bn" not in names(results["dense"][0])
+    assert type(results["bn_inserted"][0].get_layer("fc1_bn")).__name__ == bn_class
 
 
 def test_log_loss_is_clipped_like_kaggle():

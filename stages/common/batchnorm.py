@@ -10,14 +10,22 @@ accuracy on insertion.)
 """
 from __future__ import annotations
 
+import keras
 import numpy as np
+
+
+@keras.saving.register_keras_serializable(package="lesson5")
+class CalibratedBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization that normalises with its moving (calibrated) statistics in training as well;
+    gamma and beta still train, the statistics stay as calibrated."""
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False, mask=mask)
 
 
 def activation_statistics(model, layer_names: list[str], calibration, batch_size: int = 256,
                           ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-channel (mean, variance) of each named layer's output over the calibration inputs."""
-    import keras
-
     probe = keras.Model(model.inputs, [model.get_layer(name).output for name in layer_names])
     outputs = probe.predict(calibration, batch_size=batch_size, verbose=0)
     if len(layer_names) == 1:
@@ -30,15 +38,15 @@ def activation_statistics(model, layer_names: list[str], calibration, batch_size
 
 
 def insert_batchnorm(model, after: list[str], calibration, epsilon: float = 1e-3, momentum: float = 0.99,
-                     batch_size: int = 256):
+                     batch_size: int = 256, frozen_statistics: bool = False):
     """A copy of `model` with a BatchNormalization layer after each layer named in `after`.
 
     The copy has the original's weights and each new layer (named `<layer>_bn`) is initialised from
     the layer's activations on `calibration` so that the copy computes the same function. The
-    original model is left untouched.
+    original model is left untouched. `frozen_statistics`: the new layers keep normalising with the
+    calibrated statistics while training (CalibratedBatchNormalization).
     """
-    import keras
-
+    bn_class = CalibratedBatchNormalization if frozen_statistics else keras.layers.BatchNormalization
     names = {layer.name for layer in model.layers}
     missing = [name for name in after if name not in names]
     if missing:
@@ -50,7 +58,7 @@ def insert_batchnorm(model, after: list[str], calibration, epsilon: float = 1e-3
     def call_with_bn(layer, *args, **kwargs):
         out = layer(*args, **kwargs)
         if layer.name in targets:
-            out = keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name=f"{layer.name}_bn")(out)
+            out = bn_class(epsilon=epsilon, momentum=momentum, name=f"{layer.name}_bn")(out)
         return out
 
     copy = keras.models.clone_model(model, call_function=call_with_bn)

@@ -59,6 +59,7 @@ def gallery(wrong: pd.DataFrame, image_dir: Path, classes: list[str], title: str
 
 
 def main() -> None:
+    import stages.common.batchnorm  # noqa: F401  registers CalibratedBatchNormalization for loading
     from stages.common.plots import close, confusion_matrix_figure
     from stages.common.tracking import stage_run
 

@@ -1,6 +1,8 @@
 """Schema of the `dogscats` section of params.yaml."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from stages.common.download import Source
@@ -43,6 +45,9 @@ class TrainParams(Schema):
     bn_inserted: FitParams = Field(description="(2) BN inserted into the trained head (1), then fine-tuned")
     bn_scratch: FitParams = Field(description="(3) the same head with BN, trained from scratch")
     calibration_images: int = Field(ge=16, description="training images whose activations initialise the BN layers")
+    bn_statistics: Literal["calibrated", "batch"] = Field(
+        description="(2) while fine-tuning, normalise with the calibrated statistics (gamma/beta still train) "
+                    "or, as plain BatchNormalization, with each batch's")
 
 
 class EvaluateParams(Schema):

@@ -53,7 +53,7 @@ def train_heads(train, valid, p: TrainParams, callbacks_for=lambda name: ()):
 
     seed_everything(p.seed)
     calibration = train[0][np.random.default_rng(p.seed).permutation(len(train[0]))[:p.calibration_images]]
-    inserted = insert_batchnorm(dense, BN_AFTER, calibration)
+    inserted = insert_batchnorm(dense, BN_AFTER, calibration, frozen_statistics=p.bn_statistics == "calibrated")
     # before fine-tuning, the inserted model computes the trained head's function
     change = float(np.abs(inserted.predict(valid[0], verbose=0) - dense.predict(valid[0], verbose=0)).max())
     history = fit(inserted, p.bn_inserted, p.batch_size, train, valid, callbacks_for("bn_inserted"))
