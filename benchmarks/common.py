@@ -1,13 +1,17 @@
 """Helpers for the benchmarks: they run on the real data (LESSON5_MIRROR) and print figures; nothing is asserted."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -34,6 +38,43 @@ def mean_spread(values: list[float]) -> str:
         return f"{values[0]:.4f} (n=1)"
     return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} "
             f"(min {min(values):.4f}, max {max(values):.4f}, n={len(values)})")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for a server to start on, or to stand for a dead one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_prefect_server(env: dict[str, str], cwd: str | os.PathLike, timeout: float = 180) -> Iterator[str]:
+    """`prefect server start` on a free 127.0.0.1 port with `env` (its PREFECT_HOME holds the SQLite store);
+    yields the API URL once /health answers and stops the server afterwards."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, cwd=cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"prefect server exited with {server.returncode}")
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{api} not healthy after {timeout:.0f}s") from None
+                time.sleep(1)
+        yield api
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 class ProjectCopy:

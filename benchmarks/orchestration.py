@@ -9,18 +9,13 @@ server, then a no-op `dvc repro`. `--keep` keeps the copy; `--noop-in COPY` time
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 
 import mlflow
 
-from benchmarks.common import ProjectCopy, require_mirror
+from benchmarks.common import ProjectCopy, local_prefect_server, require_mirror
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
             full = project.flow(*args.targets, quiet=False)
             full_run_report(project, full)
         noop_flows = [project.flow(*args.targets) for _ in range(2)]
-        with local_prefect_server(project) as api:
+        with local_prefect_server(project.env, project.root) as api:
             project.env["PREFECT_API_URL"] = api
             noop_served = project.flow(*args.targets)
             del project.env["PREFECT_API_URL"]
@@ -69,32 +64,6 @@ def full_run_report(project: ProjectCopy, full: float) -> None:
     print("Per-branch stage time (s): " + json.dumps({k: round(v, 1) for k, v in branches.items()}))
     print(f"Full flow wall time {full:.0f}s vs sum of its stages {total:.0f}s "
           f"(parallel speed-up {total / full:.2f}x on this machine)", flush=True)
-
-
-@contextlib.contextmanager
-def local_prefect_server(project: ProjectCopy) -> Iterator[str]:
-    """`prefect server start` on 127.0.0.1 with the copy's PREFECT_HOME; yields its API URL once healthy."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    api = f"http://127.0.0.1:{port}/api"
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=project.env, cwd=project.root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the local Prefect server did not become healthy") from None
-                time.sleep(1)
-        yield api
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _stage_seconds(summary: str) -> dict[str, float]:

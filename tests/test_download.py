@@ -9,7 +9,6 @@ import http.server
 import ipaddress
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -21,16 +20,11 @@ import pytest
 
 from stages.common.download import (ChecksumError, DownloadError, Source, UnpinnedSourceError, fetch,
                                     sha256_file)
+from benchmarks.common import free_port
 from tests.conftest import REPO, RangeHandler
 
 PAYLOAD = os.urandom(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FaultyHandler(RangeHandler):
@@ -165,7 +159,7 @@ def test_mirror_is_used_first_and_verified_by_its_sha256sums(tmp_path, monkeypat
     mirror = _mirror(tmp_path / "mirror", {"data.bin": PAYLOAD})
     monkeypatch.setenv("LESSON5_MIRROR", str(mirror))
     # the URL cannot be reached and nothing is pinned: the mirror's SHA256SUMS is the pin
-    source = Source(url=f"http://127.0.0.1:{closed_port()}/some/path/data.bin")
+    source = Source(url=f"http://127.0.0.1:{free_port()}/some/path/data.bin")
     assert fetch(source, tmp_path / "data.bin").read_bytes() == PAYLOAD
 
 
@@ -252,7 +246,7 @@ def test_killed_download_leaves_nothing_complete_and_a_rerun_resumes(server, tmp
 
 
 def test_unreachable_url_without_mirror_names_what_was_tried_and_how_to_fix_it(tmp_path, monkeypatch):
-    url = f"http://127.0.0.1:{closed_port()}/datasets/data.zip"
+    url = f"http://127.0.0.1:{free_port()}/datasets/data.zip"
     with pytest.raises(DownloadError) as err:
         fetch(Source(url=url, sha256=SHA), tmp_path / "data.zip", retries=1, backoff=0.01)
     message = str(err.value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,16 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.common import free_port
 from tests.conftest import REPO, VENV_BIN, LoopbackServer, Project
 from tests.factories.movielens import movielens_zip, ratings_table
 
 STAGE = "movielens_train@bias"
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +99,7 @@ def test_unreachable_mlflow_costs_no_output_and_relogging_works(prepared):
     project = prepared
     for path in (project.root / "data/movielens/metrics").glob("train_bias.json"):
         path.unlink()
-    env = {**project.env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
+    env = {**project.env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     result = subprocess.run([sys.executable, "-m", "stages.movielens.train", "bias"], cwd=project.root, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -138,7 +132,7 @@ def test_tracking_gives_up_on_a_dead_server_in_seconds(tmp_path):
                 run.log_text("t", "t.txt")
         print("ELAPSED", time.monotonic() - started, run.active)
     """)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         env.pop(key, None)
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -256,7 +256,7 @@ def test_phase_change_freeze_then_unfreeze_at_a_new_rate_really_takes_effect():
     _, history, _ = train(train_data, valid_data, p, 20, glove, extra_callbacks=[Watch()], verbose=0)
     kinds = [k for k, _ in snapshots]
     assert kinds == ["begin", "first_batch", "first_batch", "end", "begin", "first_batch", "end"]
-    (_, (emb0, hid0, lr0)), (_, (emb1, hid1, _)) = snapshots[0], snapshots[1]
+    (_, (emb0, hid0, lr0)), (_, (_, hid1, _)) = snapshots[0], snapshots[1]
     (_, (emb_frozen_end, _, _)) = snapshots[3]
     (_, (emb2, hid2, lr2)), (_, (emb3, hid3, _)) = snapshots[4], snapshots[5]
 

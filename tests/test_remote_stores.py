@@ -10,7 +10,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,17 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import free_port
 from tests.conftest import VENV_BIN
 from tests.factories.movielens import movielens_zip
 
 pytestmark = pytest.mark.slow
 SERVER_START_TIMEOUT = 300  # s: a cold `mlflow server` took ~160 s on this 2-core machine under heavy load
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def postgres_bin_dir() -> Path | None:

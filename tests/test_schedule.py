@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,44 +11,19 @@ import urllib.request
 import mlflow
 import pytest
 
+from benchmarks.common import local_prefect_server
 from tests.factories.movielens import movielens_zip
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"{url} not healthy after {timeout}s")
-
-
 @contextlib.contextmanager
 def prefect_server(project, tmp_path):
     """A real `prefect server start` on 127.0.0.1 (SQLite in tmp_path); yields the env that points at it."""
-    api = f"http://127.0.0.1:{free_port()}/api"
-    env = {**project.env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", api.split(":")[-1].split("/")[0]], env=env, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_healthy(f"{api}/health", server)
-        yield env
-    finally:
-        stop(server)
+    env = {**project.env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false"}
+    with local_prefect_server(env, tmp_path) as api:
+        yield {**env, "PREFECT_API_URL": api}
 
 
 def stop(proc: subprocess.Popen | None) -> None:

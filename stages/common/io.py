@@ -42,8 +42,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the real suffix last: writers such as Keras' model.save check it
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    # keep the real suffixes last: Keras checks them (model.save: .keras, save_weights: .weights.h5)
+    suffixes = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.removesuffix(suffixes)}.", suffix=f".tmp{suffixes}",
+                               dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:

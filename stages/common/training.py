@@ -115,12 +115,11 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
         starts afresh) instead of failing every rerun."""
 
         def _save_model(self):
-            folder.mkdir(parents=True, exist_ok=True)
-            weights, metadata = folder / "next.weights.h5", folder / "next_training_metadata.json"
-            self.model.save_weights(str(weights), overwrite=True)
-            metadata.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
-            os.replace(weights, self._weights_path)
-            os.replace(metadata, self._training_metadata_path)
+            from stages.common.io import atomic_path, write_json
+
+            with atomic_path(self._weights_path) as weights:
+                self.model.save_weights(str(weights), overwrite=True)
+            write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
         def on_train_begin(self, logs=None):
             try:
