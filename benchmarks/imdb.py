@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 
-RAW = "data/imdb/raw/aclImdb"
 
 
 def keras_tokenize(train_texts: list[str], test_texts: list[str], vocab_size: int):
@@ -47,11 +46,12 @@ def keras_tokenize(train_texts: list[str], test_texts: list[str], vocab_size: in
 
 
 def bench_tokenizers(vocab_size: int, maxlen: int) -> None:
+    from stages.imdb.download import ARCHIVE
     from stages.imdb.tokenize import build_vocab, encode, pad, read_reviews, words
 
     started = time.perf_counter()
-    train_texts, _, _ = read_reviews(f"{RAW}/train")
-    test_texts, _, _ = read_reviews(f"{RAW}/test")
+    reviews = read_reviews(ARCHIVE)
+    train_texts, test_texts = reviews["train"][0], reviews["test"][0]
     read_s = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -3,8 +3,9 @@
     LESSON5_MIRROR=../shared/data python -m benchmarks.orchestration [--targets STAGE ...]
 
 Runs the Prefect flow over a fresh copy of the project (own DVC cache and MLflow store), then twice again with
-nothing changed (each starting its ephemeral Prefect server), once more against a running local Prefect
-server, then a no-op `dvc repro`. `--keep` keeps the copy; `--noop-in COPY` times only the no-change runs there.
+nothing changed (each starting its ephemeral Prefect server), then against a running local Prefect server (the
+second run there is timed), then a no-op `dvc repro`; beside them, an empty Prefect flow (Prefect's own floor).
+`--keep` keeps the copy; `--noop-in COPY` times only the no-change runs there.
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ import sys
 import mlflow
 
 from benchmarks.common import ProjectCopy, local_prefect_server, require_mirror
+
+
+# Prefect's own floor: a process that runs a flow doing nothing
+EMPTY_FLOW = "from prefect import flow; flow(name='empty')(lambda: None)()"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,9 +36,12 @@ def main(argv: list[str] | None = None) -> None:
             full = project.flow(*args.targets, quiet=False)
             full_run_report(project, full)
         noop_flows = [project.flow(*args.targets) for _ in range(2)]
+        empty_flow = project.run(sys.executable, "-c", EMPTY_FLOW)
         with local_prefect_server(project.env, project.root) as api:
             project.env["PREFECT_API_URL"] = api
+            project.flow(*args.targets)  # the server's first flow run pays for its lazy set-up
             noop_served = project.flow(*args.targets)
+            empty_flow_served = project.run(sys.executable, "-c", EMPTY_FLOW)
             del project.env["PREFECT_API_URL"]
         noop_dvc = project.dvc("repro", *args.targets)
     finally:
@@ -42,8 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             project.cleanup()
     print("No-change flow run (everything up to date), with an ephemeral Prefect server started by the run: "
-          + ", ".join(f"{t:.1f}s" for t in noop_flows))
-    print(f"No-change flow run against a running local Prefect server (PREFECT_API_URL): {noop_served:.1f}s")
+          + ", ".join(f"{t:.1f}s" for t in noop_flows) + f" (an empty Prefect flow: {empty_flow:.1f}s)")
+    print(f"No-change flow run against a running local Prefect server (PREFECT_API_URL): {noop_served:.1f}s "
+          f"(an empty Prefect flow: {empty_flow_served:.1f}s)")
     print(f"No-op `dvc repro`: {noop_dvc:.1f}s")
 
 

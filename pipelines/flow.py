@@ -24,6 +24,7 @@ from pydantic import Field
 
 from pipelines.dvc_runner import DvcRunner, StageInfo, python_env
 from stages.common.params import Schema, load_params
+from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, stage_run, warm_up
 
 
 class PipelineParams(Schema):
@@ -133,8 +134,6 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
     """Reproduce the DVC pipeline (or `targets` and their upstream) with independent branches in parallel."""
     from prefect.runtime import flow_run
 
-    from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, stage_run
-
     started = time.perf_counter()
     root = os.path.abspath(root)
     params = load_params("pipeline", PipelineParams, os.path.join(root, "params.yaml"))
@@ -176,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-parallel", type=int, help="override params.yaml pipeline.max_parallel")
     parser.add_argument("--root", default=".", help="the DVC repository (default: current folder)")
     args = parser.parse_args(argv)
+    # MLflow's import and store set-up overlap Prefect's start-up (an ephemeral server takes ~10 s to answer)
+    threading.Thread(target=warm_up, args=(args.root,), name="mlflow-warm-up", daemon=True).start()
     state = pipeline(args.targets or None, args.max_parallel, args.root, return_state=True)
     return 0 if state.is_completed() else 1
 

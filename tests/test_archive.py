@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stages.common import archive as archive_mod
-from stages.common.archive import CorruptArchiveError, UnsafeArchiveError, extract
+from stages.common.archive import CorruptArchiveError, UnsafeArchiveError, extract, read_members
 from stages.common.download import ChecksumError, Source, fetch_and_extract
 from tests.factories.movielens import movielens_zip
 
@@ -219,6 +219,42 @@ def test_truncated_archive_is_a_clear_error_and_writes_nothing(tmp_path, kind):
     with pytest.raises(CorruptArchiveError, match="not a zip or tar|damaged archive|unexpected end"):
         extract(cut, dest)
     assert_nothing_extracted(tmp_path, dest)
+
+
+def test_read_members_reads_selected_regular_files_in_place_and_never_a_link(tmp_path):
+    files = [("d/a.txt", b"alpha"), ("d/b.txt", b"beta"), ("e/c.txt", b"gamma"),
+             special("d/link.txt", tarfile.SYMTYPE, "/etc/passwd"), special("d/hard.txt", tarfile.LNKTYPE, "d/a.txt")]
+    pick = lambda name: name.startswith("d/")  # noqa: E731
+    assert list(read_members(make_tar(tmp_path / "a.tar.gz", files), pick)) == [("d/a.txt", b"alpha"),
+                                                                                  ("d/b.txt", b"beta")]
+    archive = make_zip(tmp_path / "a.zip", {"d/a.txt": b"alpha", "d/odd": b"/etc/passwd", "e/c.txt": b"gamma"},
+                       modes={"d/odd": stat.S_IFLNK | 0o777})
+    assert list(read_members(archive, pick)) == [("d/a.txt", b"alpha")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz", "a.zip"]  # nothing written
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("bomb", UnsafeArchiveError, "looks like a zip bomb"),
+    ("over the limit", UnsafeArchiveError, "over 5000 bytes"),
+    ("traversal", UnsafeArchiveError, "path traversal"),
+    ("truncated", CorruptArchiveError, "damaged archive"),
+    ("not an archive", CorruptArchiveError, "not a zip or tar archive"),
+])
+def test_read_members_refuses_what_extract_refuses(tmp_path, case, error, match):
+    archive = tmp_path / "a.tar.gz"
+    if case == "bomb":
+        archive = _zeros_zip(tmp_path / "bomb.zip", 64 << 20)
+    elif case == "traversal":
+        make_tar(archive, [("ok.txt", b"fine"), ("../evil.txt", b"owned")])
+    elif case == "truncated":
+        blob = make_tar(archive, [(f"d/{i}.txt", bytes(range(256)) * 20) for i in range(5)]).read_bytes()
+        archive.write_bytes(blob[: len(blob) * 2 // 3])
+    elif case == "not an archive":
+        archive.write_bytes(b"<html>proxy login page</html>")
+    else:
+        make_tar(archive, [(f"f{i}.txt", bytes(range(256)) * 8) for i in range(4)])
+    with pytest.raises(error, match=match):
+        list(read_members(archive, lambda name: True, max_total_bytes=5000 if case == "over the limit" else 10**9))
 
 
 def test_failed_extraction_keeps_the_previous_output(tmp_path):

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from stages.common.archive import CorruptArchiveError
 from stages.common.cli import StageError
 from stages.dogscats.evaluate import confidently_wrong, log_loss, scores
 from stages.dogscats.images import Unusable, load_rgb
 from stages.dogscats.params import PrepareParams
-from stages.dogscats.prepare import prepare, split
+from stages.dogscats.prepare import prepare, scan, split
 
 PREP = PrepareParams(seed=0, valid_fraction=0.25, max_per_class=None, max_pixels=10_000_000)
 
@@ -59,7 +60,8 @@ def png_bomb(width=100_000, height=100_000) -> bytes:
 
 
 def pet_folder(root: Path, n_per_class: int = 8, extra: dict[str, bytes] | None = None) -> Path:
-    """root/PetImages/{Cat,Dog}/<i>.jpg (cats reddish, dogs bluish) plus `extra` files (relative path -> bytes)."""
+    """root/PetImages/{Cat,Dog}/<i>.jpg (cats reddish, dogs bluish) plus `extra` files (path under PetImages -> bytes),
+    laid out as in the pet photo archive."""
     raw = root / "PetImages"
     for label, tint in (("Cat", (190, 80, 60)), ("Dog", (60, 90, 190))):
         (raw / label).mkdir(parents=True, exist_ok=True)
@@ -71,10 +73,22 @@ def pet_folder(root: Path, n_per_class: int = 8, extra: dict[str, bytes] | None 
     return raw
 
 
+def zipped(raw: Path, reverse: bool = False) -> bytes:
+    """The folder `raw` (and what it holds) as a zip, members in sorted (or reverse) path order."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for f in sorted(raw.rglob("*"), reverse=reverse):
+            zf.write(f, f.relative_to(raw.parent).as_posix())
+    return buffer.getvalue()
+
+
 def run_prepare(tmp_path: Path, raw: Path, params: PrepareParams = PREP):
+    """dogscats_prepare on the folder `raw` packed as the download stage keeps it: one zip."""
+    archive = tmp_path / "kagglecatsanddogs.zip"
+    archive.write_bytes(zipped(raw))
     out = tmp_path / "prepared"
     out.mkdir()
-    manifest, report = prepare(raw, out, params)
+    manifest, report = prepare(archive, out, params)
     manifest.to_csv(out / "manifest.csv", index=False)
     return manifest, report, out
 
@@ -104,10 +118,9 @@ def test_bad_file_is_skipped_and_counted(tmp_path, case):
     (5_000, r"5000x5000 pixels is over max_pixels=10000000"),  # our limit (a param)
     (100_000, r"Image size \(10000000000 pixels\) exceeds limit"),  # Pillow's own, beyond any max_pixels
 ])
-def test_decompression_bomb_is_refused_from_its_header(tmp_path, size, message):
-    bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(png_bomb(size, size))
-    assert bomb.stat().st_size < 1000
+def test_decompression_bomb_is_refused_from_its_header(size, message):
+    bomb = png_bomb(size, size)
+    assert len(bomb) < 1000
     with pytest.raises(Unusable, match=f"decompression bomb: {message}"):
         load_rgb(bomb, max_pixels=10_000_000)
 
@@ -139,11 +152,16 @@ def test_rgb_jpegs_are_copied_byte_for_byte(tmp_path):
     assert (out / row["path"]).read_bytes() == (raw / row["source"]).read_bytes()
 
 
-def test_empty_class_folder_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("folder", ["empty", "missing"])
+def test_empty_or_missing_class_folder_is_a_clear_error(tmp_path, folder):
     raw = pet_folder(tmp_path)
     for f in (raw / "Dog").iterdir():
         f.unlink()
-    with pytest.raises(StageError, match=r"PetImages/Dog: no usable images in this class folder \(0 files\)"):
+    if folder == "missing":
+        (raw / "Dog").rmdir()
+    # an archive's empty folder holds no photos: to prepare it is the same as a missing one
+    with pytest.raises(StageError, match=r"kagglecatsanddogs.zip: expected 2 class folders with files in "
+                                         r"PetImages/ \(Cat, Dog\), found 1: Cat \(the archive layout must be"):
         run_prepare(tmp_path, raw)
 
 
@@ -151,17 +169,33 @@ def test_class_of_only_bad_files_is_a_clear_error(tmp_path):
     raw = pet_folder(tmp_path)
     for f in (raw / "Cat").iterdir():
         f.write_bytes(b"")
-    with pytest.raises(StageError, match=r"Cat: no usable images .*8 files; skipped: \{'empty file': 8\}"):
+    with pytest.raises(StageError, match=r"kagglecatsanddogs.zip: PetImages/Cat: no usable images in this class "
+                                         r"folder \(8 files; skipped: \{'empty file': 8\}\)"):
         run_prepare(tmp_path, raw)
 
 
-def test_missing_class_folder_is_a_clear_error(tmp_path):
-    raw = pet_folder(tmp_path)
-    for f in (raw / "Dog").iterdir():
-        f.unlink()
-    (raw / "Dog").rmdir()
-    with pytest.raises(StageError, match="expected 2 class folders .* found 1: Cat"):
-        run_prepare(tmp_path, raw)
+def test_photos_are_taken_in_the_extracted_folders_order_whatever_the_archive_order(tmp_path):
+    # "a/b.jpg" sorts before "a.jpg" as a path, after it as a string: the split depends on this order
+    raw = pet_folder(tmp_path, n_per_class=3, extra={"Cat/a.jpg": noisy_jpeg(1, (200, 0, 0)),
+                                                     "Cat/a/b.jpg": noisy_jpeg(2, (200, 0, 0)),
+                                                     "readme.txt": b"not a class folder", "Dog/Thumbs.db": b"x"})
+    (tmp_path / "pets.zip").write_bytes(zipped(raw, reverse=True))
+    usable, skipped, classes = scan(tmp_path / "pets.zip", PREP.max_pixels)
+    folder_order = [f.relative_to(raw).as_posix() for c in ("Cat", "Dog") for f in sorted((raw / c).rglob("*"))
+                    if f.is_file() and f.name != "Thumbs.db"]
+    assert usable["source"].tolist() == folder_order and folder_order[:2] == ["Cat/0.jpg", "Cat/1.jpg"]
+    assert folder_order.index("Cat/a/b.jpg") < folder_order.index("Cat/a.jpg")
+    assert skipped == [{"file": "Dog/Thumbs.db", "reason": "not an image (unknown format)"}] and classes == ["Cat", "Dog"]
+
+
+def test_missing_or_damaged_archive_is_a_clear_error(tmp_path):
+    with pytest.raises(StageError, match="nowhere.zip: archive not found; run dogscats_download first"):
+        prepare(tmp_path / "nowhere.zip", tmp_path, PREP)
+    damaged = bytearray(zipped(pet_folder(tmp_path)))
+    damaged[400] ^= 0xFF  # inside the first photo: its CRC no longer matches
+    (tmp_path / "damaged.zip").write_bytes(damaged)
+    with pytest.raises(CorruptArchiveError, match="damaged.zip: damaged archive .*download it again"):
+        prepare(tmp_path / "damaged.zip", tmp_path, PREP)
 
 
 # ---------------------------------------------------------------- the split
@@ -326,14 +360,6 @@ def test_scores_and_confidently_wrong():
 
 
 # ---------------------------------------------------------------- the real DVC chain
-
-def zipped(raw: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for f in sorted(raw.rglob("*")):
-            zf.write(f, f.relative_to(raw.parent).as_posix())
-    return buffer.getvalue()
-
 
 def only_dogscats(dvc_yaml: Path) -> None:
     """Keep this workload's stages and plots: the other workloads' stages are not this test's subject."""

@@ -291,18 +291,21 @@ def test_glove_reader(tmp_path, lines):
 def test_imdb_review_reader(tmp_path, neg, pos):
     from stages.imdb.tokenize import read_reviews
 
-    folder = tmp_path / "case" / "train"
-    shutil.rmtree(folder.parent, ignore_errors=True)
-    for label, reviews in (("neg", neg), ("pos", pos)):
-        (folder / label).mkdir(parents=True)
-        for i, blob in enumerate(reviews):
-            (folder / label / f"{i}_{i % 10 + 1}.txt").write_bytes(blob)
+    archive = tmp_path / "reviews.tar"
+    with tarfile.open(archive, "w") as tar:
+        for split in ("train", "test"):
+            for label, reviews in (("neg", neg), ("pos", pos)):
+                for i, blob in enumerate(reviews):
+                    info = tarfile.TarInfo(f"aclImdb/{split}/{label}/{i}_{i % 10 + 1}.txt")
+                    info.size = len(blob)
+                    tar.addfile(info, io.BytesIO(blob))
     try:
-        texts, labels, skipped = read_reviews(folder)
+        reviews = read_reviews(archive)
     except StageError as err:
-        assert str(folder) in str(err)
+        assert str(archive) in str(err)
         return
-    assert len(texts) == len(labels) and len(texts) + len(skipped) == len(neg) + len(pos)
+    for texts, labels, skipped in reviews.values():
+        assert len(texts) == len(labels) and len(texts) + len(skipped) == len(neg) + len(pos)
 
 
 @FUZZ
@@ -337,16 +340,14 @@ IMAGES = image_samples()
 @FUZZ
 @given(st.sampled_from(range(len(IMAGES))), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
                                                      max_size=4), st.integers(0, 400))
-def test_image_loader(tmp_path, which, flips, cut):
+def test_image_loader(which, flips, cut):
     from stages.dogscats.images import Unusable, load_rgb
 
     blob = bytearray(IMAGES[which])
     for at, value in flips:
         blob[at % len(blob)] = value
-    path = tmp_path / "img.bin"
-    path.write_bytes(bytes(blob[: len(blob) - cut] if cut < len(blob) else blob))
     try:
-        loaded = load_rgb(path, max_pixels=10_000)
+        loaded = load_rgb(bytes(blob[: len(blob) - cut] if cut < len(blob) else blob), max_pixels=10_000)
     except Unusable:
         return
     assert loaded.image.mode == "RGB"

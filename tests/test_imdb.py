@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stages.common.archive import CorruptArchiveError
 from stages.common.cli import StageError
 from stages.common.params import ParamsError, read_params_file, validate_section
 from stages.glove.matrix import embedding_matrix, read_glove
@@ -30,29 +31,30 @@ def review(rng: random.Random, label: int) -> str:
     return " ".join(body).capitalize() + ".<br /><br />" + rng.choice(mood).upper() + "!"
 
 
-def review_tree(root: Path, n_per_class: int, seed: int = 0) -> Path:
-    rng = random.Random(seed)
+def imdb_archive(n_per_class: int, extra: dict[str, bytes] | None = None, without: str | None = None) -> bytes:
+    """A tar.gz laid out like aclImdb_v1.tar.gz: `extra` members added, the `without` folder left out."""
+    members = {}
+    rng = random.Random(1)
     for split in ("train", "test"):
         for name, label in (("neg", 0), ("pos", 1)):
-            folder = root / "aclImdb" / split / name
-            folder.mkdir(parents=True)
             for i in range(n_per_class):
-                (folder / f"{i}_{7 if label else 2}.txt").write_text(review(rng, label), encoding="utf-8")
-    return root / "aclImdb"
-
-
-def imdb_archive(n_per_class: int) -> bytes:
+                members[f"aclImdb/{split}/{name}/{i}_{7 if label else 2}.txt"] = review(rng, label).encode()
+    members.update(extra or {})
+    members["aclImdb/imdb.vocab"] = b"not a review\n"
     buffer = io.BytesIO()
-    rng = random.Random(1)
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for split in ("train", "test"):
-            for name, label in (("neg", 0), ("pos", 1)):
-                for i in range(n_per_class):
-                    data = review(rng, label).encode()
-                    info = tarfile.TarInfo(f"aclImdb/{split}/{name}/{i}_{7 if label else 2}.txt")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+        for name, data in members.items():
+            if without and name.startswith(without + "/"):
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def write_archive(path: Path, blob: bytes) -> Path:
+    path.write_bytes(blob)
+    return path
 
 
 def glove_text(dim: int = 50, extra: list[str] = ()) -> str:
@@ -110,24 +112,36 @@ def test_maxlen_not_positive_is_rejected_before_any_work(maxlen):
         encode([["a"]], ["a"], maxlen=maxlen)
 
 
-def test_empty_and_non_utf8_reviews_are_counted_skips(tmp_path):
-    root = review_tree(tmp_path, 3)
-    (root / "train/pos/90_10.txt").write_text("  \n")
-    (root / "train/neg/91_1.txt").write_bytes(b"caf\xe9 was \xff awful")
-    texts, labels, skipped = read_reviews(root / "train")
+def test_reviews_are_read_from_the_archive_and_empty_and_non_utf8_ones_are_counted_skips(tmp_path):
+    archive = write_archive(tmp_path / "a.tar.gz", imdb_archive(3, extra={
+        "aclImdb/train/pos/90_10.txt": b"  \n", "aclImdb/train/neg/91_1.txt": b"caf\xe9 was \xff awful",
+        "aclImdb/train/unsup/5_0.txt": b"unlabelled: not read"}))
+    reviews = read_reviews(archive)
+    texts, labels, skipped = reviews["train"]
     assert len(texts) == 6 and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert texts[0] == imdb_archive_review(archive, "aclImdb/train/neg/0_2.txt")
     assert len(skipped) == 2
-    assert any("91_1.txt: not valid UTF-8" in s for s in skipped)
-    assert any("90_10.txt: empty review" in s for s in skipped)
+    assert any("aclImdb/train/neg/91_1.txt: not valid UTF-8" in s for s in skipped)
+    assert any("aclImdb/train/pos/90_10.txt: empty review" in s for s in skipped)
+    assert len(reviews["test"][0]) == 6 and reviews["test"][2] == []
+
+
+def imdb_archive_review(archive: Path, name: str) -> str:
+    with tarfile.open(archive) as tar:
+        return tar.extractfile(name).read().decode()
 
 
 def test_missing_class_folder_is_a_clear_error(tmp_path):
-    root = review_tree(tmp_path, 2)
-    for f in (root / "test/pos").iterdir():
-        f.unlink()
-    (root / "test/pos").rmdir()
-    with pytest.raises(StageError, match=r"test/pos: folder missing.*re-run imdb_download"):
-        read_reviews(root / "test")
+    archive = write_archive(tmp_path / "a.tar.gz", imdb_archive(2, without="aclImdb/test/pos"))
+    with pytest.raises(StageError, match=r"no aclImdb/test/pos/\*\.txt reviews.*re-run imdb_download"):
+        read_reviews(archive)
+
+
+def test_a_damaged_review_archive_is_a_clear_error(tmp_path):
+    blob = imdb_archive(20)
+    archive = write_archive(tmp_path / "a.tar.gz", blob[: len(blob) // 2])
+    with pytest.raises(CorruptArchiveError, match="a.tar.gz: damaged archive.*download it again"):
+        read_reviews(archive)
 
 
 def test_validation_split_is_stratified_and_seeded():

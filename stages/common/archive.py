@@ -4,6 +4,7 @@ a damaged archive is a clear error. Extraction is atomic: the target folder
 appears, complete, only when every member was written."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import lzma
@@ -13,6 +14,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -68,22 +70,71 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, members: list[s
         return wanted is None or any(name == w or name.startswith(w + "/") for w in wanted)
 
     with atomic_dir(dest) as tmp:
-        try:
+        with _damage_reported(archive):
             if zipfile.is_zipfile(archive):
                 names = _extract_zip(archive, tmp, selected, max_total_bytes)
             elif tarfile.is_tarfile(archive):
                 names = _extract_tar(archive, tmp, selected, max_total_bytes)
             else:
-                raise CorruptArchiveError(f"{archive}: not a zip or tar archive (truncated download, or the wrong file?)")
-        except (*_DAMAGED, OSError) as err:
-            if isinstance(err, OSError) and err.errno not in _CONTENT_ERRNOS:
-                raise  # disk full, permissions: not the archive's fault
-            raise CorruptArchiveError(f"{archive}: damaged archive ({type(err).__name__}: {err}); delete it and "
-                                      "download it again (pin its sha256 so a damaged copy is caught earlier)") from None
+                raise _not_an_archive(archive)
         for w in wanted or []:
             if not any(n == w or n.startswith(w + "/") for n in names):
                 raise CorruptArchiveError(f"{archive}: has no member '{w}' (is it the right file for this dataset?)")
     return dest
+
+
+def read_members(archive: str | os.PathLike, selected: Callable[[str], bool],
+                 max_total_bytes: int = MAX_TOTAL_BYTES) -> Iterator[tuple[str, bytes]]:
+    """Yield (normalised name, content) of the regular-file members `selected` picks, in archive order,
+    without writing anything: for data read straight from its verified archive (one file for DVC to hash
+    instead of thousands). Bombs and damage are refused as in `extract`; links and special files are
+    never read."""
+    archive = Path(archive)
+    total = 0
+    with _damage_reported(archive):
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    name = _check_name(archive, info.filename)
+                    if info.is_dir() or stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG) \
+                            or not selected(name):
+                        continue
+                    _check_ratio(archive, f"member '{info.filename}'", info.file_size, info.compress_size)
+                    total += info.file_size
+                    _check_total(archive, total, max_total_bytes)
+                    with zf.open(info) as src:
+                        yield name, src.read()
+        elif tarfile.is_tarfile(archive):
+            packed = archive.stat().st_size
+            with tarfile.open(archive) as tf:
+                for member in tf:
+                    name = _check_name(archive, member.name)
+                    if not member.isfile() or not selected(name):
+                        continue
+                    total += member.size
+                    _check_total(archive, total, max_total_bytes)
+                    _check_ratio(archive, "the archive", total, packed)
+                    with tf.extractfile(member) as src:
+                        yield name, src.read()
+                _check_tar_end(archive, tf)
+        else:
+            raise _not_an_archive(archive)
+
+
+@contextlib.contextmanager
+def _damage_reported(archive: Path):
+    """What zipfile/tarfile raise on a damaged archive, as one CorruptArchiveError that says what to do."""
+    try:
+        yield
+    except (*_DAMAGED, OSError) as err:
+        if isinstance(err, OSError) and err.errno not in _CONTENT_ERRNOS:
+            raise  # disk full, permissions: not the archive's fault
+        raise CorruptArchiveError(f"{archive}: damaged archive ({type(err).__name__}: {err}); delete it and "
+                                  "download it again (pin its sha256 so a damaged copy is caught earlier)") from None
+
+
+def _not_an_archive(archive: Path) -> CorruptArchiveError:
+    return CorruptArchiveError(f"{archive}: not a zip or tar archive (truncated download, or the wrong file?)")
 
 
 def _check_ratio(archive: Path, what: str, unpacked: int, packed: int) -> None:

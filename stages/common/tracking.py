@@ -25,8 +25,9 @@ PARENT_RUN_ENV = "LESSON5_PARENT_RUN_ID"
 FLOW_RUN_ENV = "LESSON5_FLOW_RUN_ID"
 
 
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+def tracking_uri(root: str | os.PathLike | None = None) -> str:
+    """MLFLOW_TRACKING_URI, else `mlflow.db` in `root` (default: the current folder, the repo root in stages)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root or Path.cwd()).resolve() / 'mlflow.db'}"
 
 
 def experiment_name(workload: str) -> str:
@@ -135,16 +136,32 @@ class StageRun:
         return EpochMetrics()
 
 
-@contextlib.contextmanager
-def stage_run(workload: str, stage: str, params: Mapping[str, Any] | None = None,
-              inputs: list[str] | None = None, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
-    """An MLflow run for one DVC stage; yields a StageRun whose calls never raise."""
+def _configure_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # MLflow's own defaults (7 retries, backoff x2, 120 s timeout) stall a stage for minutes on a dead server
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def warm_up(root: str | os.PathLike) -> None:
+    """Import MLflow and open its store ahead of the first run: both take seconds (the SQLite store checks its
+    schema), which the pipeline flow hides behind Prefect's start-up by calling this in a thread. Never raises."""
+    _configure_mlflow()
+    try:
+        import mlflow
+
+        mlflow.MlflowClient(tracking_uri(root)).get_experiment_by_name(experiment_name("pipeline"))
+    except Exception as err:  # the real run reports tracking problems; this is only a head start
+        log.debug("MLflow warm-up failed: %s", err)
+
+
+@contextlib.contextmanager
+def stage_run(workload: str, stage: str, params: Mapping[str, Any] | None = None,
+              inputs: list[str] | None = None, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
+    """An MLflow run for one DVC stage; yields a StageRun whose calls never raise."""
+    _configure_mlflow()
     import mlflow
 
     tags = {"dvc.stage": stage, "git.commit": git_commit(), "workload": workload, **(tags or {})}

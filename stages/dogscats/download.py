@@ -1,17 +1,21 @@
-"""dogscats_download: the pet photo archive (extracted) and the VGG16 ImageNet conv-base weights."""
+"""dogscats_download: the pet photo archive, verified and kept packed, and the VGG16 ImageNet conv-base weights.
+
+dogscats_prepare reads the photos straight from the archive: DVC then tracks one file, not 25,000
+photos (hashing those made every no-change `dvc repro` slow).
+"""
 from __future__ import annotations
 
 from stages.common.cli import run_stage
-from stages.common.download import fetch, fetch_and_extract
+from stages.common.download import fetch
 from stages.dogscats import params as dogscats_params
 
-RAW_DIR = "data/dogscats/raw"
+ARCHIVE = "data/dogscats/raw/kagglecatsanddogs.zip"
 WEIGHTS = "data/dogscats/weights/vgg16_notop.h5"
 
 
 def main() -> None:
     p = dogscats_params.load()
-    fetch_and_extract(p.sources.images, RAW_DIR, members=["PetImages"])
+    fetch(p.sources.images, ARCHIVE)
     fetch(p.sources.weights, WEIGHTS)
 
 

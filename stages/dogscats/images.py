@@ -1,10 +1,9 @@
-"""Reading pet photos defensively: every file is either a usable RGB image or a counted, named skip."""
+"""Reading pet photos defensively: every file's bytes are either a usable RGB image or a counted, named skip."""
 from __future__ import annotations
 
 import io
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
@@ -20,15 +19,14 @@ class Loaded:
     original_format: str | None
 
 
-def load_rgb(path: str | Path, max_pixels: int) -> Loaded:
-    """Decode `path` fully and return it as RGB; raise Unusable(reason) for anything else."""
-    path = Path(path)
-    if path.stat().st_size == 0:
+def load_rgb(data: bytes, max_pixels: int) -> Loaded:
+    """Decode a file's bytes fully and return the image as RGB; raise Unusable(reason) for anything else."""
+    if not data:
         raise Unusable("empty file")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 # the header is read first: refuse huge images before their pixels are decompressed
                 width, height = img.size
                 if width * height > max_pixels:
@@ -54,10 +52,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def encoded_copy(path: Path, loaded: Loaded) -> tuple[bytes, str]:
-    """(bytes, suffix) to store: the original bytes of an RGB JPEG, else a lossless RGB PNG."""
+def encoded_copy(data: bytes, loaded: Loaded) -> tuple[bytes, str]:
+    """(bytes, suffix) to store: an RGB JPEG's own bytes `data`, else a lossless RGB PNG."""
     if loaded.original_format == "JPEG" and loaded.original_mode == "RGB":
-        return path.read_bytes(), ".jpg"
+        return data, ".jpg"
     buffer = io.BytesIO()
     loaded.image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue(), ".png"

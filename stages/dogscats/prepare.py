@@ -1,77 +1,99 @@
-"""dogscats_prepare: keep the decodable images as RGB files, report every skip, split train/valid (seeded, stratified)."""
+"""dogscats_prepare: read the photos from the archive, keep the decodable ones as RGB files, report every skip,
+split train/valid (seeded, stratified)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from stages.common.archive import read_members
 from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, write_csv, write_json
 from stages.dogscats import params as dogscats_params
+from stages.dogscats.download import ARCHIVE
 from stages.dogscats.images import Unusable, encoded_copy, load_rgb
 from stages.dogscats.params import PrepareParams
 
-RAW_DIR = "data/dogscats/raw/PetImages"
+ROOT = "PetImages"  # the archive's layout: PetImages/<class>/<photo>
 OUT_DIR = "data/dogscats/prepared"
 
 
-def class_folders(raw_dir: Path) -> list[Path]:
-    if not raw_dir.is_dir():
-        raise StageError(f"{raw_dir}: folder not found; run dogscats_download first (or check the archive layout: "
-                         "PetImages/<class>/*.jpg)")
-    folders = sorted(p for p in raw_dir.iterdir() if p.is_dir())
-    if len(folders) != 2:
-        raise StageError(f"{raw_dir}: expected 2 class folders (Cat, Dog), found {len(folders)}: "
-                         f"{', '.join(p.name for p in folders) or 'none'}")
-    return folders
+def pet_photos(archive: Path, wanted: set[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """(path under PetImages, bytes) of the archive's files in PetImages/<class>/: all, or the `wanted` ones."""
+    def selected(name: str) -> bool:
+        parts = name.split("/")
+        return len(parts) > 2 and parts[0] == ROOT and (wanted is None or name[len(ROOT) + 1:] in wanted)
+
+    for name, blob in read_members(archive, selected):
+        yield name[len(ROOT) + 1:], blob
 
 
-def scan(raw_dir: Path, max_pixels: int) -> tuple[pd.DataFrame, list[dict[str, str]], list[str]]:
-    """Decode every file once: (usable images with their labels, skipped files with reasons, class names)."""
+def class_folders(archive: Path, sources) -> list[str]:
+    """The class names: the folders under PetImages that hold files, sorted; exactly two."""
+    classes = sorted({source.split("/")[0] for source in sources})
+    if len(classes) != 2:
+        raise StageError(f"{archive}: expected 2 class folders with files in {ROOT}/ (Cat, Dog), found "
+                         f"{len(classes)}: {', '.join(classes) or 'none'} (the archive layout must be "
+                         f"{ROOT}/<class>/*.jpg; re-run dogscats_download, or check dogscats.sources.images)")
+    return classes
+
+
+def scan(archive: Path, max_pixels: int) -> tuple[pd.DataFrame, list[dict[str, str]], list[str]]:
+    """Decode every photo once while streaming the archive, keeping no bytes:
+    (usable images with their labels, skipped files with reasons, class names)."""
+    if not archive.is_file():
+        raise StageError(f"{archive}: archive not found; run dogscats_download first")
+    checked: dict[str, str | None] = {}  # path under PetImages -> None if usable, else why not
+    for source, blob in tqdm(pet_photos(archive), desc=f"check {archive.name}", unit="img", mininterval=2.0):
+        if source in checked:
+            raise StageError(f"{archive}: {ROOT}/{source} appears twice in the archive; download it again")
+        try:
+            load_rgb(blob, max_pixels)
+            checked[source] = None
+        except Unusable as reason:
+            checked[source] = str(reason)
     rows, skipped = [], []
-    folders = class_folders(raw_dir)
-    for label, folder in enumerate(folders):
-        files = sorted(f for f in folder.rglob("*") if f.is_file())
-        usable = 0
-        for path in tqdm(files, desc=f"check {folder.name}", unit="img", mininterval=2.0):
-            source = str(path.relative_to(raw_dir))
-            try:
-                load_rgb(path, max_pixels)
-            except Unusable as reason:
-                skipped.append({"file": source, "reason": str(reason)})
-                continue
-            rows.append({"source": source, "label": label, "class": folder.name})
-            usable += 1
-        if usable == 0:
-            reasons = Counter(_kind(s) for s in skipped if s["file"].startswith(folder.name + "/"))
-            raise StageError(f"{folder}: no usable images in this class folder ({len(files)} files"
-                             + (f"; skipped: {dict(reasons)}" if reasons else "")
-                             + "). Each class needs decodable images; check the download.")
-    return pd.DataFrame(rows), skipped, [f.name for f in folders]
+    classes = class_folders(archive, checked)
+    for label, name in enumerate(classes):
+        # sorted by path components, as the extracted folder's paths were: the same split from the same photos
+        files = sorted((s for s in checked if s.startswith(name + "/")), key=lambda s: s.split("/"))
+        for source in files:
+            if checked[source] is None:
+                rows.append({"source": source, "label": label, "class": name})
+            else:
+                skipped.append({"file": source, "reason": checked[source]})
+        if all(checked[source] is not None for source in files):
+            reasons = Counter(_kind(s) for s in skipped if s["file"].startswith(name + "/"))
+            raise StageError(f"{archive}: {ROOT}/{name}: no usable images in this class folder ({len(files)} files; "
+                             f"skipped: {dict(reasons)}). Each class needs decodable images; check the download.")
+    return pd.DataFrame(rows), skipped, classes
 
 
 def _kind(skip: dict[str, str]) -> str:
     return skip["reason"].split(":")[0]
 
 
-def prepare(raw_dir: Path, out_dir: Path, p: PrepareParams):
-    """Pure step: write the used images as RGB files under out_dir/images; return (manifest, report)."""
-    usable, skipped, classes = scan(raw_dir, p.max_pixels)
+def prepare(archive: Path, out_dir: Path, p: PrepareParams):
+    """Pure step: write the used photos of the archive as RGB files under out_dir/images; return (manifest, report)."""
+    usable, skipped, classes = scan(archive, p.max_pixels)
     manifest = split(usable, p.valid_fraction, p.max_per_class, p.seed)
-    converted, paths = Counter(), []
-    for source in manifest["source"]:
-        loaded = load_rgb(raw_dir / source, p.max_pixels)
-        data, suffix = encoded_copy(raw_dir / source, loaded)
+    wanted, converted, paths = set(manifest["source"]), Counter(), {}
+    # a second pass reads only the chosen photos: the full archive's 25,000 JPEGs are never all in memory
+    for source, blob in tqdm(pet_photos(archive, wanted), total=len(wanted), desc="write", unit="img",
+                             mininterval=2.0):
+        loaded = load_rgb(blob, p.max_pixels)
+        data, suffix = encoded_copy(blob, loaded)
         if suffix == ".png":
             converted[f"{loaded.original_format} {loaded.original_mode}"] += 1
         rel = Path("images") / (str(Path(source).with_suffix("")).replace("/", "__") + suffix)
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (out_dir / rel).write_bytes(data)
-        paths.append(str(rel))
-    manifest.insert(0, "path", paths)
+        paths[source] = str(rel)
+    manifest.insert(0, "path", manifest["source"].map(paths))
     report = {
         "classes": classes,
         "scanned": len(usable) + len(skipped),
@@ -103,7 +125,7 @@ def split(images: pd.DataFrame, valid_fraction: float, max_per_class: int | None
 def main() -> None:
     p = dogscats_params.load()
     with atomic_dir(OUT_DIR) as out:
-        manifest, report = prepare(Path(RAW_DIR), out, p.prepare)
+        manifest, report = prepare(Path(ARCHIVE), out, p.prepare)
         write_csv(out / "manifest.csv", manifest)
         write_json(out / "report.json", report)
     used = report["used"]

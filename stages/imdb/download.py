@@ -1,16 +1,19 @@
-"""imdb_download: fetch the Large Movie Review Dataset and extract its labelled train/test reviews."""
+"""imdb_download: fetch the Large Movie Review Dataset archive, verified, and keep it packed.
+
+imdb_tokenize reads the reviews straight from the archive: DVC then tracks one file, not 50,000
+reviews (hashing those made every no-change `dvc repro` slow).
+"""
 from __future__ import annotations
 
 from stages.common.cli import run_stage
-from stages.common.download import fetch_and_extract
+from stages.common.download import fetch
 from stages.imdb import params as imdb_params
 
-RAW_DIR = "data/imdb/raw"
-MEMBERS = ["aclImdb/train/pos", "aclImdb/train/neg", "aclImdb/test/pos", "aclImdb/test/neg"]
+ARCHIVE = "data/imdb/raw/aclImdb_v1.tar.gz"
 
 
 def main() -> None:
-    fetch_and_extract(imdb_params.load().source, RAW_DIR, members=MEMBERS)
+    fetch(imdb_params.load().source, ARCHIVE)
 
 
 if __name__ == "__main__":
