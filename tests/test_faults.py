@@ -142,6 +142,30 @@ def test_tracking_gives_up_on_a_dead_server_in_seconds(tmp_path):
     assert float(elapsed) < 20  # MLflow's own defaults (7 retries, backoff x2) would retry for over 4 minutes
 
 
+def test_a_stage_that_loses_the_experiment_creation_race_still_tracks_into_its_experiment(tmp_path):
+    """Two stages starting together both find no experiment and both create it; MLflow hands the loser the
+    experiment without activating it. Simulated here: the lookup misses once while the experiment exists."""
+    code = textwrap.dedent("""
+        import mlflow
+        from mlflow.tracking._tracking_service.client import TrackingServiceClient
+        from stages.common.tracking import stage_run
+        existing = mlflow.MlflowClient().create_experiment("lesson5-movielens")  # the winner's
+        lookup = TrackingServiceClient.get_experiment_by_name
+        misses = ["lesson5-movielens"]
+        TrackingServiceClient.get_experiment_by_name = (
+            lambda self, name: None if name in misses and not misses.remove(name) else lookup(self, name))
+        with stage_run("movielens", "movielens_train@dot") as run:
+            pass
+        print("EXPERIMENTS", existing, mlflow.MlflowClient().get_run(run.run_id).info.experiment_id, len(misses))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    created, used, misses_left = result.stdout.split("EXPERIMENTS")[1].split()
+    assert misses_left == "0", result.stderr  # the creation race was taken
+    assert used == created  # not "0", MLflow's Default experiment
+
+
 @pytest.mark.slow
 def test_rerun_after_success_is_a_no_op(prepared):
     """dvc.lock stays consistent through kills and reruns: nothing is stale afterwards."""

@@ -191,6 +191,9 @@ def stage_run(workload: str, stage: str, params: Mapping[str, Any] | None = None
 def _start(workload: str, stage: str, tags: dict[str, str]):
     import mlflow
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment_name(workload))
+    experiment = mlflow.set_experiment(experiment_name(workload))
+    # when two stages create the experiment at once, MLflow 3.17 returns it to the loser without making it
+    # active (that stage's run would land in "Default"): activate it by id
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
     parent = os.environ.get(PARENT_RUN_ENV) or None
     return mlflow.start_run(run_name=stage, tags=tags, parent_run_id=parent, nested=bool(parent))
