@@ -122,13 +122,13 @@ def test_unreachable_mlflow_costs_no_output_and_relogging_works(prepared):
 
 
 def test_tracking_gives_up_on_a_dead_server_in_seconds(tmp_path):
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import time, mlflow
         from stages.common.tracking import stage_run
         for attempt in range(2):  # the second one is timed: the first also pays for MLflow's lazy imports
             started = time.monotonic()
-            with stage_run("movielens", "x", params={{"a": 1}}) as run:
-                run.log_metrics({{"m": 1.0}})
+            with stage_run("movielens", "x", params={"a": 1}) as run:
+                run.log_metrics({"m": 1.0})
                 run.log_text("t", "t.txt")
         print("ELAPSED", time.monotonic() - started, run.active)
     """)
