@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from pipelines.flow import pipeline
+from stages.common.tracking import warm_up
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         print("warning: PREFECT_API_URL is not set: an ephemeral Prefect server cannot run schedules. Start "
               "`prefect server start --host 127.0.0.1` and export PREFECT_API_URL=http://127.0.0.1:4200/api",
               file=sys.stderr)
+    # MLflow's import and store set-up, in the background while the deployment registers with the server
+    threading.Thread(target=warm_up, args=(os.getcwd(),), name="mlflow-warm-up", daemon=True).start()
     schedule = {"interval": args.interval} if args.interval else {"cron": args.cron}
     pipeline.serve(name=args.name, parameters={"targets": args.targets, "max_parallel": args.max_parallel,
                                                "root": os.getcwd()},

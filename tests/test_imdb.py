@@ -305,6 +305,54 @@ def test_best_validation_epoch_is_kept_across_phases():
         np.testing.assert_array_equal(kept, remembered)
 
 
+def test_refit_trains_again_on_every_review_through_the_chosen_epoch_of_the_phases():
+    """Chosen epoch 3 of [2 frozen at 1e-3, 2 trained at 1e-4]: the refit runs 2 frozen epochs, then 1 at 1e-4,
+    on training and validation reviews together, from the same seed, and keeps its last weights."""
+    import keras
+
+    from stages.imdb.train import refit, train
+
+    glove = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
+    p = model_params(embedding="glove", phases=[{"epochs": 2, "learning_rate": 1e-3, "train_embedding": False},
+                                                {"epochs": 2, "learning_rate": 1e-4, "train_embedding": True}])
+    train_data, valid_data = toy_data()
+    everything = tuple(np.concatenate(pair) for pair in zip(train_data, valid_data))
+    seen, logs, last = [], [], []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(self.params["steps"])
+
+        def on_epoch_end(self, epoch, epoch_logs=None):
+            logs.append(dict(epoch_logs))
+            last[:] = [self.model.get_weights()]
+
+    model, summary = refit(everything, p, 3, 20, glove, extra_callbacks=[Watch()], verbose=0)
+    assert (summary["refit_reviews"], summary["refit_epochs"]) == (96, 3) and summary["refit_seconds"] > 0
+    assert seen == [96 // 16, 96 // 16]  # every review, batch 16, in both phases
+    assert [row["learning_rate"] for row in logs] == pytest.approx([1e-3, 1e-3, 1e-4])
+    assert [row["embedding_trainable"] for row in logs] == [0.0, 0.0, 1.0]
+    assert not any("val_accuracy" in row for row in logs)  # nothing left to choose with
+    for kept, remembered in zip(model.get_weights(), last[0]):
+        np.testing.assert_array_equal(kept, remembered)
+
+    def initial_hidden_weights(fit):
+        captured = []
+
+        class Capture(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                if not captured:
+                    captured.append(self.model.get_layer("hidden").get_weights()[0].copy())
+
+        fit([Capture()])
+        return captured[0]
+
+    # the same seed: the refit starts from the selection run's initial weights
+    np.testing.assert_array_equal(
+        initial_hidden_weights(lambda cb: train(train_data, valid_data, p, 20, glove, extra_callbacks=cb, verbose=0)),
+        initial_hidden_weights(lambda cb: refit(everything, p, 1, 20, glove, extra_callbacks=cb, verbose=0)))
+
+
 # ------------------------------------------------------------------ evaluate and embeddings
 
 def test_evaluation_metrics_on_known_predictions():
@@ -338,7 +386,7 @@ TINY_MODELS = {
     "single": {"kind": "dense", "embedding": "learned", "embedding_dim": 8, "hidden": 8, "batch_size": 32,
                "phases": [{"epochs": 1, "learning_rate": 0.01}], "seed": 1},
     "glove_cnn": {"kind": "cnn", "embedding": "glove", "embedding_dim": 50, "word_dropout": 0.2, "filters": 4,
-                  "kernel_sizes": [3], "hidden": 8, "batch_size": 32, "seed": 1,
+                  "kernel_sizes": [3], "hidden": 8, "batch_size": 32, "seed": 1, "refit": True,
                   "phases": [{"epochs": 1, "learning_rate": 0.01, "train_embedding": False},
                              {"epochs": 1, "learning_rate": 0.001, "train_embedding": True}]},
 }
@@ -379,6 +427,8 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     assert set(neighbours["probe"]) == {"great", "awful"}
     history = pd.read_csv(root / "data/imdb/history/glove_cnn.csv")
     assert history["learning_rate"].tolist() == pytest.approx([0.01, 0.001])
+    trained = json.loads((root / "data/imdb/metrics/train_glove_cnn.json").read_text())
+    assert trained["refit_reviews"] == 80 and trained["refit_epochs"] == trained["best_epoch"]  # train + valid
     shown = project.dvc("plots", "show", "--json").stdout
     assert "single_roc.csv" in shown and "single_predictions.csv" in shown
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stages.common.io import atomic_path, save_figure, save_keras, write_csv, write_json
+
 BACKUP_ROOT = Path(".cache/backup")
 
 
@@ -93,8 +95,6 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
                       "(the previous run was interrupted)", flush=True)
 
         def on_epoch_end(self, epoch, logs=None):
-            from stages.common.io import write_json
-
             self.rows.append({k: float(v) for k, v in (logs or {}).items()})
             if folder.is_dir():  # BackupAndRestore has just written this epoch's backup
                 write_json(logs_file, self.rows)
@@ -115,8 +115,6 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
         starts afresh) instead of failing every rerun."""
 
         def _save_model(self):
-            from stages.common.io import atomic_path, write_json
-
             with atomic_path(self._weights_path) as weights:
                 self.model.save_weights(str(weights), overwrite=True)
             write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
@@ -139,7 +137,6 @@ def save_training_outputs(run, workload: str, name: str, model, history: dict[st
     """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, curves PNG), also logged to MLflow."""
     import pandas as pd
 
-    from stages.common.io import save_figure, save_keras, write_csv, write_json
     from stages.common.plots import close, training_curves
 
     rows = history_rows(history)

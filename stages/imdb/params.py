@@ -41,6 +41,8 @@ class ModelParams(Schema):
     batch_size: int = Field(ge=1)
     phases: list[Phase] = Field(min_length=1, description="each phase recompiles: trainable flags and rate apply")
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    refit: bool = Field(default=False, description="after the validation split chose the epoch, train again from "
+                        "the same seed on every training review (validation ones too) up to that epoch")
     seed: int = Field(ge=0)
 
     @model_validator(mode="after")

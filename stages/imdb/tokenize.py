@@ -11,7 +11,7 @@ import re
 import string
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,7 @@ from stages.imdb.params import TokenizeParams
 
 OUT_DIR = "data/imdb/tokenized"
 LABELS = {"neg": 0, "pos": 1}
-FOLDERS = [(split, label) for split in ("train", "test") for label in LABELS]
-REVIEW = re.compile(r"aclImdb/(train|test)/(neg|pos)/[^/]+\.txt")
+REVIEW = re.compile(r"aclImdb/(?:train|test)/(?:neg|pos)/[^/]+\.txt")
 BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")  # a regex: 8x faster than str.translate here
 SEPARATOR = "\x00"  # joins all reviews so standardising runs once over one big string
@@ -41,10 +40,10 @@ def read_reviews(archive: str | Path) -> dict[str, Reviews]:
 
     Empty and non-UTF-8 reviews are skipped, counted and reported; a split without both classes is an error.
     """
-    by_folder: dict[tuple[str, str], list[tuple[str, bytes]]] = {key: [] for key in FOLDERS}
+    by_folder: dict[tuple[str, str], list[tuple[str, bytes]]] = defaultdict(list)
     members = read_members(archive, lambda name: REVIEW.fullmatch(name) is not None)
     for name, blob in tqdm(members, desc="read reviews", unit="review", mininterval=5.0):
-        split, label = REVIEW.fullmatch(name).groups()
+        _, split, label, _ = name.split("/")  # aclImdb/<split>/<label>/<file>, as REVIEW matched
         by_folder[split, label].append((name, blob))
     result = {}
     for split in ("train", "test"):

@@ -15,7 +15,7 @@ from stages.common.cli import StageError, run_stage
 from stages.common.io import load_npy, read_json
 from stages.common.training import save_training_outputs, seed_everything
 from stages.imdb import params as imdb_params
-from stages.imdb.params import ModelParams
+from stages.imdb.params import ModelParams, Phase
 from stages.imdb.tokenize import repad
 
 TOKENIZED = "data/imdb/tokenized"
@@ -23,11 +23,12 @@ GLOVE_MATRIX = "data/glove/matrix/embedding.npy"
 
 
 def load_arrays(folder: str = TOKENIZED, split: str = "train", maxlen: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, float32 labels) of `split`: 'train' (training rows only), 'valid' or 'test', re-padded to `maxlen`."""
+    """(ids, float32 labels) of `split`: 'train' (training rows only), 'valid', 'all' (every training review) or
+    'test', re-padded to `maxlen`."""
     stats = read_json(f"{folder}/stats.json")
     prefix = "test" if split == "test" else "train"
     x, y = load_npy(f"{folder}/{prefix}_x.npy"), load_npy(f"{folder}/{prefix}_y.npy").astype("float32")
-    if split != "test":
+    if split in ("train", "valid"):
         rows = load_npy(f"{folder}/valid.npy") == (split == "valid")
         x, y = x[rows], y[rows]
     if maxlen:
@@ -68,9 +69,22 @@ def phase_logger(phase: int):
     return Log()
 
 
+def phases_until(phases: list[Phase], epochs: int) -> list[Phase]:
+    """The first `epochs` epochs of `phases`, as phases (the last one shortened)."""
+    kept, left = [], epochs
+    for phase in phases:
+        if left <= 0:
+            break
+        kept.append(phase.model_copy(update={"epochs": min(phase.epochs, left)}))
+        left -= phase.epochs
+    return kept
+
+
 def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.ndarray | None = None,
           extra_callbacks=(), verbose: int = 2):
-    """Pure step: (model with the best validation weights, history dict, summary dict)."""
+    """Pure step: (model with the best validation weights, history dict, summary dict).
+
+    valid_data None: no choice to make, every phase is trained and the last weights are kept."""
     import keras
 
     from stages.imdb.models import build
@@ -82,7 +96,7 @@ def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.nda
                              "glove_matrix after changing the vocabulary")
     seed_everything(p.seed)
     model = build(p, vocab_size, train_data[0].shape[1], glove if p.embedding == "glove" else None)
-    best = KeepBest(p.monitor)
+    best = KeepBest(p.monitor) if valid_data is not None else None
     history: dict[str, list[float]] = {}
     epoch, seconds = 0, 0.0
     for number, phase in enumerate(p.phases, start=1):
@@ -93,19 +107,31 @@ def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.nda
         started = time.perf_counter()
         fitted = model.fit(*train_data, batch_size=p.batch_size, initial_epoch=epoch, epochs=epoch + phase.epochs,
                            validation_data=valid_data, verbose=verbose,
-                           callbacks=[phase_logger(number), best.callback(), *extra_callbacks])
+                           callbacks=[phase_logger(number), *([best.callback()] if best else []), *extra_callbacks])
         seconds += time.perf_counter() - started
         epoch += phase.epochs
         for key, values in fitted.history.items():
             history.setdefault(key, []).extend(values)
+    summary = {"epochs": epoch, "train_reviews_per_s": len(train_data[1]) * epoch / seconds, "train_seconds": seconds}
+    if best is None:
+        return model, history, summary
     if best.weights is None:
         raise StageError(f"{p.monitor} was never finite (diverged?): lower the learning rates in imdb.models")
     model.set_weights(best.weights)
     summary = {"best_epoch": best.epoch, f"best_{p.monitor}": best.sign * best.best,
                "best_val_accuracy": history["val_accuracy"][best.epoch - 1],
-               "best_val_loss": history["val_loss"][best.epoch - 1], "epochs": epoch,
-               "train_reviews_per_s": len(train_data[1]) * epoch / seconds, "train_seconds": seconds}
+               "best_val_loss": history["val_loss"][best.epoch - 1], **summary}
     return model, history, summary
+
+
+def refit(all_data, p: ModelParams, epochs: int, vocab_size: int, glove: np.ndarray | None = None,
+          extra_callbacks=(), verbose: int = 2):
+    """Pure step: the model trained again from p.seed on `all_data` (training and validation reviews) through the
+    first `epochs` epochs of its phases, the number the validation split chose; (model, summary)."""
+    model, _, summary = train(all_data, None, p.model_copy(update={"phases": phases_until(p.phases, epochs)}),
+                              vocab_size, glove, extra_callbacks, verbose)
+    return model, {"refit_reviews": len(all_data[1]), "refit_epochs": summary["epochs"],
+                   "refit_seconds": summary["train_seconds"]}
 
 
 def main(name: str) -> None:
@@ -122,6 +148,11 @@ def main(name: str) -> None:
     with stage_run("imdb", f"imdb_train@{name}", params={"model": name, **mp.model_dump()}, inputs=inputs) as run:
         model, history, summary = train(train_data, valid_data, mp, p.tokenize.vocab_size, glove,
                                         extra_callbacks=[run.keras_callback()])
+        if mp.refit:
+            print(f"{name}: validation chose epoch {summary['best_epoch']}; training again on every training review")
+            model, refitted = refit(load_arrays(split="all", maxlen=mp.maxlen), mp, summary["best_epoch"],
+                                    p.tokenize.vocab_size, glove)
+            summary |= refitted
         save_training_outputs(run, "imdb", name, model, history, summary,
                               f"IMDB {name}: accuracy per epoch", ["accuracy", "val_accuracy"])
     print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']} "
