@@ -77,6 +77,22 @@ def local_prefect_server(env: dict[str, str], cwd: str | os.PathLike, timeout: f
             server.kill()
 
 
+@contextlib.contextmanager
+def throwaway_mlflow_store() -> Iterator[str]:
+    """Points MLFLOW_TRACKING_URI at a SQLite store in a temporary folder (removed afterwards), so a timed stage_run
+    logs like the pipeline does without touching the user's runs; yields the URI."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    with tempfile.TemporaryDirectory() as store:
+        os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{store}/mlflow.db"
+        try:
+            yield uri
+        finally:
+            if previous is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 class ProjectCopy:
     """A throwaway copy of the project (own DVC, MLflow and Prefect state) for timing real `dvc repro` runs."""
 

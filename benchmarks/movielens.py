@@ -5,11 +5,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 
-from benchmarks.common import ProjectCopy, mean_spread, require_mirror
+from benchmarks.common import ProjectCopy, mean_spread, require_mirror, throwaway_mlflow_store
 from stages.common.download import fetch_and_extract
 from stages.movielens import baselines, data, params as movielens_params, prepare, train
 
@@ -53,10 +52,8 @@ def throughput(p, ratings, movies, name: str = "bias", epochs: int = 3) -> None:
               validation_data=(train.inputs(val), val["rating"].to_numpy("float32")), verbose=0)
     plain_rate = len(trn) * epochs / (time.perf_counter() - started)
 
-    with tempfile.TemporaryDirectory() as store:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
-        with stage_run("movielens", "benchmark") as run:
-            _, _, pipeline_rate = train.train(encoded, len(users), len(table), mp, [run.keras_callback()])
+    with throwaway_mlflow_store(), stage_run("movielens", "benchmark") as run:
+        _, _, pipeline_rate = train.train(encoded, len(users), len(table), mp, [run.keras_callback()])
     print(f"\nTraining throughput ({name}, {epochs} epochs, batch {mp.batch_size}): plain Keras {plain_rate:,.0f} "
           f"ratings/s, pipeline {pipeline_rate:,.0f} ratings/s, pipeline/plain = {pipeline_rate / plain_rate:.3f}")
 

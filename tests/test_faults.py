@@ -166,6 +166,30 @@ def test_a_stage_that_loses_the_experiment_creation_race_still_tracks_into_its_e
     assert used == created  # not "0", MLflow's Default experiment
 
 
+def test_a_benchmarks_throwaway_mlflow_store_takes_its_runs_and_leaves_the_users_store_and_disk_alone(tmp_path):
+    code = textwrap.dedent("""
+        import os, mlflow
+        from benchmarks.common import throwaway_mlflow_store
+        from stages.common.tracking import stage_run
+        try:
+            with throwaway_mlflow_store() as uri:
+                folder = uri.removeprefix("sqlite:///").rsplit("/", 1)[0]
+                with stage_run("imdb", "benchmark@cnn") as run:
+                    run.log_metrics({"reviews_per_s": 1.0})
+                logged = mlflow.MlflowClient(uri).get_run(run.run_id).data.metrics
+                raise KeyboardInterrupt  # an interrupted benchmark still removes the store
+        except KeyboardInterrupt:
+            pass
+        print("RESULT", logged["reviews_per_s"], os.path.exists(folder), os.environ["MLFLOW_TRACKING_URI"])
+    """)
+    user_store = f"sqlite:///{tmp_path / 'user.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": user_store}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.stdout.split("RESULT")[1].split() == ["1.0", "False", user_store], result.stderr
+    assert not (tmp_path / "user.db").exists()  # nothing was logged into the user's store
+
+
 @pytest.mark.slow
 def test_rerun_after_success_is_a_no_op(prepared):
     """dvc.lock stays consistent through kills and reruns: nothing is stale afterwards."""

@@ -84,6 +84,16 @@ def test_words_strip_markup_and_punctuation_like_keras_textvectorization():
     assert [list(r) for r in train_ids] == [[index[w] for w in review] for review in words(texts)]
 
 
+def test_benchmark_model_options_take_all_none_or_names_and_refuse_an_unknown_name():
+    from benchmarks.imdb import selected
+
+    models = {"single": 1, "cnn": 2, "lstm": 3}
+    assert selected(models, "all") == models and selected(models, "none") == {}
+    assert selected(models, "lstm,cnn") == {"lstm": 3, "cnn": 2}
+    with pytest.raises(SystemExit, match="no model multi under imdb.models in params.yaml .single, cnn, lstm."):
+        selected(models, "cnn,multi")
+
+
 def test_vocabulary_ranks_by_frequency_and_reserves_padding_and_rare_ids():
     tokenized = [["b", "a", "a", "c"], ["a", "b", "d"], ["e"]]
     vocab = build_vocab(tokenized, vocab_size=4)  # ids: 0 pad, 1 'a', 2 'b', 3 rare
@@ -316,7 +326,6 @@ def test_refit_trains_again_on_every_review_through_the_chosen_epoch_of_the_phas
     p = model_params(embedding="glove", phases=[{"epochs": 2, "learning_rate": 1e-3, "train_embedding": False},
                                                 {"epochs": 2, "learning_rate": 1e-4, "train_embedding": True}])
     train_data, valid_data = toy_data()
-    everything = tuple(np.concatenate(pair) for pair in zip(train_data, valid_data))
     seen, logs, last = [], [], []
 
     class Watch(keras.callbacks.Callback):
@@ -327,7 +336,7 @@ def test_refit_trains_again_on_every_review_through_the_chosen_epoch_of_the_phas
             logs.append(dict(epoch_logs))
             last[:] = [self.model.get_weights()]
 
-    model, summary = refit(everything, p, 3, 20, glove, extra_callbacks=[Watch()], verbose=0)
+    model, summary = refit(train_data, valid_data, p, 3, 20, glove, extra_callbacks=[Watch()], verbose=0)
     assert (summary["refit_reviews"], summary["refit_epochs"]) == (96, 3) and summary["refit_seconds"] > 0
     assert seen == [96 // 16, 96 // 16]  # every review, batch 16, in both phases
     assert [row["learning_rate"] for row in logs] == pytest.approx([1e-3, 1e-3, 1e-4])
@@ -350,7 +359,7 @@ def test_refit_trains_again_on_every_review_through_the_chosen_epoch_of_the_phas
     # the same seed: the refit starts from the selection run's initial weights
     np.testing.assert_array_equal(
         initial_hidden_weights(lambda cb: train(train_data, valid_data, p, 20, glove, extra_callbacks=cb, verbose=0)),
-        initial_hidden_weights(lambda cb: refit(everything, p, 1, 20, glove, extra_callbacks=cb, verbose=0)))
+        initial_hidden_weights(lambda cb: refit(train_data, valid_data, p, 1, 20, glove, extra_callbacks=cb, verbose=0)))
 
 
 # ------------------------------------------------------------------ evaluate and embeddings

@@ -23,12 +23,13 @@ GLOVE_MATRIX = "data/glove/matrix/embedding.npy"
 
 
 def load_arrays(folder: str = TOKENIZED, split: str = "train", maxlen: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, float32 labels) of `split`: 'train' (training rows only), 'valid', 'all' (every training review) or
-    'test', re-padded to `maxlen`."""
+    """(ids, float32 labels) of `split`: 'train' (training rows only), 'valid' or 'test', re-padded to `maxlen`."""
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split must be 'train', 'valid' or 'test', not {split!r}")
     stats = read_json(f"{folder}/stats.json")
     prefix = "test" if split == "test" else "train"
     x, y = load_npy(f"{folder}/{prefix}_x.npy"), load_npy(f"{folder}/{prefix}_y.npy").astype("float32")
-    if split in ("train", "valid"):
+    if split != "test":
         rows = load_npy(f"{folder}/valid.npy") == (split == "valid")
         x, y = x[rows], y[rows]
     if maxlen:
@@ -124,10 +125,11 @@ def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.nda
     return model, history, summary
 
 
-def refit(all_data, p: ModelParams, epochs: int, vocab_size: int, glove: np.ndarray | None = None,
+def refit(train_data, valid_data, p: ModelParams, epochs: int, vocab_size: int, glove: np.ndarray | None = None,
           extra_callbacks=(), verbose: int = 2):
-    """Pure step: the model trained again from p.seed on `all_data` (training and validation reviews) through the
+    """Pure step: the model trained again from p.seed on the training and validation reviews together through the
     first `epochs` epochs of its phases, the number the validation split chose; (model, summary)."""
+    all_data = tuple(np.concatenate(pair) for pair in zip(train_data, valid_data))
     model, _, summary = train(all_data, None, p.model_copy(update={"phases": phases_until(p.phases, epochs)}),
                               vocab_size, glove, extra_callbacks, verbose)
     return model, {"refit_reviews": len(all_data[1]), "refit_epochs": summary["epochs"],
@@ -150,8 +152,7 @@ def main(name: str) -> None:
                                         extra_callbacks=[run.keras_callback()])
         if mp.refit:
             print(f"{name}: validation chose epoch {summary['best_epoch']}; training again on every training review")
-            model, refitted = refit(load_arrays(split="all", maxlen=mp.maxlen), mp, summary["best_epoch"],
-                                    p.tokenize.vocab_size, glove)
+            model, refitted = refit(train_data, valid_data, mp, summary["best_epoch"], p.tokenize.vocab_size, glove)
             summary |= refitted
         save_training_outputs(run, "imdb", name, model, history, summary,
                               f"IMDB {name}: accuracy per epoch", ["accuracy", "val_accuracy"])
