@@ -249,9 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_tokenize:
         bench_tokenizers(p.tokenize.vocab_size, p.tokenize.maxlen)
     glove = load_npy("data/glove/matrix/embedding.npy")
-    if args.throughput_reviews and args.throughput_models != "none":
-        bench_throughput(selected(p.models, args.throughput_models), p.tokenize.vocab_size, glove,
-                         args.throughput_reviews, args.repeats)
+    timed = selected(p.models, args.throughput_models)
+    if args.throughput_reviews and timed:
+        bench_throughput(timed, p.tokenize.vocab_size, glove, args.throughput_reviews, args.repeats)
     quality = selected(p.models, args.quality_models)
     if quality:
         bench_quality(quality, p.tokenize.vocab_size, glove, [next(iter(quality.values())).seed + i
