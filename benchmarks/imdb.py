@@ -128,12 +128,12 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
     process gets 1.3 to 1.8 of the 2 cores, so wall-clock rates swing (one cnn run's 8 epochs: 524-764 reviews/s
     wall, 406-460 per CPU-second)."""
     from stages.common.tracking import stage_run
-    from stages.imdb.train import KeepBest, load_arrays, phase_logger, train
+    from stages.imdb.train import KeepBest, epoch_end_callbacks, load_arrays, train
 
     def callback_seconds(model, monitor: str, run, epochs: int = 20) -> float:
         """Mean wall seconds of the pipeline's own epoch-end work (phase log, best-weights copy, MLflow metrics),
         timed directly: precise where the A/B rates above are not. Every epoch improves, so weights are copied."""
-        callbacks = [phase_logger(1), KeepBest(monitor).callback(), run.keras_callback()]
+        callbacks = epoch_end_callbacks(1, KeepBest(monitor), [run.keras_callback()])
         for callback in callbacks:
             callback.set_model(model)
         started = time.perf_counter()

@@ -70,6 +70,11 @@ def phase_logger(phase: int):
     return Log()
 
 
+def epoch_end_callbacks(phase: int, best: KeepBest | None, extra_callbacks=()) -> list:
+    """The callbacks train() runs in `phase`: the phase log, the best-weights keeper (if any), then `extra_callbacks`."""
+    return [phase_logger(phase), *([best.callback()] if best else []), *extra_callbacks]
+
+
 def phases_until(phases: list[Phase], epochs: int) -> list[Phase]:
     """The first `epochs` epochs of `phases`, as phases (the last one shortened)."""
     kept, left = [], epochs
@@ -108,7 +113,7 @@ def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.nda
         started = time.perf_counter()
         fitted = model.fit(*train_data, batch_size=p.batch_size, initial_epoch=epoch, epochs=epoch + phase.epochs,
                            validation_data=valid_data, verbose=verbose,
-                           callbacks=[phase_logger(number), *([best.callback()] if best else []), *extra_callbacks])
+                           callbacks=epoch_end_callbacks(number, best, extra_callbacks))
         seconds += time.perf_counter() - started
         epoch += phase.epochs
         for key, values in fitted.history.items():
