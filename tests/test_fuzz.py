@@ -282,7 +282,7 @@ def test_glove_reader(tmp_path, lines):
     except StageError as err:
         assert str(path) in str(err)
         return
-    assert vectors.shape == (len(words), 3) and vectors.dtype == np.float32
+    assert vectors.shape == (len(words), 3) and vectors.dtype == np.float32 and np.isfinite(vectors).all()
 
 
 @FUZZ

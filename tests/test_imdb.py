@@ -175,6 +175,17 @@ def test_glove_line_with_wrong_number_of_floats_names_the_line(tmp_path):
     assert words_ == ["the", ",", "."] and vectors.shape == (3, 5)
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1e39"])
+def test_glove_value_that_is_not_a_finite_float32_names_the_line(tmp_path, value):
+    lines = glove_text(dim=5).splitlines(keepends=True)
+    word, *floats = lines[2].split(" ")
+    lines[2] = " ".join([word, value, *floats[1:]])
+    path = tmp_path / "glove.6B.5d.txt"
+    path.write_text("".join(lines))
+    with pytest.raises(StageError, match=r"glove.6B.5d.txt, line 3: '\.' has a value that is nan, inf or beyond"):
+        read_glove(path, 5)
+
+
 def test_embedding_matrix_follows_the_fastai_recipe():
     glove_words = ["good", "bad", "film"]
     glove_vectors = np.arange(15, dtype="float32").reshape(3, 5)

@@ -23,7 +23,7 @@ OUT_DIR = "data/glove/matrix"
 def read_glove(path: str | Path, dim: int, limit: int | None = None) -> tuple[list[str], np.ndarray]:
     """(words, float32 vectors) of a GloVe text file, in file order (most frequent first); `limit`: first lines only.
 
-    A line that is not a word followed by `dim` floats is an error naming the file and line.
+    A line that is not a word followed by `dim` finite floats is an error naming the file and line.
     """
     path = Path(path)
     if not path.is_file():
@@ -46,9 +46,14 @@ def read_glove(path: str | Path, dim: int, limit: int | None = None) -> tuple[li
     except UnicodeDecodeError as err:
         raise StageError(f"{path}, line {number + 1}: not UTF-8 ({err.reason}); the file is corrupt") from None
     try:
-        vectors = np.asarray(rows, dtype="float32")
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, reported below with its line
+            vectors = np.asarray(rows, dtype="float32")
     except ValueError as err:
         raise StageError(f"{path}: a value is not a float ({err}); the file is corrupt") from None
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if len(bad):  # nan/inf would reach training as nan losses
+        raise StageError(f"{path}, line {bad[0] + 1}: '{words[bad[0]][:40]}' has a value that is nan, inf or beyond "
+                         f"float32's range ({len(bad)} such line(s)); the file is corrupt")
     return words, vectors
 
 
