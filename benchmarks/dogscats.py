@@ -8,6 +8,7 @@ features (it says so, and how long the head-only re-run took).
 
     nice -n 5 python -m benchmarks.dogscats                       # the default chain, 3 seeds
     python -m benchmarks.dogscats --max-per-class 100 --seeds 1    # a quick look
+    python -m benchmarks.dogscats --max-per-class 4000 --keep      # all the mirror's photos; keep the copy
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-per-class", type=int, default=None, help="override dogscats.prepare.max_per_class")
     parser.add_argument("--input-size", type=int, default=None, help="override dogscats.features.input_size")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds for the accuracy figures")
+    parser.add_argument("--keep", action="store_true", help="keep the project copy (its cached features) to inspect")
     args = parser.parse_args(argv)
     os.environ["LESSON5_MIRROR"] = str(Path(require_mirror()).resolve())  # the project copy runs elsewhere
 
@@ -110,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: val accuracy {mean_spread(m['val_accuracy'])}, log loss {mean_spread(m['val_log_loss'])} "
                   f"on {n_valid} validation images")
     finally:
-        project.cleanup()
+        if args.keep:
+            print(f"project copy kept in {project.root}")
+        else:
+            project.cleanup()
 
 
 def _set_params(project: ProjectCopy, updates: dict) -> None:

@@ -12,6 +12,7 @@ fast.ai-protocol figure (best test accuracy over epochs, the test set used as va
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -143,13 +144,14 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
                 callback.on_epoch_end(epoch, logs)
         return (time.perf_counter() - started) / epochs
 
+    arrays = functools.cache(load_arrays)  # the models differ at most in maxlen
     print(f"training throughput, {n_reviews:,} training reviews per epoch + validation, second epoch (the first one "
           f"also traces the graph), median of {repeats} alternated runs; reviews/s wall | reviews per CPU-second:")
     with throwaway_mlflow_store():
         for name, p in models.items():
             two_epochs = type(p).model_validate({**p.model_dump(), "phases": [p.phases[0].model_dump() | {"epochs": 2}]})
-            train_x, train_y = load_arrays(split="train", maxlen=p.maxlen)
-            valid = load_arrays(split="valid", maxlen=p.maxlen)
+            train_x, train_y = arrays(split="train", maxlen=p.maxlen)
+            valid = arrays(split="valid", maxlen=p.maxlen)
             subset = (train_x[:n_reviews], train_y[:n_reviews])
             trained = []  # the last pipeline model, for timing its callbacks
 
