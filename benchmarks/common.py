@@ -12,6 +12,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import yaml
@@ -93,6 +94,15 @@ def throwaway_mlflow_store() -> Iterator[str]:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+def set_nested(data: dict, dotted: str, value: Any) -> None:
+    """data["a"]["b"] = value for dotted "a.b", creating missing levels (the params schema rejects unknown keys)."""
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+
+
 class ProjectCopy:
     """A throwaway copy of the project (own DVC, MLflow and Prefect state) for timing real `dvc repro` runs."""
 
@@ -112,14 +122,7 @@ class ProjectCopy:
         for folder in ("stages", "pipelines"):
             shutil.copytree(REPO / folder, self.root / folder, ignore=shutil.ignore_patterns("__pycache__"))
         if params:
-            data = yaml.safe_load((self.root / "params.yaml").read_text())
-            for dotted, value in params.items():
-                *parents, last = dotted.split(".")
-                node = data
-                for key in parents:
-                    node = node[key]
-                node[last] = value
-            (self.root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+            self.set_params(params)
         self.run("git", "init", "-q")
         self.run(str(Path(sys.executable).parent / "dvc"), "init", "-q")
 
@@ -136,5 +139,17 @@ class ProjectCopy:
     def flow(self, *targets: str, quiet: bool = True) -> float:
         return self.run(sys.executable, "-m", "pipelines.flow", *targets, quiet=quiet)
 
-    def cleanup(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+    def set_params(self, updates: dict) -> None:
+        """Set params.yaml values by dotted key, e.g. {"dogscats.train.seed": 43}."""
+        path = self.root / "params.yaml"
+        data = yaml.safe_load(path.read_text())
+        for dotted, value in updates.items():
+            set_nested(data, dotted, value)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def cleanup(self, keep: bool = False) -> None:
+        """Remove the copy, or (`keep`) leave it and say where it is."""
+        if keep:
+            print(f"project copy kept in {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         per_model: dict[str, dict[str, list[float]]] = {}
         for seed in range(args.seeds):
             if seed:
-                project_params = {"dogscats.train.seed": 42 + seed}
-                _set_params(project, project_params)
+                project.set_params({"dogscats.train.seed": 42 + seed})
                 started = time.perf_counter()
                 output = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "dogscats_evaluate"],
                                         cwd=project.root, env=project.env, capture_output=True, text=True,
@@ -112,24 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: val accuracy {mean_spread(m['val_accuracy'])}, log loss {mean_spread(m['val_log_loss'])} "
                   f"on {n_valid} validation images")
     finally:
-        if args.keep:
-            print(f"project copy kept in {project.root}")
-        else:
-            project.cleanup()
-
-
-def _set_params(project: ProjectCopy, updates: dict) -> None:
-    import yaml
-
-    path = project.root / "params.yaml"
-    data = yaml.safe_load(path.read_text())
-    for dotted, value in updates.items():
-        *parents, last = dotted.split(".")
-        node = data
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+        project.cleanup(keep=args.keep)
 
 
 if __name__ == "__main__":

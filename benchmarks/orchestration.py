@@ -45,10 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             del project.env["PREFECT_API_URL"]
         noop_dvc = project.dvc("repro", *args.targets)
     finally:
-        if args.keep or args.noop_in:
-            print(f"project copy kept in {project.root}")
-        else:
-            project.cleanup()
+        project.cleanup(keep=bool(args.keep or args.noop_in))
     print("No-change flow run (everything up to date), with an ephemeral Prefect server started by the run: "
           + ", ".join(f"{t:.1f}s" for t in noop_flows) + f" (an empty Prefect flow: {empty_flow:.1f}s)")
     print(f"No-change flow run against a running local Prefect server (PREFECT_API_URL): {noop_served:.1f}s "

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from benchmarks.common import set_nested
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
@@ -93,14 +95,6 @@ def http_server(tmp_path_factory):
     server = LoopbackServer(tmp_path_factory.mktemp("www"))
     yield server
     server.close()
-
-
-def set_nested(data: dict, dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[last] = value
 
 
 class Project:
