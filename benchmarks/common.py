@@ -12,8 +12,8 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import yaml
 
