@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zipfile
 import zlib
@@ -342,6 +343,36 @@ def test_the_three_heads_train_and_insertion_keeps_the_function(bn_statistics, b
     assert type(results["bn_inserted"][0].get_layer("fc1_bn")).__name__ == bn_class
 
 
+def test_finetuning_trains_block5_and_the_head_and_leaves_blocks_1_to_4(tmp_path, vgg_weights):
+    from stages.common.io import save_keras
+    from stages.dogscats.finetune import augmentation, finetune
+    from stages.dogscats.models import dense_head
+    from stages.dogscats.params import FinetuneParams
+    from stages.dogscats.vgg import conv_base
+
+    raw = pet_folder(tmp_path, n_per_class=8)
+    _, _, prepared = run_prepare(tmp_path, raw)
+    head = dense_head((1, 1, 512), hidden=8, dropout=0.0, l2=0.0, name="dense")
+    save_keras(tmp_path / "dense.keras", head)
+    p = FinetuneParams(enabled=True, head="dense", seed=0, epochs=2, learning_rate=0.01, batch_size=4, flip=True,
+                       shift=0.1)
+    model, history, result = finetune(prepared, vgg_weights[0], tmp_path / "dense.keras", 32, p, 1e-15)
+
+    before = {w.path: np.asarray(w) for w in conv_base(32, vgg_weights[0]).weights}
+    after = {w.path: np.asarray(w) for w in model.get_layer("vgg16").weights}
+    assert before.keys() == after.keys()
+    for path, value in before.items():
+        moved = not np.allclose(value, after[path])
+        assert moved == path.startswith("block5_"), path
+    assert not np.allclose(np.asarray(head.weights[0]), np.asarray(model.get_layer("dense").weights[0]))
+    assert len(history["val_accuracy"]) == 2 and result["n_valid"] == 4 and 0 <= result["val_accuracy"] <= 1
+    assert np.isfinite(result["val_log_loss"])
+    # augmentation changes training images only: flips and shifts move pixels, no augmentation is None
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    assert not np.allclose(np.asarray(augmentation(p)(x, training=True)), x)
+    assert augmentation(p.model_copy(update={"flip": False, "shift": 0.0})) is None
+
+
 def test_log_loss_is_clipped_like_kaggle():
     labels = np.array([1.0, 0.0])
     assert log_loss(labels, np.array([0.0, 0.0]), 1e-15) == pytest.approx(-np.log(1e-15) / 2, rel=1e-6)
@@ -390,11 +421,11 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     })
     project.dvc("repro", "dogscats_evaluate")
     root = project.root / "data/dogscats"
-    report = __import__("json").loads((root / "prepared/report.json").read_text())
+    report = json.loads((root / "prepared/report.json").read_text())
     assert report["skipped_by_reason"] == {"empty file": 1} and report["converted_to_rgb"] == {"JPEG L": 1}
     assert report["used"] == {"train": {"Cat": 8, "Dog": 8}, "valid": {"Cat": 2, "Dog": 2}}  # round(2.5) == 2
     assert np.load(root / "features/features.npy").shape == (20, 1, 1, 512)
-    metrics = __import__("json").loads((root / "metrics/evaluate.json").read_text())
+    metrics = json.loads((root / "metrics/evaluate.json").read_text())
     assert set(metrics) == {"dense", "bn_inserted", "bn_scratch"}
     assert all(m["n_valid"] == 4 and 0 <= m["val_accuracy"] <= 1 for m in metrics.values())
     assert (root / "evaluation/confidently_wrong.png").stat().st_size > 1000
@@ -407,3 +438,15 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     runs = project.run(str(Path(project.env["PATH"].split(":")[0]) / "python"), "-c",
                        "import mlflow; print(len(mlflow.search_runs(experiment_names=['lesson5-dogscats'])))").stdout
     assert int(runs.strip()) == 8  # 3 heads + evaluate, twice
+
+    # fine-tuning block 5 on images: off by default (a note, no training), then on, on the trained head
+    project.dvc("repro", "dogscats_finetune")
+    assert json.loads((root / "metrics/finetune.json").read_text()) == {"enabled": False}
+    assert "enabled is false" in (root / "finetune/DISABLED.txt").read_text()
+    project.set_params({"dogscats.finetune.enabled": True, "dogscats.finetune.epochs": 1,
+                        "dogscats.finetune.batch_size": 4, "dogscats.finetune.head": "dense"})
+    rerun = project.dvc("repro", "dogscats_finetune").stdout
+    assert "Running stage 'dogscats_finetune'" in rerun and "Running stage 'dogscats_train'" not in rerun
+    finetuned = json.loads((root / "metrics/finetune.json").read_text())
+    assert finetuned["enabled"] and finetuned["n_valid"] == 4 and 0 <= finetuned["val_accuracy"] <= 1
+    assert (root / "finetune/model.keras").is_file() and not (root / "finetune/DISABLED.txt").exists()

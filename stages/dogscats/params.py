@@ -50,6 +50,17 @@ class TrainParams(Schema):
                     "or, as plain BatchNormalization, with each batch's")
 
 
+class FinetuneParams(Schema):
+    enabled: bool = Field(description="off by default: VGG16's block 5 + a trained head on images, hours on a 2-core CPU")
+    head: str = Field(description="which trained head (dogscats_train) sits on the conv base")
+    seed: int = Field(ge=0)
+    epochs: int = Field(ge=1, le=1000)
+    learning_rate: float = Field(gt=0)
+    batch_size: int = Field(ge=1, le=1024)
+    flip: bool = Field(description="random horizontal flips of the training images")
+    shift: float = Field(ge=0, le=0.5, description="random translation, as a fraction of the image size (0: none)")
+
+
 class EvaluateParams(Schema):
     log_loss_clip: float = Field(gt=0, lt=0.5, description="probabilities are clipped to [clip, 1 - clip] (Kaggle: 1e-15)")
     gallery_size: int = Field(ge=1, le=100)
@@ -61,10 +72,13 @@ class DogsCatsParams(Schema):
     prepare: PrepareParams
     features: FeaturesParams
     train: TrainParams
+    finetune: FinetuneParams
     evaluate: EvaluateParams
 
     @model_validator(mode="after")
     def _check(self):
+        if self.finetune.head not in MODELS:
+            raise ValueError(f"finetune.head must be one of {', '.join(MODELS)}, got '{self.finetune.head}'")
         if self.evaluate.gallery_model not in MODELS:
             raise ValueError(f"evaluate.gallery_model must be one of {', '.join(MODELS)}, "
                              f"got '{self.evaluate.gallery_model}'")

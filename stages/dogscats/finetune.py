@@ -1,0 +1,110 @@
+"""dogscats_finetune (a param, off by default: hours on a 2-core CPU): VGG16's last conv block and a trained head
+fine-tuned together on augmented training images; blocks 1-4 stay frozen."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from stages.common.cli import run_stage
+from stages.common.io import atomic_dir, load_keras, save_keras, write_csv, write_json
+from stages.common.training import history_rows, seed_everything
+from stages.dogscats import params as dogscats_params
+from stages.dogscats.download import WEIGHTS
+from stages.dogscats.evaluate import scores
+from stages.dogscats.features import load_image
+from stages.dogscats.params import FinetuneParams
+from stages.dogscats.prepare import OUT_DIR as PREPARED
+from stages.dogscats.train import MODELS_DIR
+from stages.dogscats.vgg import conv_base
+
+OUT_DIR = "data/dogscats/finetune"
+METRICS = "data/dogscats/metrics/finetune.json"
+TRAINED_BLOCK = "block5_"
+
+
+def finetune_model(base, head):
+    """The conv base followed by the head, as one model; only the base's block 5 and the head train."""
+    import keras
+
+    for layer in base.layers:
+        layer.trainable = layer.name.startswith(TRAINED_BLOCK)
+    inputs = keras.Input(base.input.shape[1:], name="image")
+    return keras.Model(inputs, head(base(inputs)), name="finetuned")
+
+
+def image_batches(rows: pd.DataFrame, prepared: Path, input_size: int, batch_size: int, augment=None, seed: int = 0):
+    """(image, label) batches; with `augment` (a Keras layer), shuffled and augmented, for training."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices(([str(prepared / p) for p in rows["path"]],
+                                               rows["label"].to_numpy("float32")))
+    if augment is not None:
+        data = data.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    data = data.map(lambda path, label: (load_image(path, input_size), label), num_parallel_calls=tf.data.AUTOTUNE)
+    data = data.batch(batch_size)
+    if augment is not None:
+        data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+def augmentation(p: FinetuneParams):
+    import keras
+
+    layers = [keras.layers.RandomFlip("horizontal", seed=p.seed)] if p.flip else []
+    if p.shift:
+        layers.append(keras.layers.RandomTranslation(p.shift, p.shift, fill_mode="reflect", seed=p.seed))
+    return keras.Sequential(layers, name="augment") if layers else None
+
+
+def finetune(prepared: Path, weights: str | Path | None, head_path: str | Path, input_size: int, p: FinetuneParams,
+             log_loss_clip: float, callbacks=()):
+    """Pure step: returns the fine-tuned model, its history and its held-out scores."""
+    import keras
+
+    import stages.common.batchnorm  # noqa: F401  registers CalibratedBatchNormalization for loading the head
+
+    manifest = pd.read_csv(prepared / "manifest.csv")
+    train, valid = (manifest[manifest["split"] == split] for split in ("train", "valid"))
+    seed_everything(p.seed)
+    model = finetune_model(conv_base(input_size, weights), load_keras(head_path))
+    model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
+    valid_batches = image_batches(valid, prepared, input_size, p.batch_size)
+    history = model.fit(image_batches(train, prepared, input_size, p.batch_size, augmentation(p), p.seed),
+                        validation_data=valid_batches, epochs=p.epochs, callbacks=list(callbacks), shuffle=False,
+                        verbose=2)  # shuffled by image_batches
+    p_dog = model.predict(valid_batches, verbose=0).reshape(-1)
+    return model, history.history, scores(valid["label"].to_numpy("float32"), p_dog, log_loss_clip)
+
+
+def main() -> None:
+    from stages.common.tracking import stage_run
+
+    p = dogscats_params.load()
+    fp = p.finetune
+    with atomic_dir(OUT_DIR) as out:
+        if not fp.enabled:
+            (out / "DISABLED.txt").write_text("dogscats.finetune.enabled is false: set it to true (a GPU is advised) "
+                                              "to fine-tune VGG16's block 5 with the trained head on images\n")
+            write_json(METRICS, {"enabled": False})
+            print("fine-tuning is off (dogscats.finetune.enabled: false)")
+            return
+        with stage_run("dogscats", "dogscats_finetune", params=fp.model_dump(),
+                       inputs=[PREPARED, MODELS_DIR]) as run:
+            started = time.perf_counter()
+            model, history, result = finetune(Path(PREPARED), WEIGHTS, f"{MODELS_DIR}/{fp.head}.keras",
+                                              p.features.input_size, fp, p.evaluate.log_loss_clip,
+                                              [run.keras_callback()])
+            result = {"enabled": True, **result, "seconds": time.perf_counter() - started}
+            save_keras(out / "model.keras", model)
+            write_csv(out / "history.csv", pd.DataFrame(history_rows(history)))
+            run.log_metrics(result)
+            run.log_keras_model(model)
+    write_json(METRICS, result)
+    print(f"fine-tuned block 5 + {fp.head}: val accuracy {result['val_accuracy']:.4f} ({result['errors']} wrong of "
+          f"{result['n_valid']}), log loss {result['val_log_loss']:.4f}, {result['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    run_stage(main)
