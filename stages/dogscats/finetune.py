@@ -58,6 +58,19 @@ def augmentation(p: FinetuneParams):
     return keras.Sequential(layers, name="augment") if layers else None
 
 
+def held_out_scores(batches, labels, log_loss_clip: float):
+    """A callback scoring the held-out images after each epoch, in the one VGG16 pass Keras' validation would make;
+    it keeps the scores of the last epoch (so no second pass is needed) and reports val_accuracy / val_loss."""
+    import keras
+
+    class HeldOutScores(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.scores = scores(labels, self.model.predict(batches, verbose=0).reshape(-1), log_loss_clip)
+            logs.update(val_accuracy=self.scores["val_accuracy"], val_loss=self.scores["val_log_loss"])
+
+    return HeldOutScores()
+
+
 def finetune(prepared: Path, weights: str | Path | None, head_path: str | Path, input_size: int, p: FinetuneParams,
              log_loss_clip: float, callbacks=()):
     """Pure step: returns the fine-tuned model, its history and its held-out scores."""
@@ -70,12 +83,13 @@ def finetune(prepared: Path, weights: str | Path | None, head_path: str | Path, 
     seed_everything(p.seed)
     model = finetune_model(conv_base(input_size, weights), load_keras(head_path))
     model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
-    valid_batches = image_batches(valid, prepared, input_size, p.batch_size)
+    held_out = held_out_scores(image_batches(valid, prepared, input_size, p.batch_size),
+                               valid["label"].to_numpy("float32"), log_loss_clip)
+    # held_out first: the other callbacks (MLflow, History, the progress log) then see its val_ metrics
     history = model.fit(image_batches(train, prepared, input_size, p.batch_size, augmentation(p), p.seed),
-                        validation_data=valid_batches, epochs=p.epochs, callbacks=list(callbacks), shuffle=False,
+                        epochs=p.epochs, callbacks=[held_out, *callbacks], shuffle=False,
                         verbose=2)  # shuffled by image_batches
-    p_dog = model.predict(valid_batches, verbose=0).reshape(-1)
-    return model, history.history, scores(valid["label"].to_numpy("float32"), p_dog, log_loss_clip)
+    return model, history.history, held_out.scores
 
 
 def main() -> None:
