@@ -4,11 +4,16 @@ Prints: this CPU's matrix-multiply peak (numpy and TF sgemm); the default chain'
 stage, through a real `dvc repro` in a throwaway copy of the project; VGG16 feature-extraction
 throughput in images/s, GFLOP/s and as a fraction of that peak; then the validation accuracy and log
 loss of the three heads over several training seeds, each a `dvc repro` that must reuse the cached
-features (it says so, and how long the head-only re-run took).
+features (it says so, and how long the head-only re-run took). `--flips` also caches the mirrored images'
+features and trains every seed's heads twice, on the photos and on the photos + their mirror images, each
+scored as it is and averaged with the mirrored image's prediction. `--finetune` turns `dogscats_finetune`
+on (block 5 on images, seed 42's head) and prints its accuracy and images/s.
 
     nice -n 5 python -m benchmarks.dogscats                       # the default chain, 3 seeds
     python -m benchmarks.dogscats --max-per-class 100 --seeds 1    # a quick look
     python -m benchmarks.dogscats --max-per-class 4000 --keep      # all the mirror's photos; keep the copy
+    python -m benchmarks.dogscats --flips                         # + mirrored images (twice the features' time)
+    python -m benchmarks.dogscats --max-per-class 128 --seeds 1 --finetune   # fine-tuning's speed on 256 photos
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ import numpy as np
 
 from benchmarks.common import ProjectCopy, mean_spread, require_mirror
 
-STAGES = ["dogscats_download", "dogscats_prepare", "dogscats_features", "dogscats_train", "dogscats_evaluate"]
+STAGES = ["dogscats_download", "dogscats_prepare", "dogscats_features", "dogscats_train", "dogscats_evaluate",
+          "dogscats_finetune"]
 ISSUE_GFLOP_224 = 15.5  # the issue's figure per 224x224 image: VGG16's multiply-adds (GMAC), not FLOPs
 
 
@@ -54,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-per-class", type=int, default=None, help="override dogscats.prepare.max_per_class")
     parser.add_argument("--input-size", type=int, default=None, help="override dogscats.features.input_size")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds for the accuracy figures")
+    parser.add_argument("--flips", action="store_true",
+                        help="also the mirrored images: heads trained without and with them, scored with and without")
+    parser.add_argument("--finetune", action="store_true", help="turn dogscats_finetune on (hours on this CPU)")
     parser.add_argument("--keep", action="store_true", help="keep the project copy (its cached features) to inspect")
     args = parser.parse_args(argv)
     os.environ["LESSON5_MIRROR"] = str(Path(require_mirror()).resolve())  # the project copy runs elsewhere
@@ -66,6 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         overrides["dogscats.prepare.max_per_class"] = args.max_per_class
     if args.input_size:
         overrides["dogscats.features.input_size"] = args.input_size
+    if args.flips:
+        overrides["dogscats.features.flips"] = True
+    if args.finetune:
+        overrides["dogscats.finetune.enabled"] = True
     project = ProjectCopy(overrides)
     try:
         times = {stage: project.dvc("repro", "-s", stage) for stage in STAGES}
@@ -90,26 +103,40 @@ def main(argv: list[str] | None = None) -> None:
               f"{flops / best_peak:.0%} of the sgemm peak; counting the issue's 15.5 GFLOP per 224 image "
               f"(multiply-adds) it is {issue_rate:.0f} GFLOP/s = {issue_rate / best_peak:.0%}")
 
+        if args.finetune:
+            tuned = json.loads((data / "metrics/finetune.json").read_text())
+            print(f"fine-tuning block 5 + the trained head on {sum(report['used']['train'].values())} training images: val accuracy "
+                  f"{tuned['val_accuracy']:.4f} ({tuned['errors']} wrong of {tuned['n_valid']}), log loss "
+                  f"{tuned['val_log_loss']:.4f}; {tuned['seconds']:.0f} s, {tuned['images_per_s']:.2f} images/s "
+                  "(training and held-out passes together)")
+
+        trainings = [False, True] if args.flips else [False]  # dogscats.train.flips
         per_model: dict[str, dict[str, list[float]]] = {}
         for seed in range(args.seeds):
-            if seed:
-                project.set_params({"dogscats.train.seed": 42 + seed})
-                started = time.perf_counter()
-                output = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "dogscats_evaluate"],
-                                        cwd=project.root, env=project.env, capture_output=True, text=True,
-                                        check=True).stdout
-                reused = "Running stage 'dogscats_features'" not in output
-                print(f"seed {42 + seed}: head-only re-run {time.perf_counter() - started:.0f} s, "
-                      f"features {'reused' if reused else 'RECOMPUTED'}")
-            metrics = json.loads((data / "metrics/evaluate.json").read_text())
-            for name, m in metrics.items():
-                per_model.setdefault(name, {"val_accuracy": [], "val_log_loss": []})
-                per_model[name]["val_accuracy"].append(m["val_accuracy"])
-                per_model[name]["val_log_loss"].append(m["val_log_loss"])
+            for train_flips in trainings:
+                if seed or train_flips:
+                    project.set_params({"dogscats.train.seed": 42 + seed, "dogscats.train.flips": train_flips})
+                    started = time.perf_counter()
+                    output = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "dogscats_evaluate"],
+                                            cwd=project.root, env=project.env, capture_output=True, text=True,
+                                            check=True).stdout
+                    reused = "Running stage 'dogscats_features'" not in output
+                    print(f"seed {42 + seed}{', trained on the mirrored images too' if train_flips else ''}: "
+                          f"head-only re-run {time.perf_counter() - started:.0f} s, "
+                          f"features {'reused' if reused else 'RECOMPUTED'}")
+                metrics = json.loads((data / "metrics/evaluate.json").read_text())
+                averaged = " ({flip_averaged_errors} averaged with the mirrored image)" if args.flips else ""
+                print("  " + ", ".join(f"{name} {m['errors']} wrong" + averaged.format(**m) for name, m in metrics.items()))
+                for name, m in metrics.items():
+                    figures = per_model.setdefault(name + (" trained on photos + mirrored" if train_flips else ""), {})
+                    for key in ("val_accuracy", "val_log_loss", "flip_averaged_val_accuracy"):
+                        if key in m:
+                            figures.setdefault(key, []).append(m[key])
         n_valid = next(iter(metrics.values()))["n_valid"]
         for name, m in per_model.items():
-            print(f"{name}: val accuracy {mean_spread(m['val_accuracy'])}, log loss {mean_spread(m['val_log_loss'])} "
-                  f"on {n_valid} validation images")
+            print(f"{name}: val accuracy {mean_spread(m['val_accuracy'])}, log loss {mean_spread(m['val_log_loss'])}"
+                  + (f", averaged with the mirrored image {mean_spread(m['flip_averaged_val_accuracy'])}"
+                     if "flip_averaged_val_accuracy" in m else "") + f" on {n_valid} validation images")
     finally:
         project.cleanup(keep=args.keep)
 

@@ -16,10 +16,11 @@ from PIL import Image
 
 from stages.common.archive import CorruptArchiveError
 from stages.common.cli import StageError
-from stages.dogscats.evaluate import confidently_wrong, log_loss, scores
+from stages.dogscats.evaluate import confidently_wrong, flip_averaged_scores, log_loss, scores
 from stages.dogscats.images import Unusable, load_rgb
 from stages.dogscats.params import PrepareParams
 from stages.dogscats.prepare import prepare, scan, split
+from tests.conftest import REPO
 
 PREP = PrepareParams(seed=0, valid_fraction=0.25, max_per_class=None, max_pixels=10_000_000)
 
@@ -289,15 +290,16 @@ def test_a_file_that_is_not_hdf5_is_a_clear_error(tmp_path):
 
 # ---------------------------------------------------------------- features, heads, metrics
 
-def test_features_match_the_conv_base_on_each_image(tmp_path, vgg_weights):
-    from stages.dogscats.features import compute_features, load_image
+@pytest.mark.parametrize("flips", [False, True])
+def test_features_match_the_conv_base_on_each_image(tmp_path, vgg_weights, flips):
+    from stages.dogscats.features import FLIPPED, compute_features, load_image
     from stages.dogscats.vgg import conv_base
 
     raw = pet_folder(tmp_path, n_per_class=5, extra={"Cat/alpha.png": png_with_alpha()})
     manifest, _, prepared = run_prepare(tmp_path, raw)
     out = tmp_path / "features"
     out.mkdir()
-    stats = compute_features(prepared, out, vgg_weights[0], input_size=32, batch_size=4)
+    stats = compute_features(prepared, out, vgg_weights[0], input_size=32, batch_size=4, flips=flips)
     features = np.load(out / "features.npy")
     assert features.dtype == np.float16 and features.shape == (11, 1, 1, 512)
     assert stats["images"] == 11 and stats["feature_shape"] == [1, 1, 512] and stats["images_per_s"] > 0
@@ -305,6 +307,11 @@ def test_features_match_the_conv_base_on_each_image(tmp_path, vgg_weights):
     model = conv_base(32, vgg_weights[0])
     one = np.stack([load_image(str(prepared / p), 32).numpy() for p in manifest["path"]])
     np.testing.assert_allclose(features, model.predict(one, verbose=0), rtol=2e-3, atol=1e-3)
+    assert (out / FLIPPED).exists() == flips and ("flipped_seconds" in stats) == flips
+    if flips:  # each row is the same image mirrored left-right (axis 2 of NHWC), and that changes the features
+        flipped = np.load(out / FLIPPED)
+        np.testing.assert_allclose(flipped, model.predict(one[:, :, ::-1], verbose=0), rtol=2e-3, atol=1e-3)
+        assert np.abs(flipped.astype(np.float32) - features).max() > 1e-2
 
 
 def test_load_image_resizes_and_uses_vgg_preprocessing(tmp_path):
@@ -328,7 +335,7 @@ def test_the_three_heads_train_and_insertion_keeps_the_function(bn_statistics, b
     x = rng.normal(size=(240, 2, 2, 8)).astype("float32") + labels[:, None, None, None] * 0.8
     train, valid = (x[:180], labels[:180]), (x[180:], labels[180:])
     p = TrainParams.model_validate({
-        "seed": 0, "batch_size": 32, "calibration_images": 64, "bn_statistics": bn_statistics,
+        "seed": 0, "batch_size": 32, "flips": False, "calibration_images": 64, "bn_statistics": bn_statistics,
         "head": {"hidden": 16, "dropout": 0.2, "l2": 0.0},
         "dense": {"epochs": 6, "learning_rate": 0.01}, "bn_inserted": {"epochs": 3, "learning_rate": 0.001},
         "bn_scratch": {"epochs": 6, "learning_rate": 0.01}})
@@ -388,6 +395,25 @@ def test_scores_and_confidently_wrong():
     assert s["confusion"] == [[1, 1], [2, 1]]
     index = pd.DataFrame({"path": list("abcde")})
     assert confidently_wrong(index, labels, p_dog, 2)["path"].tolist() == ["e", "b"]
+    # averaged with the mirrored images' predictions: 0.45, 0.45, 0.85, 0.7, 0.405
+    mirrored = np.array([0.8, 0.0, 0.9, 1.0, 0.8])
+    averaged = flip_averaged_scores(labels, p_dog, mirrored, 1e-15)
+    assert averaged == {"flip_averaged_val_accuracy": pytest.approx(0.8), "flip_averaged_errors": 1,
+                        "flip_averaged_val_log_loss": pytest.approx(log_loss(labels, (p_dog + mirrored) / 2, 1e-15))}
+
+
+def test_training_on_flips_needs_the_flipped_features():
+    import yaml
+
+    from stages.common.params import ParamsError, validate_section
+    from stages.dogscats.params import DogsCatsParams
+
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["dogscats"]
+    section["train"]["flips"] = True
+    with pytest.raises(ParamsError, match="train.flips needs the mirrored images' features: set features.flips"):
+        validate_section("dogscats", section, DogsCatsParams)
+    section["features"]["flips"] = True
+    assert validate_section("dogscats", section, DogsCatsParams).train.flips
 
 
 # ---------------------------------------------------------------- the real DVC chain
@@ -449,4 +475,14 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     assert "Running stage 'dogscats_finetune'" in rerun and "Running stage 'dogscats_train'" not in rerun
     finetuned = json.loads((root / "metrics/finetune.json").read_text())
     assert finetuned["enabled"] and finetuned["n_valid"] == 4 and 0 <= finetuned["val_accuracy"] <= 1
+    assert finetuned["images_per_s"] > 0
     assert (root / "finetune/model.keras").is_file() and not (root / "finetune/DISABLED.txt").exists()
+
+    # mirrored images: the features stage runs again (both passes), the heads train on twice the images, and
+    # evaluate scores each head also averaged with the mirrored images' predictions
+    project.set_params({"dogscats.features.flips": True, "dogscats.train.flips": True})
+    rerun = project.dvc("repro", "dogscats_evaluate").stdout
+    assert "Running stage 'dogscats_features'" in rerun and "training on 32 images (half of them mirrored)" in rerun
+    assert np.load(root / "features/features_flipped.npy").shape == (20, 1, 1, 512)
+    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    assert all(m["n_valid"] == 4 and 0 <= m["flip_averaged_val_accuracy"] <= 1 for m in metrics.values())

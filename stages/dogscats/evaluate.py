@@ -9,10 +9,11 @@ import pandas as pd
 from stages.common.cli import run_stage
 from stages.common.io import atomic_dir, load_keras, save_figure, write_csv, write_json
 from stages.dogscats import params as dogscats_params
+from stages.dogscats.features import FLIPPED
 from stages.dogscats.features import OUT_DIR as FEATURES
 from stages.dogscats.params import MODELS
 from stages.dogscats.prepare import OUT_DIR as PREPARED
-from stages.dogscats.train import MODELS_DIR, load_features, split_arrays
+from stages.dogscats.train import MODELS_DIR, load_features, load_flipped, split_arrays
 
 METRICS = "data/dogscats/metrics/evaluate.json"
 OUT_DIR = "data/dogscats/evaluation"
@@ -30,6 +31,12 @@ def scores(labels: np.ndarray, p_dog: np.ndarray, clip: float) -> dict:
     np.add.at(matrix, (labels.astype(int), predicted), 1)
     return {"val_accuracy": float(np.mean(predicted == labels)), "val_log_loss": log_loss(labels, p_dog, clip),
             "n_valid": int(len(labels)), "errors": int(np.sum(predicted != labels)), "confusion": matrix.tolist()}
+
+
+def flip_averaged_scores(labels: np.ndarray, p_dog: np.ndarray, p_dog_flipped: np.ndarray, clip: float) -> dict:
+    """Scores of the prediction averaged with that of the image mirrored left-right (test-time augmentation)."""
+    averaged = scores(labels, (p_dog + p_dog_flipped) / 2, clip)
+    return {f"flip_averaged_{k}": averaged[k] for k in ("val_accuracy", "val_log_loss", "errors")}
 
 
 def confidently_wrong(index: pd.DataFrame, labels: np.ndarray, p_dog: np.ndarray, n: int) -> pd.DataFrame:
@@ -68,10 +75,16 @@ def main() -> None:
     valid_x, labels = split_arrays(features, index, "valid")
     valid_index = index[index["split"] == "valid"].reset_index(drop=True)
     classes = [c for _, c in sorted(set(zip(index["label"], index["class"])))]
+    # the features stage wrote the mirrored images' features when dogscats.features.flips is on
+    flipped_x = load_flipped(FEATURES, index, "valid")[0] if (Path(FEATURES) / FLIPPED).exists() else None
     results, predictions = {}, {}
     for name in MODELS:
-        predictions[name] = load_keras(f"{MODELS_DIR}/{name}.keras").predict(valid_x, verbose=0).reshape(-1)
+        model = load_keras(f"{MODELS_DIR}/{name}.keras")
+        predictions[name] = model.predict(valid_x, verbose=0).reshape(-1)
         results[name] = scores(labels, predictions[name], p.evaluate.log_loss_clip)
+        if flipped_x is not None:
+            flipped = model.predict(flipped_x, verbose=0).reshape(-1)
+            results[name] |= flip_averaged_scores(labels, predictions[name], flipped, p.evaluate.log_loss_clip)
     shown = p.evaluate.gallery_model
     wrong = confidently_wrong(valid_index, labels, predictions[shown], p.evaluate.gallery_size)
     with atomic_dir(OUT_DIR) as out:
@@ -92,8 +105,12 @@ def main() -> None:
         for path in sorted(Path(OUT_DIR).iterdir()):
             run.log_artifact(path, "evaluation")
     for name, m in results.items():
-        print(f"{name}: val accuracy {m['val_accuracy']:.4f} ({m['errors']} wrong of {m['n_valid']}), "
-              f"log loss {m['val_log_loss']:.4f}")
+        line = (f"{name}: val accuracy {m['val_accuracy']:.4f} ({m['errors']} wrong of {m['n_valid']}), "
+                f"log loss {m['val_log_loss']:.4f}")
+        if flipped_x is not None:
+            line += (f"; averaged with the mirrored image {m['flip_averaged_val_accuracy']:.4f} "
+                     f"({m['flip_averaged_errors']} wrong), log loss {m['flip_averaged_val_log_loss']:.4f}")
+        print(line)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""dogscats_features: the VGG16 conv base run once over every prepared image; block-5 features cached as float16."""
+"""dogscats_features: the VGG16 conv base run once over every prepared image; block-5 features cached as float16
+(and, with `flips`, once more over every image's horizontal mirror, for training on flips and averaging with them)."""
 from __future__ import annotations
 
 import time
@@ -15,29 +16,33 @@ from stages.dogscats.prepare import OUT_DIR as PREPARED
 from stages.dogscats.vgg import BGR_MEAN, conv_base, conv_flops
 
 OUT_DIR = "data/dogscats/features"
+FLIPPED = "features_flipped.npy"  # same rows as features.npy, each image mirrored left-right
 METRICS = "data/dogscats/metrics/features.json"
 
 
-def load_image(path, input_size: int):
-    """File -> VGG16 input: decoded (any format), resized, RGB->BGR, ImageNet means subtracted."""
+def load_image(path, input_size: int, flip: bool = False):
+    """File -> VGG16 input: decoded (any format), resized, mirrored if `flip`, RGB->BGR, ImageNet means subtracted."""
     import tensorflow as tf
 
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image = tf.image.resize(image, (input_size, input_size), antialias=True)
+    if flip:
+        image = tf.image.flip_left_right(image)
     return image[..., ::-1] - tf.constant(BGR_MEAN)
 
 
-def image_dataset(paths: list[str], input_size: int, batch_size: int):
+def image_dataset(paths: list[str], input_size: int, batch_size: int, flip: bool = False):
     """Batches of images, decoded and resized in parallel and prefetched while the model runs."""
     import tensorflow as tf
 
     return (tf.data.Dataset.from_tensor_slices(paths)
-            .map(lambda p: load_image(p, input_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(lambda p: load_image(p, input_size, flip), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(batch_size)
             .prefetch(tf.data.AUTOTUNE))
 
 
-def extract(model, paths: list[str], input_size: int, batch_size: int, out: np.ndarray) -> dict[str, float]:
+def extract(model, paths: list[str], input_size: int, batch_size: int, out: np.ndarray,
+            flip: bool = False) -> dict[str, float]:
     """Fill `out` (n, *feature shape) with the model's outputs; return timing figures."""
     import tensorflow as tf
 
@@ -45,9 +50,9 @@ def extract(model, paths: list[str], input_size: int, batch_size: int, out: np.n
 
     infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)  # the last batch is smaller
     done, started, warm_started = 0, time.perf_counter(), None
-    bar = tqdm(total=len(paths), desc="VGG16 features", unit="img", mininterval=5.0)
+    bar = tqdm(total=len(paths), desc="VGG16 features" + (", flipped" if flip else ""), unit="img", mininterval=5.0)
     try:
-        for batch in image_dataset(paths, input_size, batch_size):
+        for batch in image_dataset(paths, input_size, batch_size, flip):
             out[done:done + len(batch)] = infer(batch).numpy().astype(out.dtype)
             done += len(batch)
             bar.update(len(batch))
@@ -74,17 +79,23 @@ def undecodable(paths: list[str]) -> str:
     return "an image"
 
 
-def compute_features(prepared: Path, out_dir: Path, weights: str | Path | None, input_size: int, batch_size: int):
-    """Pure step: write features.npy (float16, manifest order) and index.csv into out_dir; return stats."""
+def compute_features(prepared: Path, out_dir: Path, weights: str | Path | None, input_size: int, batch_size: int,
+                     flips: bool = False):
+    """Pure step: write features.npy (float16, manifest order), with `flips` also FLIPPED, and index.csv into
+    out_dir; return stats (the rates are those of the first pass)."""
     import tensorflow as tf
 
     manifest = pd.read_csv(prepared / "manifest.csv")
     model = conv_base(input_size, weights)
-    features = np.lib.format.open_memmap(out_dir / "features.npy", mode="w+", dtype=np.float16,
-                                         shape=(len(manifest), *model.output.shape[1:]))
-    stats = extract(model, [str(prepared / p) for p in manifest["path"]], input_size, batch_size, features)
-    features.flush()
-    del features
+    paths = [str(prepared / p) for p in manifest["path"]]
+    passes = {}
+    for name, flip in [("features.npy", False)] + [(FLIPPED, True)] * flips:
+        features = np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float16,
+                                             shape=(len(manifest), *model.output.shape[1:]))
+        passes[flip] = extract(model, paths, input_size, batch_size, features, flip)
+        features.flush()
+        del features
+    stats = passes[False] | ({"flipped_seconds": passes[True]["seconds"]} if flips else {})
     write_csv(out_dir / "index.csv", manifest)
     gflop = conv_flops(model) / 1e9
     devices = [d.name for d in tf.config.list_physical_devices("GPU")] or ["CPU"]
@@ -95,11 +106,13 @@ def compute_features(prepared: Path, out_dir: Path, weights: str | Path | None, 
 def main() -> None:
     p = dogscats_params.load()
     with atomic_dir(OUT_DIR) as out:
-        stats = compute_features(Path(PREPARED), out, WEIGHTS, p.features.input_size, p.features.batch_size)
+        stats = compute_features(Path(PREPARED), out, WEIGHTS, p.features.input_size, p.features.batch_size,
+                                 p.features.flips)
     write_json(METRICS, stats)
     print(f"features {stats['feature_shape']} of {stats['images']:,} images at {stats['input_size']}px on "
           f"{', '.join(stats['devices'])}: {stats['seconds']:.0f} s, {stats['steady_images_per_s']:.1f} images/s, "
-          f"{stats['gflop_per_s']:.0f} GFLOP/s")
+          f"{stats['gflop_per_s']:.0f} GFLOP/s"
+          + (f"; the mirrored images {stats['flipped_seconds']:.0f} s" if p.features.flips else ""))
 
 
 if __name__ == "__main__":

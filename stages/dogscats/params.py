@@ -24,6 +24,7 @@ class PrepareParams(Schema):
 class FeaturesParams(Schema):
     input_size: int = Field(ge=32, le=1024, description="images are resized to input_size x input_size")
     batch_size: int = Field(ge=1, le=1024)
+    flips: bool = Field(description="also cache the features of every image mirrored left-right (twice the time)")
 
 
 class HeadParams(Schema):
@@ -44,6 +45,7 @@ class TrainParams(Schema):
     dense: FitParams = Field(description="(1) the dense head without BN")
     bn_inserted: FitParams = Field(description="(2) BN inserted into the trained head (1), then fine-tuned")
     bn_scratch: FitParams = Field(description="(3) the same head with BN, trained from scratch")
+    flips: bool = Field(description="train on the mirrored training images' features too (needs features.flips)")
     calibration_images: int = Field(ge=16, description="training images whose activations initialise the BN layers")
     bn_statistics: Literal["calibrated", "batch"] = Field(
         description="(2) while fine-tuning, normalise with the calibrated statistics (gamma/beta still train) "
@@ -77,6 +79,8 @@ class DogsCatsParams(Schema):
 
     @model_validator(mode="after")
     def _check(self):
+        if self.train.flips and not self.features.flips:
+            raise ValueError("train.flips needs the mirrored images' features: set features.flips to true too")
         if self.finetune.head not in MODELS:
             raise ValueError(f"finetune.head must be one of {', '.join(MODELS)}, got '{self.finetune.head}'")
         if self.evaluate.gallery_model not in MODELS:

@@ -11,6 +11,7 @@ from stages.common.cli import run_stage
 from stages.common.io import load_npy, save_keras, write_csv, write_json
 from stages.common.training import history_rows, seed_everything
 from stages.dogscats import params as dogscats_params
+from stages.dogscats.features import FLIPPED
 from stages.dogscats.features import OUT_DIR as FEATURES
 from stages.dogscats.models import BN_AFTER, dense_head
 from stages.dogscats.params import MODELS, FitParams, TrainParams
@@ -27,6 +28,11 @@ def load_features(features_dir: str) -> tuple[np.ndarray, pd.DataFrame]:
 def split_arrays(features: np.ndarray, index: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(index["split"].to_numpy() == split)
     return np.asarray(features[rows], dtype=np.float32), index["label"].to_numpy("float32")[rows]
+
+
+def load_flipped(features_dir: str, index: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The split's features of the images mirrored left-right (written with dogscats.features.flips)."""
+    return split_arrays(load_npy(f"{features_dir}/{FLIPPED}", mmap=True), index, split)
 
 
 def fit(model, fp: FitParams, batch_size: int, train, valid, callbacks=()) -> dict[str, list[float]]:
@@ -70,7 +76,11 @@ def main() -> None:
     p = dogscats_params.load()
     features, index = load_features(FEATURES)
     train, valid = split_arrays(features, index, "train"), split_arrays(features, index, "valid")
-    print(f"training on {len(train[1]):,} images, validating on {len(valid[1]):,}")
+    if p.train.flips:  # the mirrored training images are extra examples; validation stays on the photos as they are
+        flipped = load_flipped(FEATURES, index, "train")
+        train = (np.concatenate([train[0], flipped[0]]), np.concatenate([train[1], flipped[1]]))
+    print(f"training on {len(train[1]):,} images{' (half of them mirrored)' if p.train.flips else ''}, "
+          f"validating on {len(valid[1]):,}")
     current = {}
     heads = train_heads(train, valid, p.train, callbacks_for=lambda name: [current["run"].keras_callback()])
     summary = {}
