@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
 
         if args.finetune:
             tuned = json.loads((data / "metrics/finetune.json").read_text())
-            print(f"fine-tuning block 5 + the trained head on {sum(report['used']['train'].values())} training images: val accuracy "
+            n_train = sum(report["used"]["train"].values())
+            print(f"fine-tuning block 5 + the trained head on {n_train} training images: val accuracy "
                   f"{tuned['val_accuracy']:.4f} ({tuned['errors']} wrong of {tuned['n_valid']}), log loss "
                   f"{tuned['val_log_loss']:.4f}; {tuned['seconds']:.0f} s, {tuned['images_per_s']:.2f} images/s "
                   "(training and held-out passes together)")
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
                           f"features {'reused' if reused else 'RECOMPUTED'}")
                 metrics = json.loads((data / "metrics/evaluate.json").read_text())
                 averaged = " ({flip_averaged_errors} averaged with the mirrored image)" if args.flips else ""
-                print("  " + ", ".join(f"{name} {m['errors']} wrong" + averaged.format(**m) for name, m in metrics.items()))
+                print("  " + ", ".join(f"{name} {m['errors']} wrong" + averaged.format(**m)
+                                       for name, m in metrics.items()))
                 for name, m in metrics.items():
                     figures = per_model.setdefault(name + (" trained on photos + mirrored" if train_flips else ""), {})
                     for key in ("val_accuracy", "val_log_loss", "flip_averaged_val_accuracy"):
