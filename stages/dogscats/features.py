@@ -88,14 +88,17 @@ def compute_features(prepared: Path, out_dir: Path, weights: str | Path | None, 
     manifest = pd.read_csv(prepared / "manifest.csv")
     model = conv_base(input_size, weights)
     paths = [str(prepared / p) for p in manifest["path"]]
-    passes = {}
-    for name, flip in [("features.npy", False)] + [(FLIPPED, True)] * flips:
+
+    def write_pass(name: str, flip: bool) -> dict:
         features = np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float16,
                                              shape=(len(manifest), *model.output.shape[1:]))
-        passes[flip] = extract(model, paths, input_size, batch_size, features, flip)
+        stats = extract(model, paths, input_size, batch_size, features, flip)
         features.flush()
-        del features
-    stats = passes[False] | ({"flipped_seconds": passes[True]["seconds"]} if flips else {})
+        return stats
+
+    stats = write_pass("features.npy", flip=False)
+    if flips:
+        stats["flipped_seconds"] = write_pass(FLIPPED, flip=True)["seconds"]
     write_csv(out_dir / "index.csv", manifest)
     gflop = conv_flops(model) / 1e9
     devices = [d.name for d in tf.config.list_physical_devices("GPU")] or ["CPU"]
