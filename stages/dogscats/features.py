@@ -16,7 +16,8 @@ from stages.dogscats.prepare import OUT_DIR as PREPARED
 from stages.dogscats.vgg import BGR_MEAN, conv_base, conv_flops
 
 OUT_DIR = "data/dogscats/features"
-FLIPPED = "features_flipped.npy"  # same rows as features.npy, each image mirrored left-right
+PHOTOS = "features.npy"  # one row per manifest row
+FLIPPED = "features_flipped.npy"  # the same rows, each image mirrored left-right
 METRICS = "data/dogscats/metrics/features.json"
 
 
@@ -81,7 +82,7 @@ def undecodable(paths: list[str]) -> str:
 
 def compute_features(prepared: Path, out_dir: Path, weights: str | Path | None, input_size: int, batch_size: int,
                      flips: bool = False):
-    """Pure step: write features.npy (float16, manifest order), with `flips` also FLIPPED, and index.csv into
+    """Pure step: write PHOTOS (float16, manifest order), with `flips` also FLIPPED, and index.csv into
     out_dir; return stats (the rates are those of the first pass)."""
     import tensorflow as tf
 
@@ -96,7 +97,7 @@ def compute_features(prepared: Path, out_dir: Path, weights: str | Path | None, 
         features.flush()
         return stats
 
-    stats = write_pass("features.npy", flip=False)
+    stats = write_pass(PHOTOS, flip=False)
     if flips:
         stats["flipped_seconds"] = write_pass(FLIPPED, flip=True)["seconds"]
     write_csv(out_dir / "index.csv", manifest)

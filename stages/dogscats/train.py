@@ -11,7 +11,7 @@ from stages.common.cli import run_stage
 from stages.common.io import load_npy, save_keras, write_csv, write_json
 from stages.common.training import history_rows, seed_everything
 from stages.dogscats import params as dogscats_params
-from stages.dogscats.features import FLIPPED
+from stages.dogscats.features import FLIPPED, PHOTOS
 from stages.dogscats.features import OUT_DIR as FEATURES
 from stages.dogscats.models import BN_AFTER, dense_head
 from stages.dogscats.params import MODELS, FitParams, TrainParams
@@ -22,7 +22,7 @@ METRICS = "data/dogscats/metrics/train.json"
 
 def load_features(features_dir: str) -> tuple[np.ndarray, pd.DataFrame]:
     """Cached features (float16, memory-mapped) and their manifest rows, in the same order."""
-    return load_npy(f"{features_dir}/features.npy", mmap=True), pd.read_csv(f"{features_dir}/index.csv")
+    return load_npy(f"{features_dir}/{PHOTOS}", mmap=True), pd.read_csv(f"{features_dir}/index.csv")
 
 
 def split_arrays(features: np.ndarray, index: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:
