@@ -17,8 +17,8 @@ from stages.common.cli import StageError
 from stages.common.params import ParamsError, read_params_file, validate_section
 from stages.glove.matrix import embedding_matrix, read_glove
 from stages.glove.params import MatrixParams
-from stages.imdb.params import ImdbParams, ModelParams
-from stages.imdb.tokenize import build_vocab, encode, read_reviews, repad, stratified_valid_mask, words
+from stages.imdb.params import ImdbParams, ModelParams, TokenizeParams
+from stages.imdb.tokenize import build_vocab, encode, read_reviews, repad, stratified_valid_mask, tokenize, words
 
 POSITIVE = ["great", "excellent", "wonderful", "loved", "best", "superb"]
 NEGATIVE = ["awful", "boring", "worst", "terrible", "waste", "dull"]
@@ -82,6 +82,16 @@ def test_words_strip_markup_and_punctuation_like_keras_textvectorization():
     assert set(vocab) == {w for w, _ in build_vocab(words(texts), 14)}
     index = {w: i for i, w in enumerate(vocab, start=1)}
     assert [list(r) for r in train_ids] == [[index[w] for w in review] for review in words(texts)]
+
+
+def test_keras_style_keeps_apostrophes_inside_words_and_a_br_word_per_line_break():
+    texts = ["This movie was GREAT!<br /><br />Don't miss it... 10/10", "'Awful' film,<br/>the boys' boy's WASTE-of-time."]
+    assert words(texts, "keras") == [["this", "movie", "was", "great", "br", "br", "don't", "miss", "it", "1010"],
+                                     ["awful", "film", "br", "the", "boys", "boy's", "wasteoftime"]]
+    p = TokenizeParams(style="keras", vocab_size=17, maxlen=8, padding="pre", truncating="pre", valid_fraction=0.1,
+                       seed=0)
+    _, vocab, _ = tokenize(texts, texts, p)  # the stage's step honours the param
+    assert ("br", 3) in vocab and ("don't", 1) in vocab and len(vocab) == 15
 
 
 def test_benchmark_model_options_take_all_none_or_names_and_refuse_an_unknown_name():
