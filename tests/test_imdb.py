@@ -88,6 +88,8 @@ def test_keras_style_keeps_apostrophes_inside_words_and_a_br_word_per_line_break
     texts = ["This movie was GREAT!<br /><br />Don't miss it... 10/10", "'Awful' film,<br/>the boys' boy's WASTE-of-time."]
     assert words(texts, "keras") == [["this", "movie", "was", "great", "br", "br", "don't", "miss", "it", "1010"],
                                      ["awful", "film", "br", "the", "boys", "boy's", "wasteoftime"]]
+    with pytest.raises(KeyError):  # an unknown style is refused, not read as plain
+        words(texts, "spacy")
     p = TokenizeParams(style="keras", vocab_size=17, maxlen=8, padding="pre", truncating="pre", valid_fraction=0.1,
                        seed=0)
     _, vocab, _ = tokenize(texts, texts, p)  # the stage's step honours the param

@@ -8,9 +8,11 @@ from pydantic import Field, model_validator
 from stages.common.download import Source
 from stages.common.params import Schema, load_params
 
+Style = Literal["plain", "keras"]  # how imdb_tokenize spells words (stages.imdb.tokenize.STYLES)
+
 
 class TokenizeParams(Schema):
-    style: Literal["plain", "keras"] = Field(
+    style: Style = Field(
         default="plain", description="keras: apostrophes inside words kept and <br /> as 'br', as in Keras' IMDB set")
     vocab_size: int = Field(ge=3, description="ids: 0 padding, 1..vocab_size-2 words by frequency, vocab_size-1 rare")
     maxlen: int = Field(gt=0, description="tokens kept per review")
