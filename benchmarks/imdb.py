@@ -4,10 +4,12 @@ Prints: reading + tokenizing 50,000 reviews with this project's tokenizer and wi
 TextVectorization (same semantics); training throughput per model through the pipeline's `train()`
 and through a plain Keras script of the same model, with their ratio; test accuracy of the chosen
 models over several seeds (epoch chosen on the validation split, test evaluated once), and the
-fast.ai-protocol figure (best test accuracy over epochs, the test set used as validation), labelled.
+fast.ai-protocol figure (best test accuracy over epochs, the test set used as validation), labelled; with
+--ensemble N, also ensembles of N models (mean probability of consecutive seeds), labelled: not a single model.
 
     nice -n 5 python -m benchmarks.imdb                      # defaults: 3 seeds of multi_cnn
     python -m benchmarks.imdb --quality-models all --seeds 1  # every model once
+    python -m benchmarks.imdb --seeds 9 --ensemble 3 --throughput-reviews 0 --skip-tokenize  # 3 ensembles of 3
 """
 from __future__ import annotations
 
@@ -186,7 +188,13 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
                   flush=True)
 
 
-def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int]) -> None:
+def ensemble_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, size: int) -> list[float]:
+    """Accuracy of each ensemble of `size` consecutive models (their mean probability); a remainder is left out."""
+    return [float(np.mean((np.mean(probabilities[start:start + size], axis=0) > 0.5) == (labels > 0.5)))
+            for start in range(0, len(probabilities) - size + 1, size)]
+
+
+def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemble: int = 1) -> None:
     import keras
 
     from stages.imdb.evaluate import evaluate
@@ -196,7 +204,7 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int]) -> Non
           f"{seeds} (honest: epoch chosen on the validation split, test evaluated once):")
     for name, p in models.items():
         train_data, valid_data, test = (load_arrays(split=s, maxlen=p.maxlen) for s in ("train", "valid", "test"))
-        honest, fastai_protocol, times = [], [], []
+        honest, fastai_protocol, times, probabilities = [], [], [], []
         for seed in seeds:
             per_epoch = []
 
@@ -211,8 +219,8 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int]) -> Non
             if seeded.refit:  # as imdb_train does: again on every training review, to the chosen epoch
                 model, _ = refit(train_data, valid_data, seeded, summary["best_epoch"], vocab_size, glove, verbose=0)
             times.append(time.perf_counter() - started)
-            probabilities = model.predict(test[0], batch_size=512, verbose=0).reshape(-1)
-            honest.append(evaluate(probabilities, test[1].astype(int))[0]["test_accuracy"])
+            probabilities.append(model.predict(test[0], batch_size=512, verbose=0).reshape(-1))
+            honest.append(evaluate(probabilities[-1], test[1].astype(int))[0]["test_accuracy"])
             fastai_protocol.append(max(per_epoch))
             print(f"  {name} seed {seed}: test {honest[-1]:.4f} (epoch {summary['best_epoch']} chosen on validation); "
                   f"fast.ai protocol {fastai_protocol[-1]:.4f}; per-epoch test {[round(a, 4) for a in per_epoch]}",
@@ -221,6 +229,11 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int]) -> Non
         print(f"  {name:>10}: {statistics.mean(honest):.2%} +- {spread(honest):.2%} honest | "
               f"{statistics.mean(fastai_protocol):.2%} +- {spread(fastai_protocol):.2%} fast.ai protocol "
               f"(best epoch on test) | {statistics.mean(times):.0f} s per run incl. per-epoch test passes")
+        if ensemble > 1:
+            ensembles = ensemble_accuracies(probabilities, test[1], ensemble)
+            print(f"  {name:>10}: ensembles of {ensemble} (mean probability of consecutive seeds; not a single model): "
+                  f"{' '.join(f'{a:.4f}' for a in ensembles)} -> {statistics.mean(ensembles):.2%} +- "
+                  f"{statistics.stdev(ensembles) if len(ensembles) > 1 else 0.0:.2%}", flush=True)
 
 
 def selected(models: dict, spec: str) -> dict:
@@ -236,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ensemble", type=int, default=1, help="also score ensembles of this many consecutive seeds")
     parser.add_argument("--quality-models", default="multi_cnn", help="comma-separated names, 'all' or 'none'")
     parser.add_argument("--throughput-models", default="all", help="comma-separated names, 'all' or 'none'")
     parser.add_argument("--throughput-reviews", type=int, default=3200, help="0 skips the throughput table")
@@ -257,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     quality = selected(p.models, args.quality_models)
     if quality:
         bench_quality(quality, p.tokenize.vocab_size, glove, [next(iter(quality.values())).seed + i
-                                                              for i in range(args.seeds)])
+                                                              for i in range(args.seeds)], args.ensemble)
     print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
 
 

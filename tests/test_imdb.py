@@ -106,6 +106,17 @@ def test_benchmark_model_options_take_all_none_or_names_and_refuse_an_unknown_na
         selected(models, "cnn,multi")
 
 
+def test_benchmark_ensembles_average_the_probabilities_of_consecutive_models_and_drop_a_remainder():
+    from benchmarks.imdb import ensemble_accuracies
+
+    labels = np.array([1, 1, 0, 0])
+    models = [np.array([0.9, 0.4, 0.2, 0.1]), np.array([0.8, 0.7, 0.6, 0.2]),  # each 3/4 right, together 4/4
+              np.array([0.2, 0.2, 0.9, 0.9]), np.array([0.4, 0.9, 0.7, 0.3]),  # 0/4 and 2/4, together 1/4
+              np.array([1.0, 1.0, 0.0, 0.0])]                                  # a remainder: not scored
+    assert ensemble_accuracies(models, labels, 2) == [1.0, 0.25]
+    assert ensemble_accuracies(models, labels, 1) == [0.75, 0.75, 0.0, 0.5, 1.0]
+
+
 def test_vocabulary_ranks_by_frequency_and_reserves_padding_and_rare_ids():
     tokenized = [["b", "a", "a", "c"], ["a", "b", "d"], ["e"]]
     vocab = build_vocab(tokenized, vocab_size=4)  # ids: 0 pad, 1 'a', 2 'b', 3 rare
