@@ -6,6 +6,7 @@ and through a plain Keras script of the same model, with their ratio; test accur
 models over several seeds (epoch chosen on the validation split, test evaluated once), and the
 fast.ai-protocol figure (best test accuracy over epochs, the test set used as validation), labelled; with
 --ensemble N, also ensembles of N models (mean probability of consecutive seeds), labelled: not a single model.
+A seed whose model did not learn (the train stage refuses it) is reported and left out of the figures.
 
     nice -n 5 python -m benchmarks.imdb                      # defaults: 3 seeds of multi_cnn
     python -m benchmarks.imdb --quality-models all --seeds 1  # every model once
@@ -197,8 +198,12 @@ def ensemble_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, siz
 def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemble: int = 1) -> None:
     import keras
 
+    from stages.common.cli import StageError
     from stages.imdb.evaluate import evaluate
     from stages.imdb.train import load_arrays, refit, train
+
+    def spread(values: list[float]) -> float:
+        return statistics.stdev(values) if len(values) > 1 else 0.0
 
     print("test accuracy, mean +- standard deviation over seeds "
           f"{seeds} (honest: epoch chosen on the validation split, test evaluated once):")
@@ -214,8 +219,12 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemb
 
             seeded = type(p).model_validate({**p.model_dump(), "seed": seed})
             started = time.perf_counter()
-            model, _, summary = train(train_data, valid_data, seeded, vocab_size, glove,
-                                      extra_callbacks=[TestEachEpoch()], verbose=0)
+            try:
+                model, _, summary = train(train_data, valid_data, seeded, vocab_size, glove,
+                                          extra_callbacks=[TestEachEpoch()], verbose=0)
+            except StageError as err:  # e.g. a seed whose model did not learn: reported, left out of the figures
+                print(f"  {name} seed {seed}: left out: {err}", flush=True)
+                continue
             if seeded.refit:  # as imdb_train does: again on every training review, to the chosen epoch
                 model, _ = refit(train_data, valid_data, seeded, summary["best_epoch"], vocab_size, glove, verbose=0)
             times.append(time.perf_counter() - started)
@@ -225,15 +234,16 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemb
             print(f"  {name} seed {seed}: test {honest[-1]:.4f} (epoch {summary['best_epoch']} chosen on validation); "
                   f"fast.ai protocol {fastai_protocol[-1]:.4f}; per-epoch test {[round(a, 4) for a in per_epoch]}",
                   flush=True)
-        spread = statistics.stdev if len(seeds) > 1 else (lambda values: 0.0)
+        if not honest:
+            continue
         print(f"  {name:>10}: {statistics.mean(honest):.2%} +- {spread(honest):.2%} honest | "
               f"{statistics.mean(fastai_protocol):.2%} +- {spread(fastai_protocol):.2%} fast.ai protocol "
               f"(best epoch on test) | {statistics.mean(times):.0f} s per run incl. per-epoch test passes")
-        if ensemble > 1:
+        if 1 < ensemble <= len(probabilities):
             ensembles = ensemble_accuracies(probabilities, test[1], ensemble)
             print(f"  {name:>10}: ensembles of {ensemble} (mean probability of consecutive seeds; not a single model): "
                   f"{' '.join(f'{a:.4f}' for a in ensembles)} -> {statistics.mean(ensembles):.2%} +- "
-                  f"{statistics.stdev(ensembles) if len(ensembles) > 1 else 0.0:.2%}", flush=True)
+                  f"{spread(ensembles):.2%}", flush=True)
 
 
 def selected(models: dict, spec: str) -> dict:
