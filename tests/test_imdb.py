@@ -332,7 +332,7 @@ def test_phase_change_freeze_then_unfreeze_at_a_new_rate_really_takes_effect():
 def test_a_model_whose_relu_units_all_died_is_refused_with_a_clear_error():
     import keras
 
-    from stages.imdb.train import train
+    from stages.imdb.train import refit, train
 
     class KillHiddenUnits(keras.callbacks.Callback):  # what seed 48 of multi_cnn did to itself in its first epoch
         def on_train_begin(self, logs=None):
@@ -341,8 +341,10 @@ def test_a_model_whose_relu_units_all_died_is_refused_with_a_clear_error():
 
     train_data, valid_data = toy_data()
     with pytest.raises(StageError, match=r"the cnn model \(seed 3\) did not learn: it scores every validation review "
-                                         r"0\.\d{4} \(its ReLU units died"):
+                                         r"0\.\d{4} \(e\.g\. all its ReLU units died"):
         train(train_data, valid_data, model_params(), 20, extra_callbacks=[KillHiddenUnits()], verbose=0)
+    with pytest.raises(StageError, match="did not learn"):  # the refit on every training review is checked too
+        refit(train_data, valid_data, model_params(), 1, 20, extra_callbacks=[KillHiddenUnits()], verbose=0)
     model, _, _ = train(train_data, valid_data, model_params(), 20, verbose=0)  # the same model alive: accepted
     assert np.ptp(model.predict(valid_data[0], verbose=0)) > 0
 

@@ -87,13 +87,13 @@ def phases_until(phases: list[Phase], epochs: int) -> list[Phase]:
 
 
 def require_learned(model, valid_x: np.ndarray, p: ModelParams) -> None:
-    """Refuses a model that gives every validation review the same score: its ReLU units all died early in
-    training (measured: multi_cnn with seed 48 sat at val_loss ln 2 = 0.6931 for all 6 epochs), and no later epoch
-    or phase revives them."""
+    """Refuses a model that gives every validation review the same score, whatever its words. Measured cause: all
+    the ReLU units died early in training (multi_cnn with seed 48 sat at val_loss ln 2 = 0.6931 for all 6 epochs),
+    and no later epoch or phase revives them."""
     scores = model.predict(valid_x, batch_size=512, verbose=0)
     if np.ptp(scores) == 0:
         raise StageError(f"the {p.kind} model (seed {p.seed}) did not learn: it scores every validation review "
-                         f"{float(scores.flat[0]):.4f} (its ReLU units died early in training); set another seed or "
+                         f"{float(scores.flat[0]):.4f} (e.g. all its ReLU units died early in training); set another seed or "
                          "a lower first learning rate under imdb.models")
 
 
@@ -149,6 +149,7 @@ def refit(train_data, valid_data, p: ModelParams, epochs: int, vocab_size: int, 
     all_data = tuple(np.concatenate(pair) for pair in zip(train_data, valid_data))
     model, _, summary = train(all_data, None, p.model_copy(update={"phases": phases_until(p.phases, epochs)}),
                               vocab_size, glove, extra_callbacks, verbose)
+    require_learned(model, valid_data[0], p)
     return model, {"refit_reviews": len(all_data[1]), "refit_epochs": summary["epochs"],
                    "refit_seconds": summary["train_seconds"]}
 
