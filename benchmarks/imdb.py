@@ -190,8 +190,11 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
 
 
 def ensemble_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, size: int) -> list[float]:
-    """Accuracy of each ensemble of `size` consecutive models (their mean probability); a remainder is left out."""
-    return [float(np.mean((np.mean(probabilities[start:start + size], axis=0) > 0.5) == (labels > 0.5)))
+    """Accuracy of each ensemble of `size` consecutive models (their mean probability, scored by imdb_evaluate's
+    rule like a single model); a remainder is left out."""
+    from stages.imdb.evaluate import evaluate
+
+    return [evaluate(np.mean(probabilities[start:start + size], axis=0), labels.astype(int))[0]["test_accuracy"]
             for start in range(0, len(probabilities) - size + 1, size)]
 
 
@@ -222,11 +225,12 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemb
             try:
                 model, _, summary = train(train_data, valid_data, seeded, vocab_size, glove,
                                           extra_callbacks=[TestEachEpoch()], verbose=0)
+                if seeded.refit:  # as imdb_train does: again on every training review, to the chosen epoch
+                    model, _ = refit(train_data, valid_data, seeded, summary["best_epoch"], vocab_size, glove,
+                                     verbose=0)
             except StageError as err:  # e.g. a seed whose model did not learn: reported, left out of the figures
                 print(f"  {name} seed {seed}: left out: {err}", flush=True)
                 continue
-            if seeded.refit:  # as imdb_train does: again on every training review, to the chosen epoch
-                model, _ = refit(train_data, valid_data, seeded, summary["best_epoch"], vocab_size, glove, verbose=0)
             times.append(time.perf_counter() - started)
             probabilities.append(model.predict(test[0], batch_size=512, verbose=0).reshape(-1))
             honest.append(evaluate(probabilities[-1], test[1].astype(int))[0]["test_accuracy"])

@@ -93,8 +93,8 @@ def require_learned(model, valid_x: np.ndarray, p: ModelParams) -> None:
     scores = model.predict(valid_x, batch_size=512, verbose=0)
     if np.ptp(scores) == 0:
         raise StageError(f"the {p.kind} model (seed {p.seed}) did not learn: it scores every validation review "
-                         f"{float(scores.flat[0]):.4f} (e.g. all its ReLU units died early in training); set another seed or "
-                         "a lower first learning rate under imdb.models")
+                         f"{float(scores.flat[0]):.4f} (e.g. all its ReLU units died early in training); set another "
+                         "seed or a lower first learning rate under imdb.models")
 
 
 def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.ndarray | None = None,
