@@ -103,6 +103,19 @@ def set_nested(data: dict, dotted: str, value: Any) -> None:
     node[last] = value
 
 
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "sources.lock.yaml")
+PROJECT_FOLDERS = ("stages", "pipelines")
+
+
+def copy_project(root: Path) -> None:
+    """The files a pipeline run needs (code, stage graph, params, the sources' trust record) into `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        shutil.copy(REPO / name, root / name)
+    for folder in PROJECT_FOLDERS:
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 class ProjectCopy:
     """A throwaway copy of the project (own DVC, MLflow and Prefect state) for timing real `dvc repro` runs."""
 
@@ -117,10 +130,7 @@ class ProjectCopy:
             shutil.rmtree(self.root / "pipelines")
             shutil.copytree(REPO / "pipelines", self.root / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
             return
-        for name in ("dvc.yaml", "params.yaml"):
-            shutil.copy(REPO / name, self.root / name)
-        for folder in ("stages", "pipelines"):
-            shutil.copytree(REPO / folder, self.root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        copy_project(self.root)
         if params:
             self.set_params(params)
         self.run("git", "init", "-q")

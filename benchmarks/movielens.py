@@ -9,13 +9,13 @@ import tempfile
 import time
 
 from benchmarks.common import ProjectCopy, mean_spread, require_mirror, throwaway_mlflow_store
-from stages.common.download import fetch_and_extract
+from stages.common.download import TrustRecord, fetch_and_extract
 from stages.movielens import baselines, data, params as movielens_params, prepare, train
 
 
 def load_real(p) -> tuple:
     raw = tempfile.mkdtemp(prefix="movielens-raw-")
-    fetch_and_extract(p.sources[p.dataset], raw, members=data.archive_members(p.dataset))
+    fetch_and_extract(p.sources[p.dataset], raw, TrustRecord("movielens"), members=data.archive_members(p.dataset))
     return data.read_ratings(raw, p.dataset), data.read_movies(raw, p.dataset)
 
 

@@ -5,7 +5,6 @@ import functools
 import hashlib
 import http.server
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks.common import set_nested
+from benchmarks.common import copy_project, set_nested
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -136,11 +135,7 @@ class Project:
 @pytest.fixture
 def project(tmp_path) -> Project:
     root = tmp_path / "project"
-    root.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, root / name)
-    for folder in ("stages", "pipelines"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project(root)
     proj = Project(root)
     proj.run("git", "init", "-q")
     proj.dvc("init", "-q")

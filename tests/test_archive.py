@@ -13,7 +13,8 @@ import pytest
 
 from stages.common import archive as archive_mod
 from stages.common.archive import CorruptArchiveError, UnsafeArchiveError, extract, read_members
-from stages.common.download import ChecksumError, Source, fetch_and_extract
+from stages.common.download import ChecksumError, TrustRecord, fetch_and_extract
+from stages.common.params import Source
 from tests.factories.movielens import movielens_zip
 
 
@@ -279,7 +280,7 @@ def test_tampered_archive_fails_its_checksum_before_extraction(http_server, tmp_
     http_server.add("ml-latest-small.zip", blob[:-200] + bytes(200))  # the served copy is damaged
     raw = tmp_path / "raw"
     with pytest.raises(ChecksumError, match="checksum mismatch"):
-        fetch_and_extract(Source(url=http_server.url("ml-latest-small.zip"), sha256=sha), raw)
+        fetch_and_extract(Source(url=http_server.url("ml-latest-small.zip"), sha256=sha), raw, TrustRecord("movielens"))
     assert not raw.exists() and list((tmp_path / ".cache" / "downloads").iterdir()) == []
 
 

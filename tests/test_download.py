@@ -1,5 +1,6 @@
 """The download layer against real servers and files: every source kind, checksums, the mirror, retries,
-resume over HTTP Range, a SIGKILLed download, the unpinned-source policy and the unreachable-URL message."""
+resume over HTTP Range, a SIGKILLed download, trust on first use (and its strict refusal), md5 pins and the
+unreachable-URL message."""
 from __future__ import annotations
 
 import datetime
@@ -8,6 +9,7 @@ import hashlib
 import http.server
 import ipaddress
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -17,9 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from stages.common.download import (ChecksumError, DownloadError, Source, UnpinnedSourceError, fetch,
+from stages.common.download import (ChecksumError, DownloadError, TrustRecord, UnpinnedSourceError, fetch,
                                     sha256_file)
+from stages.common.params import Source
 from benchmarks.common import free_port
 from tests.conftest import REPO, RangeHandler
 
@@ -224,7 +228,7 @@ def test_killed_download_leaves_nothing_complete_and_a_rerun_resumes(server, tmp
     server.httpd.throttle = 0.05  # ~1.3 MB/s: the kill lands mid-way
     dest = tmp_path / "big.bin"
     part = tmp_path / "big.bin.part"
-    code = (f"from stages.common.download import Source, fetch; "
+    code = (f"from stages.common.download import fetch; from stages.common.params import Source; "
             f"fetch(Source(url={url!r}, sha256={sha!r}), {str(dest)!r})")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -260,21 +264,59 @@ def test_unreachable_url_without_mirror_names_what_was_tried_and_how_to_fix_it(t
     assert not (tmp_path / "data.zip").exists()
 
 
-def test_unpinned_network_source_is_refused_with_the_hash_to_pin(server, tmp_path, monkeypatch):
+def test_unpinned_source_is_trusted_on_first_use_recorded_and_verified_later(server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "sources.lock.yaml", tmp_path)
+    url, sha = server.add("corpus.txt", PAYLOAD)
+    record = TrustRecord("text")
+    assert fetch(Source(url=url), tmp_path / "a" / "corpus.txt", record=record).read_bytes() == PAYLOAD
+    lock = yaml.safe_load((tmp_path / "sources.lock.yaml").read_text())
+    assert lock["text"] == {url: {"sha256": sha, "bytes": len(PAYLOAD)}}
+    assert all(lock[section] == {} for section in ("movielens", "imdb", "glove", "dogscats"))  # sections apart
+    # what DVC depends on for the other download stages is unchanged, byte for byte
+    assert (tmp_path / "sources.lock.yaml").read_text().split("text:")[0] == \
+        (REPO / "sources.lock.yaml").read_text().split("text:")[0]
+
+    # a later download must match the record: a changed file is refused and deleted, naming both hashes
+    changed = PAYLOAD[::-1]
+    server.add("corpus.txt", changed)
+    dest = tmp_path / "b" / "corpus.txt"
+    with pytest.raises(ChecksumError) as err:
+        fetch(Source(url=url), dest, record=record)
+    message = str(err.value)
+    assert f"expected sha256 {sha}" in message and hashlib.sha256(changed).hexdigest() in message
+    assert "recorded in sources.lock.yaml (section text)" in message
+    assert not dest.exists() and not dest.with_name("corpus.txt.part").exists()
+    assert yaml.safe_load((tmp_path / "sources.lock.yaml").read_text())["text"][url]["sha256"] == sha  # kept
+
+    # deleting the entry accepts the new version on its next download
+    (tmp_path / "sources.lock.yaml").write_text((REPO / "sources.lock.yaml").read_text())
+    assert fetch(Source(url=url), dest, record=record).read_bytes() == changed
+
+
+def test_strict_setting_refuses_an_unpinned_source_with_the_hash_to_pin(server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LESSON5_REQUIRE_PINNED", "1")
     url, sha = server.add("data.bin", PAYLOAD)
     dest = tmp_path / "data.bin"
     with pytest.raises(UnpinnedSourceError) as err:
-        fetch(Source(url=url, sha256=None), dest)
+        fetch(Source(url=url, sha256=None), dest, record=TrustRecord("text"))
     assert f"pin it in params.yaml next to its url:  sha256: {sha}" in str(err.value)
-    assert "LESSON5_ALLOW_UNPINNED=1" in str(err.value)
-    assert not dest.exists()
+    assert "LESSON5_REQUIRE_PINNED=1" in str(err.value)
+    assert not dest.exists() and not (tmp_path / "sources.lock.yaml").exists()
     # pinning the printed hash reuses the kept download: the server is only asked for bytes past its end
     fetch(Source(url=url, sha256=sha), dest)
     assert server.httpd.ranges[-1] == f"bytes={len(PAYLOAD)}-"
     assert dest.read_bytes() == PAYLOAD
-    # the explicit opt-in
-    monkeypatch.setenv("LESSON5_ALLOW_UNPINNED", "1")
-    assert fetch(Source(url=url, sha256=None), tmp_path / "again.bin").read_bytes() == PAYLOAD
+
+
+def test_a_source_pinned_by_md5_alone_is_verified_by_md5(server, tmp_path):
+    url, _ = server.add("weights.h5", PAYLOAD)
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    assert fetch(Source(url=url, md5=md5), tmp_path / "w.h5").read_bytes() == PAYLOAD
+    with pytest.raises(ChecksumError, match=f"expected md5 {'0' * 32} \\(pinned in params.yaml\\), got md5 {md5}"):
+        fetch(Source(url=url, md5="0" * 32), tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
 
 
 @pytest.mark.parametrize("url", ["ftp://example.org/x.zip", "s3://bucket/x.zip"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.common import free_port
+from benchmarks.common import copy_project, free_port
 from tests.conftest import REPO, VENV_BIN, LoopbackServer, Project
 from tests.factories.movielens import movielens_zip, ratings_table
 
@@ -28,10 +28,7 @@ def prepared(tmp_path_factory):
     server = LoopbackServer(tmp_path_factory.mktemp("www"))
     url, sha = server.add("ml-latest-small.zip", movielens_zip(ratings_table(n_users=120, n_movies=80, per_user=40)))
     root = tmp_path_factory.mktemp("faults") / "project"
-    root.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        (root / name).write_text((REPO / name).read_text())
-    subprocess.run(["cp", "-r", str(REPO / "stages"), str(REPO / "pipelines"), str(root)], check=True)
+    copy_project(root)
     project = Project(root)
     project.run("git", "init", "-q")
     project.dvc("init", "-q")

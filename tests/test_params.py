@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from stages.common.download import Source
+from stages.common.params import Source
 from stages.common.params import ParamsError, load_params, read_params_file, validate_section
 from stages.movielens.params import MovieLensParams
 from tests.conftest import REPO
@@ -49,7 +49,7 @@ def test_missing_section_lists_the_sections_present(tmp_path):
     ("sources.ml-latest-small.sha256", "abc", "movielens.sources.ml-latest-small.sha256 = 'abc': Value error, "
                                               "must be 64 hex digits (a sha256) or null"),
     ("sources.ml-latest-small.mirror", "x", "movielens.sources.ml-latest-small.mirror = 'x': unknown key; "
-                                            "allowed keys here: sha256, url"),
+                                            "allowed keys here: md5, sha256, url"),
 ])
 def test_bad_value_names_key_value_and_what_is_allowed(key, value, expected):
     section = repo_movielens()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from stages.common.cli import StageError
 from stages.common.io import atomic_dir
 
 MAX_TOTAL_BYTES = 20 * 1024**3  # 20 GiB unpacked
@@ -36,7 +37,7 @@ _DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZM
 _CONTENT_ERRNOS = {None, errno.EINVAL, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EILSEQ}
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(StageError, ValueError):
     pass
 
 

@@ -12,16 +12,13 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 class StageError(RuntimeError):
-    """A failure the user can fix; its message says what, where and how."""
+    """A failure the user can fix; its message says what, where and how. The params, download and archive
+    errors derive from it, so this module imports nothing else from the project (stages depend on it alone)."""
 
 
 def run_stage(main: Callable[..., object], *args) -> None:
-    from stages.common.archive import UnsafeArchiveError
-    from stages.common.download import DownloadError
-    from stages.common.params import ParamsError
-
     try:
         main(*args)
-    except (StageError, ParamsError, DownloadError, UnsafeArchiveError, OSError) as err:
+    except (StageError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -6,9 +6,8 @@ global batch (split across replicas), so results are comparable across machines.
 """
 from __future__ import annotations
 
-from typing import Literal
+from stages.common.params import Distribution
 
-Distribution = Literal["default", "auto", "mirrored", "one_device"]
 NAMES: tuple[str, ...] = Distribution.__args__
 
 

@@ -1,16 +1,21 @@
 """The download layer every workload uses.
 
-A source is a URL (https, http, file://) or a local path, with a pinned sha256.
+A source is a URL (https, http, file://) or a local path (`Source` in params.py).
 With LESSON5_MIRROR set, `$LESSON5_MIRROR/<basename of the URL>` is used first and
 verified against that folder's SHA256SUMS. Network downloads resume a partial
 `.part` file over HTTP Range, retry with exponential backoff, show a progress bar
 and appear under their final name only once complete and verified.
 
-Checksum policy: only verified files are used. A network source needs a pinned
-sha256 (or the mirror's SHA256SUMS entry); an unpinned one is downloaded, its
-sha256 printed for you to pin, and refused unless LESSON5_ALLOW_UNPINNED=1.
-A local path or file:// URL without a pin is your own file: used, with its
-sha256 printed. A mismatch is always an error and the bad file is deleted.
+Checksum policy: only verified files are used, and a mismatch is always an error
+that deletes the bad file. A network file is verified against
+  1. the checksum pinned in params.yaml (sha256, or md5 where that is all the
+     authority gives), else
+  2. the sha256 recorded in sources.lock.yaml by its first download (trust on
+     first use), else
+  3. nothing yet: it is downloaded, trusted, and its sha256 recorded there, so
+     every later download is verified against it. LESSON5_REQUIRE_PINNED=1
+     refuses this step instead (for those who want every source pinned).
+A local path or file:// URL is your own file: used as it is, verified only when pinned.
 """
 from __future__ import annotations
 
@@ -21,45 +26,31 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, field_validator
+import yaml
 from tqdm.auto import tqdm
 
-from stages.common.params import Schema
+from stages.common.cli import StageError
+from stages.common.io import atomic_path
+from stages.common.params import Source
 
 MIRROR_ENV = "LESSON5_MIRROR"
-ALLOW_UNPINNED_ENV = "LESSON5_ALLOW_UNPINNED"
+REQUIRE_PINNED_ENV = "LESSON5_REQUIRE_PINNED"
+SOURCES_LOCK = Path("sources.lock.yaml")
+DOWNLOAD_CACHE = Path(".cache/downloads")
 CHUNK = 1 << 20
+LOCK_HEADER = """\
+# The sha256 of each downloaded source that has no checksum on record in params.yaml, recorded by its
+# first download (trust on first use) and checked on every later one. Written by the *_download stages,
+# one section per workload (each download stage depends on its own section, so a new record reruns only
+# that stage). Commit it. To accept a source that really changed, delete its entry and run again.
+"""
 
 
-class Source(Schema):
-    url: str = Field(min_length=1)
-    sha256: str | None = Field(default=None, description="pinned checksum; null: only the offline mirror or a "
-                                                         "local file can serve it (a download prints the hash to pin)")
-
-    @field_validator("url")
-    @classmethod
-    def _no_credentials(cls, value: str) -> str:
-        # params.yaml is committed and logged to MLflow: secrets belong in the environment or ~/.netrc
-        if urllib.parse.urlparse(value).password is not None:
-            raise ValueError("must not contain a password (user:password@host): params are committed and logged; "
-                             "use ~/.netrc or the environment for credentials")
-        return value
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower())):
-            raise ValueError("must be 64 hex digits (a sha256) or null")
-        return value.lower() if value else value
-
-    @property
-    def filename(self) -> str:
-        return Path(urllib.parse.urlparse(self.url).path).name or "download"
-
-
-class DownloadError(RuntimeError):
+class DownloadError(StageError):
     pass
 
 
@@ -68,7 +59,7 @@ class ChecksumError(DownloadError):
 
 
 class UnpinnedSourceError(ChecksumError):
-    """A network file arrived but no sha256 was pinned to verify it."""
+    """A network file arrived with no checksum to verify it, and trusting it on first use is refused."""
 
 
 class _ShortRead(DownloadError):
@@ -78,12 +69,69 @@ class _ShortRead(DownloadError):
 RETRYABLE = (OSError, urllib.error.URLError, http.client.HTTPException, _ShortRead)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+@dataclass(frozen=True)
+class Expected:
+    """The checksums a file must match and where they come from (for error messages)."""
+
+    digests: dict[str, str]
+    origin: str
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} {digest}" for name, digest in self.digests.items())
+
+
+@dataclass(frozen=True)
+class TrustRecord:
+    """One workload's section of sources.lock.yaml: {url: {sha256, bytes}} of sources trusted on first use."""
+
+    section: str
+    path: Path = SOURCES_LOCK
+
+    def read(self) -> dict[str, dict]:
+        return (_read_lock(self.path).get(self.section) or {}) if self.path.is_file() else {}
+
+    def expected(self, url: str) -> Expected | None:
+        entry = self.read().get(url)
+        if not entry:
+            return None
+        return Expected({"sha256": entry["sha256"]},
+                        f"recorded in {self.path} (section {self.section}) by its first download")
+
+    def add(self, url: str, sha256: str, size: int) -> None:
+        """Record a trusted download; several download stages may do this at once, hence the file lock."""
+        from filelock import FileLock
+
+        lock_file = self.path.parent / ".cache" / f"{self.path.name}.lock"
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_file)):
+            data = _read_lock(self.path) if self.path.is_file() else {}
+            data.setdefault(self.section, {})[url] = {"sha256": sha256, "bytes": size}
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(LOCK_HEADER + yaml.safe_dump(data, sort_keys=True, default_flow_style=False))
+
+
+def _read_lock(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise DownloadError(f"{path}: not valid YAML ({err}); restore it from git") from None
+    if not isinstance(data, dict):
+        raise DownloadError(f"{path}: expected a mapping of workload sections; restore it from git")
+    return data
+
+
+def digests(path: str | os.PathLike, algorithms: Iterable[str] = ("sha256",)) -> dict[str, str]:
+    """{algorithm: hex digest} of a file, every algorithm in one read."""
+    hashers = {name: hashlib.new(name) for name in algorithms}
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            for hasher in hashers.values():
+                hasher.update(block)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    return digests(path)["sha256"]
 
 
 def mirror_checksums(mirror: Path) -> dict[str, str]:
@@ -99,12 +147,13 @@ def mirror_checksums(mirror: Path) -> dict[str, str]:
     return table
 
 
-def fetch(source: Source, dest: str | os.PathLike, *, retries: int = 4, backoff: float = 1.0,
-          timeout: float = 60.0, mirror: str | os.PathLike | None = None) -> Path:
+def fetch(source: Source, dest: str | os.PathLike, *, record: TrustRecord | None = None, retries: int = 4,
+          backoff: float = 1.0, timeout: float = 60.0, mirror: str | os.PathLike | None = None) -> Path:
     """Place the verified file for `source` at `dest`; return `dest`.
 
-    Order: the mirror (if configured and it holds the file), then the URL. A `dest`
-    that already holds the expected bytes is kept as it is.
+    Order: the mirror (if configured and it holds the file), then the URL. A `dest` that already holds the
+    expected bytes is kept as it is. `record`: where a network source without a pinned checksum is trusted on
+    first use; without it such a source is refused.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -114,21 +163,23 @@ def fetch(source: Source, dest: str | os.PathLike, *, retries: int = 4, backoff:
     if mirror:
         mirror_file = Path(mirror) / source.filename
         if mirror_file.is_file():
-            expected = mirror_checksums(Path(mirror)).get(source.filename)
-            if expected is None:
+            listed = mirror_checksums(Path(mirror)).get(source.filename)
+            if listed is None:
                 raise ChecksumError(f"{mirror_file} is not listed in {Path(mirror) / 'SHA256SUMS'}: "
                                     "add its sha256 there (unlisted files are never used)")
+            expected = Expected({"sha256": listed}, f"listed in {Path(mirror) / 'SHA256SUMS'}")
             if not _holds(dest, expected):
                 _copy_verified(mirror_file, dest, expected)
             return dest
         where = "no such file" if Path(mirror).is_dir() else "the mirror folder does not exist"
         tried.append(f"mirror file {mirror_file} ({where})")
 
-    if source.sha256 and _holds(dest, source.sha256):
+    expected = _expected(source, record)
+    if expected and _holds(dest, expected):
         return dest
     tried.append(f"URL {source.url}")
     try:
-        _download(source, dest, retries=retries, backoff=backoff, timeout=timeout)
+        _download(source, dest, expected, record, retries=retries, backoff=backoff, timeout=timeout)
     except ChecksumError:
         raise
     except (*RETRYABLE, DownloadError) as err:
@@ -139,29 +190,37 @@ def fetch(source: Source, dest: str | os.PathLike, *, retries: int = 4, backoff:
     return dest
 
 
-def _holds(path: Path, expected: str) -> bool:
-    return path.is_file() and sha256_file(path) == expected
+def _expected(source: Source, record: TrustRecord | None) -> Expected | None:
+    if source.pinned:
+        return Expected(source.pinned, "pinned in params.yaml")
+    return record.expected(source.url) if record else None
 
 
-def _copy_verified(src: Path, dest: Path, expected: str | None) -> None:
+def _holds(path: Path, expected: Expected) -> bool:
+    return path.is_file() and digests(path, expected.digests) == expected.digests
+
+
+def _copy_verified(src: Path, dest: Path, expected: Expected | None) -> None:
     part = dest.with_name(dest.name + ".part")
     with open(src, "rb") as fin, open(part, "wb") as fout, _bar(src.stat().st_size, f"copy {src.name}") as bar:
         for block in iter(lambda: fin.read(CHUNK), b""):
             fout.write(block)
             bar.update(len(block))
-    actual = _verify(part, expected, origin=str(src))
+    actual = _verify(part, expected, source=str(src))
     if not expected:
-        tqdm.write(f"note: local file {src} has no pinned sha256 (it is {actual}); pin it to detect changes")
+        tqdm.write(f"note: local file {src} has no pinned checksum (its sha256 is {actual}); pin it in params.yaml "
+                   "to detect changes")
     os.replace(part, dest)
 
 
-def _download(source: Source, dest: Path, *, retries: int, backoff: float, timeout: float) -> None:
+def _download(source: Source, dest: Path, expected: Expected | None, record: TrustRecord | None, *,
+              retries: int, backoff: float, timeout: float) -> None:
     parsed = urllib.parse.urlparse(source.url)
     if parsed.scheme in ("", "file"):
         local = Path(urllib.request.url2pathname(parsed.path) if parsed.scheme == "file" else source.url)
         if not local.is_file():
             raise DownloadError(f"no such file: {local}")
-        _copy_verified(local, dest, source.sha256)
+        _copy_verified(local, dest, expected)
         return
     if parsed.scheme not in ("http", "https"):
         raise DownloadError(f"unsupported URL scheme '{parsed.scheme}' in {source.url} (use https, http, file:// or a path)")
@@ -170,24 +229,33 @@ def _download(source: Source, dest: Path, *, retries: int, backoff: float, timeo
     resumed = part.exists()
     _download_with_retries(source.url, part, retries, backoff, timeout)
     try:
-        actual = _verify(part, source.sha256, origin=source.url)
+        actual = _verify(part, expected, source=source.url)
     except ChecksumError:
         if not resumed:
             raise
         # the old .part may come from another version of the file: one clean download decides
         tqdm.write(f"resumed download of {source.url} does not verify; downloading it again from the start")
         _download_with_retries(source.url, part, retries, backoff, timeout)
-        actual = _verify(part, source.sha256, origin=source.url)
-    if not source.sha256:
-        if os.environ.get(ALLOW_UNPINNED_ENV) != "1":
-            raise UnpinnedSourceError(
-                f"refusing to use {source.url}: it has no pinned sha256 (only checksum-verified downloads are used).\n"
-                f"  The downloaded file has sha256 {actual} (kept as {part}, not used).\n"
-                f"  fix: if you trust this source, pin it in params.yaml next to its url:  sha256: {actual}\n"
-                f"       then re-run (the kept file is reused); or use a verified mirror ({MIRROR_ENV}=<folder with "
-                f"SHA256SUMS>); or set {ALLOW_UNPINNED_ENV}=1 to trust this one download unverified.")
-        tqdm.write(f"WARNING: {ALLOW_UNPINNED_ENV}=1: using {source.url} unverified (sha256 {actual}); pin it.")
+        actual = _verify(part, expected, source=source.url)
+    if expected is None:
+        _trust_on_first_use(source, part, actual, record)
     os.replace(part, dest)
+
+
+def _trust_on_first_use(source: Source, part: Path, sha256: str, record: TrustRecord | None) -> None:
+    if record is None or os.environ.get(REQUIRE_PINNED_ENV) == "1":
+        why = (f"{REQUIRE_PINNED_ENV}=1 asks for every source to be pinned" if record is not None
+               else "this download has no record to trust it in")
+        raise UnpinnedSourceError(
+            f"refusing to use {source.url}: it has no checksum on record and {why}.\n"
+            f"  The downloaded file has sha256 {sha256} (kept as {part}, not used).\n"
+            f"  fix: if you trust this source, pin it in params.yaml next to its url:  sha256: {sha256}\n"
+            f"       then re-run (the kept file is reused); or use a verified mirror ({MIRROR_ENV}=<folder with "
+            "SHA256SUMS>).")
+    size = part.stat().st_size
+    record.add(source.url, sha256, size)
+    tqdm.write(f"trusted on first use: {source.url} ({size:,} bytes, sha256 {sha256}) recorded in {record.path}; "
+               "later downloads must match it. Commit that file, or pin the sha256 in params.yaml.")
 
 
 def _download_with_retries(url: str, part: Path, retries: int, backoff: float, timeout: float) -> None:
@@ -233,15 +301,17 @@ def _download_once(url: str, part: Path, timeout: float) -> None:
             raise _ShortRead(f"connection closed after {part.stat().st_size} of {total} bytes")
 
 
-def _verify(part: Path, expected: str | None, origin: str) -> str:
-    """The file's sha256; a mismatch deletes it and raises."""
-    actual = sha256_file(part)
-    if expected and actual != expected:
+def _verify(part: Path, expected: Expected | None, source: str) -> str:
+    """The file's sha256; a mismatch with `expected` deletes it and raises, naming both hashes."""
+    actual = digests(part, {"sha256", *(expected.digests if expected else ())})
+    if expected and any(actual[name] != digest for name, digest in expected.digests.items()):
         part.unlink()
-        raise ChecksumError(f"checksum mismatch for {origin}: expected sha256 {expected}, got {actual}. "
-                            "The file is truncated or tampered with and was deleted; nothing downstream was written. "
-                            "Download it again, or fix the pinned sha256 if the source really changed.")
-    return actual
+        got = ", ".join(f"{name} {actual[name]}" for name in expected.digests)
+        raise ChecksumError(f"checksum mismatch for {source}: expected {expected.describe()} ({expected.origin}), "
+                            f"got {got}. The file is truncated, tampered with or another version, and was deleted; "
+                            "nothing downstream was written. Download it again; if the source really changed, "
+                            "update the checksum where it is kept (named above).")
+    return actual["sha256"]
 
 
 def _bar(total: int | None, desc: str, initial: int = 0) -> tqdm:
@@ -249,13 +319,11 @@ def _bar(total: int | None, desc: str, initial: int = 0) -> tqdm:
                 mininterval=1.0)
 
 
-DOWNLOAD_CACHE = Path(".cache/downloads")
-
-
-def fetch_and_extract(source: Source, out_dir: str | os.PathLike, members: list[str] | None = None) -> Path:
+def fetch_and_extract(source: Source, out_dir: str | os.PathLike, record: TrustRecord,
+                      members: list[str] | None = None) -> Path:
     """Fetch `source` into the download cache (kept for resume and reuse) and extract it into `out_dir`."""
     from stages.common.archive import extract
 
     archive = DOWNLOAD_CACHE / source.filename
-    fetch(source, archive)
+    fetch(source, archive, record=record)
     return extract(archive, out_dir, members=members)

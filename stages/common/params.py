@@ -2,15 +2,21 @@
 
 Each workload declares a pydantic schema for its own section; a stage loads only
 the sections it uses, so a bad value stops that workload's branch and no other.
+The shared pieces of those schemas (a download source, a TensorFlow strategy name)
+live here too, so a stage depends on the code that reads its params, not on the
+code that acts on them.
 """
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAML, YAMLError
+
+from stages.common.cli import StageError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -21,20 +27,68 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ParamsError(ValueError):
+class ParamsError(StageError, ValueError):
     """params.yaml is missing, unreadable or does not match the schema."""
+
+
+def _hex_digest(length: int, what: str):
+    def check(value: str | None) -> str | None:
+        if value is not None and (len(value) != length or any(c not in "0123456789abcdef" for c in value.lower())):
+            raise ValueError(f"must be {length} hex digits ({what}) or null")
+        return value.lower() if value else value
+    return check
+
+
+class Source(Schema):
+    """A file to download: its URL (https, http, file://) or a local path, and the checksum on record, if any."""
+
+    url: str = Field(min_length=1)
+    sha256: str | None = Field(default=None, description="the checksum on record; null: trusted on first download "
+                                                         "and recorded in sources.lock.yaml")
+    md5: str | None = Field(default=None, description="where the authority pins only an md5 (Keras' VGG16 weights)")
+
+    _sha256 = field_validator("sha256")(_hex_digest(64, "a sha256"))
+    _md5 = field_validator("md5")(_hex_digest(32, "an md5"))
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        # params.yaml is committed and logged to MLflow: secrets belong in the environment or ~/.netrc
+        if urllib.parse.urlparse(value).password is not None:
+            raise ValueError("must not contain a password (user:password@host): params are committed and logged; "
+                             "use ~/.netrc or the environment for credentials")
+        return value
+
+    @property
+    def filename(self) -> str:
+        return Path(urllib.parse.urlparse(self.url).path).name or "download"
+
+    @property
+    def pinned(self) -> dict[str, str]:
+        """{algorithm: hex digest} of the checksums given in params (empty when none is on record)."""
+        return {name: digest for name, digest in (("sha256", self.sha256), ("md5", self.md5)) if digest}
+
+
+# TensorFlow distribution strategies a model's `distribution:` param may name (stages/common/distribution.py)
+Distribution = Literal["default", "auto", "mirrored", "one_device"]
 
 
 S = TypeVar("S", bound=BaseModel)
 
 
+def load_yaml(text: str) -> Any:
+    """YAML read as DVC reads params (ruamel, YAML 1.2), so a stage sees exactly the values DVC records: `-S` writes
+    floats like 6e-05, which YAML 1.1 readers (PyYAML) take for strings."""
+    return YAML(typ="safe").load(text)
+
+
 def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run stages from the project root (where dvc.yaml is)") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except (YAMLError, UnicodeDecodeError) as err:
         raise ParamsError(f"{path}: not valid YAML (UTF-8 text): {err}") from None
     except RecursionError:
         raise ParamsError(f"{path}: nested too deeply to be a params file") from None

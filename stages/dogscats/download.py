@@ -6,7 +6,7 @@ photos (hashing those made every no-change `dvc repro` slow).
 from __future__ import annotations
 
 from stages.common.cli import run_stage
-from stages.common.download import fetch
+from stages.common.download import TrustRecord, fetch
 from stages.dogscats import params as dogscats_params
 
 ARCHIVE = "data/dogscats/raw/kagglecatsanddogs.zip"
@@ -15,8 +15,9 @@ WEIGHTS = "data/dogscats/weights/vgg16_notop.h5"
 
 def main() -> None:
     p = dogscats_params.load()
-    fetch(p.sources.images, ARCHIVE)
-    fetch(p.sources.weights, WEIGHTS)
+    record = TrustRecord("dogscats")
+    fetch(p.sources.images, ARCHIVE, record=record)
+    fetch(p.sources.weights, WEIGHTS, record=record)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from stages.common.cli import run_stage
-from stages.common.download import fetch_and_extract
+from stages.common.download import TrustRecord, fetch_and_extract
 from stages.glove import params as glove_params
 
 RAW_DIR = "data/glove/raw"
@@ -14,7 +14,7 @@ def vectors_file(dim: int) -> str:
 
 def main() -> None:
     p = glove_params.load()
-    fetch_and_extract(p.source, RAW_DIR, members=[vectors_file(p.dim)])
+    fetch_and_extract(p.source, RAW_DIR, TrustRecord("glove"), members=[vectors_file(p.dim)])
 
 
 if __name__ == "__main__":

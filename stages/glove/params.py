@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from stages.common.download import Source
-from stages.common.params import Schema, load_params
+from stages.common.params import Schema, Source, load_params
 
 
 class MatrixParams(Schema):

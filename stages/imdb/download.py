@@ -6,14 +6,14 @@ reviews (hashing those made every no-change `dvc repro` slow).
 from __future__ import annotations
 
 from stages.common.cli import run_stage
-from stages.common.download import fetch
+from stages.common.download import TrustRecord, fetch
 from stages.imdb import params as imdb_params
 
 ARCHIVE = "data/imdb/raw/aclImdb_v1.tar.gz"
 
 
 def main() -> None:
-    fetch(imdb_params.load().source, ARCHIVE)
+    fetch(imdb_params.load().source, ARCHIVE, record=TrustRecord("imdb"))
 
 
 if __name__ == "__main__":

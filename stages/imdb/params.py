@@ -5,8 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from stages.common.download import Source
-from stages.common.params import Schema, load_params
+from stages.common.params import Schema, Source, load_params
 
 Style = Literal["plain", "keras"]  # how imdb_tokenize spells words (stages.imdb.tokenize.STYLES)
 

@@ -5,9 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from stages.common.distribution import Distribution
-from stages.common.download import Source
-from stages.common.params import Schema, load_params
+from stages.common.params import Distribution, Schema, Source, load_params
 
 DATASETS = ("ml-latest-small", "ml-100k", "ml-1m", "ml-25m")
 

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from stages.common.cli import run_stage
-from stages.common.download import fetch
+from stages.common.download import TrustRecord, fetch
 from stages.text import params as text_params
 
 CORPUS = "data/text/raw/corpus.txt"
 
 
 def main() -> None:
-    fetch(text_params.load().source, CORPUS)
+    fetch(text_params.load().source, CORPUS, record=TrustRecord("text"))
 
 
 if __name__ == "__main__":

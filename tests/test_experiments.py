@@ -1,0 +1,110 @@
+"""Experiments the DVC way on the real params.yaml: DVC's own `-S` rewrite keeps the file valid for every key,
+and a real `dvc exp run -S` / `dvc exp show` works on it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import yaml
+from dvc.utils.hydra import apply_overrides
+from dvc.utils.serialize import load_yaml
+
+from stages.common.params import read_params_file
+from tests.conftest import REPO
+from tests.test_text import generated_text
+
+REAL_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def leaves(node, prefix: str = ""):
+    """(dotted key, value) of every leaf of a params mapping; lists are values, as `-S` sets them."""
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def changed(value):
+    """Another value of the same kind, so that the rewrite has something to write."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 2 or 1.0
+    if isinstance(value, str):
+        return value + "x"
+    if value is None:
+        return 1
+    return value  # lists: written back as they are (the whole file is re-dumped either way)
+
+
+def override(value) -> str:
+    """`value` in the Hydra override grammar that `dvc exp run -S key=value` takes."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override(v)}" for k, v in value.items()) + "}"
+    return "[" + ",".join(override(v) for v in value) + "]"
+
+
+def get(params: dict, dotted: str):
+    for part in dotted.split("."):
+        params = params[part]
+    return params
+
+
+@pytest.mark.parametrize("section", sorted(REAL_PARAMS))
+def test_dvc_param_modification_keeps_params_yaml_valid_for_every_key(tmp_path, section):
+    """Every leaf of the section changed at once, as `dvc exp run -S k1=v1 -S k2=v2 ...` would: DVC rewrites
+    the whole file with ruamel's round-trip dumper, which is where flow-style mappings broke it."""
+    path = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", path)
+    updates = {key: changed(value) for key, value in leaves(REAL_PARAMS[section], f"{section}.")}
+    apply_overrides(str(path), [f"{key}={override(value)}" for key, value in updates.items()])
+    expected = load_yaml(str(REPO / "params.yaml"))
+    for key, value in updates.items():
+        parent, _, leaf = key.rpartition(".")
+        get(expected, parent)[leaf] = value
+    for reader in (read_params_file, load_yaml):  # what the stages read, what DVC reads
+        try:
+            reread = reader(str(path))
+        except Exception as err:
+            raise AssertionError(f"DVC's rewrite left params.yaml unreadable: {err}\n{path.read_text()}") from None
+        assert reread == expected
+        assert [key for key in updates if get(reread, key) != updates[key]] == []
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_and_exp_show_on_the_real_params_file(project, tmp_path):
+    corpus = generated_text(3000).encode()
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "nietzsche.txt").write_bytes(corpus)
+    (mirror / "SHA256SUMS").write_text(f"{hashlib.sha256(corpus).hexdigest()}  nietzsche.txt\n")
+    project.env["LESSON5_MIRROR"] = str(mirror)
+    assert (project.root / "params.yaml").read_bytes() == (REPO / "params.yaml").read_bytes()
+    project.run("git", "add", "-A")
+    project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+
+    project.dvc("exp", "run", "-n", "fewer-words", "-S", "text.prepare.max_words=5", "text_prepare")
+    stats = json.loads((project.root / "data/text/prepared/stats.json").read_text())
+    assert stats["word_vocab"] == 5
+    assert yaml.safe_load((project.root / "params.yaml").read_text())["text"]["prepare"]["max_words"] == 5
+
+    shown = json.loads(project.dvc("exp", "show", "--json").stdout)
+    experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
+    names = {run["name"] for exp in experiments for run in exp["revs"]}
+    assert "fewer-words" in names
+    params = [run["data"]["params"]["params.yaml"]["data"] for exp in experiments for run in exp["revs"]
+              if run["name"] == "fewer-words"]
+    assert params[0]["text"]["prepare"]["max_words"] == 5
