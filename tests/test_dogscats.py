@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -21,25 +20,12 @@ from stages.dogscats.images import Unusable, load_rgb
 from stages.dogscats.params import PrepareParams
 from stages.dogscats.prepare import prepare, scan, split
 from tests.conftest import REPO
+from tests.factories.dogscats import THUMBS_DB, jpeg, noisy_jpeg, pet_folder, zipped
 
 PREP = PrepareParams(seed=0, valid_fraction=0.25, max_per_class=None, max_pixels=10_000_000)
 
 
 # ---------------------------------------------------------------- generated images
-
-def jpeg(color, size=(24, 20), mode="RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size, color).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def noisy_jpeg(seed: int, tint) -> bytes:
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(rng.normal(tint, 40, size=(36, 36, 3)), 0, 255).astype("uint8")
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
 
 def png_with_alpha() -> bytes:
     image = Image.new("RGBA", (16, 16), (0, 0, 255, 255))
@@ -61,29 +47,6 @@ def png_bomb(width=100_000, height=100_000) -> bytes:
     return bytes(data)
 
 
-def pet_folder(root: Path, n_per_class: int = 8, extra: dict[str, bytes] | None = None) -> Path:
-    """root/PetImages/{Cat,Dog}/<i>.jpg (cats reddish, dogs bluish) plus `extra` files (path under PetImages -> bytes),
-    laid out as in the pet photo archive."""
-    raw = root / "PetImages"
-    for label, tint in (("Cat", (190, 80, 60)), ("Dog", (60, 90, 190))):
-        (raw / label).mkdir(parents=True, exist_ok=True)
-        for i in range(n_per_class):
-            (raw / label / f"{i}.jpg").write_bytes(noisy_jpeg(i + 100 * len(label), tint))
-    for rel, data in (extra or {}).items():
-        (raw / rel).parent.mkdir(parents=True, exist_ok=True)
-        (raw / rel).write_bytes(data)
-    return raw
-
-
-def zipped(raw: Path, reverse: bool = False) -> bytes:
-    """The folder `raw` (and what it holds) as a zip, members in sorted (or reverse) path order."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for f in sorted(raw.rglob("*"), reverse=reverse):
-            zf.write(f, f.relative_to(raw.parent).as_posix())
-    return buffer.getvalue()
-
-
 def run_prepare(tmp_path: Path, raw: Path, params: PrepareParams = PREP):
     """dogscats_prepare on the folder `raw` packed as the download stage keeps it: one zip."""
     archive = tmp_path / "kagglecatsanddogs.zip"
@@ -101,7 +64,7 @@ BAD_FILES = {
     "corrupt jpeg": ("Cat/corrupt.jpg", jpeg((10, 200, 10))[:300], "corrupt image data"),
     "zero-byte file": ("Cat/empty.jpg", b"", "empty file"),
     "text named .jpg": ("Dog/notes.jpg", b"this is not a picture\n" * 20, "not an image (unknown format)"),
-    "Thumbs.db": ("Dog/Thumbs.db", b"\xd0\xcf\x11\xe0" + b"\x00" * 600, "not an image (unknown format)"),
+    "Thumbs.db": ("Dog/Thumbs.db", THUMBS_DB, "not an image (unknown format)"),
     "decompression bomb": ("Dog/bomb.png", png_bomb(), "decompression bomb"),
 }
 
@@ -187,7 +150,9 @@ def test_photos_are_taken_in_the_extracted_folders_order_whatever_the_archive_or
                     if f.is_file() and f.name != "Thumbs.db"]
     assert usable["source"].tolist() == folder_order and folder_order[:2] == ["Cat/0.jpg", "Cat/1.jpg"]
     assert folder_order.index("Cat/a/b.jpg") < folder_order.index("Cat/a.jpg")
-    assert skipped == [{"file": "Dog/Thumbs.db", "reason": "not an image (unknown format)"}] and classes == ["Cat", "Dog"]
+    assert skipped == [{"file": "Dog/Thumbs.db", "reason": "not an image (unknown format)"},
+                       {"file": "PetImages/readme.txt", "reason": "not under PetImages/<class>/"}]
+    assert classes == ["Cat", "Dog"]
 
 
 def test_missing_or_damaged_archive_is_a_clear_error(tmp_path):

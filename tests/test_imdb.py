@@ -1,11 +1,8 @@
 """IMDB + GloVe: pure steps on tiny generated data, real Keras, bad input, and the real `dvc repro` chain."""
 from __future__ import annotations
 
-import io
 import json
-import random
 import tarfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,58 +13,15 @@ from stages.common.archive import CorruptArchiveError
 from stages.common.cli import StageError
 from stages.common.params import ParamsError, read_params_file, validate_section
 from stages.glove.matrix import embedding_matrix, read_glove
-from stages.glove.params import MatrixParams
+from stages.glove.params import GloveParams, MatrixParams
 from stages.imdb.params import ImdbParams, ModelParams, TokenizeParams
 from stages.imdb.tokenize import build_vocab, encode, read_reviews, repad, stratified_valid_mask, tokenize, words
-
-POSITIVE = ["great", "excellent", "wonderful", "loved", "best", "superb"]
-NEGATIVE = ["awful", "boring", "worst", "terrible", "waste", "dull"]
-NEUTRAL = ["the", "movie", "film", "was", "a", "and", "it", "plot", "actor", "story", "of", "this", "i"]
-
-
-def review(rng: random.Random, label: int) -> str:
-    mood = POSITIVE if label else NEGATIVE
-    body = [rng.choice(NEUTRAL if rng.random() < 0.7 else mood) for _ in range(rng.randint(8, 30))]
-    return " ".join(body).capitalize() + ".<br /><br />" + rng.choice(mood).upper() + "!"
-
-
-def imdb_archive(n_per_class: int, extra: dict[str, bytes] | None = None, without: str | None = None) -> bytes:
-    """A tar.gz laid out like aclImdb_v1.tar.gz: `extra` members added, the `without` folder left out."""
-    members = {}
-    rng = random.Random(1)
-    for split in ("train", "test"):
-        for name, label in (("neg", 0), ("pos", 1)):
-            for i in range(n_per_class):
-                members[f"aclImdb/{split}/{name}/{i}_{7 if label else 2}.txt"] = review(rng, label).encode()
-    members.update(extra or {})
-    members["aclImdb/imdb.vocab"] = b"not a review\n"
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            if without and name.startswith(without + "/"):
-                continue
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+from tests.factories.imdb import glove_archive, glove_text, imdb_archive
 
 
 def write_archive(path: Path, blob: bytes) -> Path:
     path.write_bytes(blob)
     return path
-
-
-def glove_text(dim: int = 50, extra: list[str] = ()) -> str:
-    rng = np.random.default_rng(0)
-    vocabulary = ["the", ",", "."] + NEUTRAL[1:] + POSITIVE + NEGATIVE[:-1] + list(extra)  # 'dull' is not in GloVe
-    return "".join(f"{w} " + " ".join(f"{v:.5f}" for v in rng.normal(size=dim)) + "\n" for w in vocabulary)
-
-
-def glove_archive(dim: int = 50) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"glove.6B.{dim}d.txt", glove_text(dim))
-    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------ tokenize
@@ -207,6 +161,15 @@ def test_glove_value_that_is_not_a_finite_float32_names_the_line(tmp_path, value
     path.write_text("".join(lines))
     with pytest.raises(StageError, match=r"glove.6B.5d.txt, line 3: '\.' has a value that is nan, inf or beyond"):
         read_glove(path, 5)
+
+
+@pytest.mark.parametrize("dim", [64, 25, "100", 0])
+def test_glove_dim_other_than_the_archives_four_widths_is_rejected_before_any_work(dim):
+    section = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")["glove"]
+    with pytest.raises(ParamsError, match=rf"glove\.dim = {dim!r}: Input should be 50, 100, 200 or 300"):
+        validate_section("glove", {**section, "dim": dim}, GloveParams)
+    for width in (50, 100, 200, 300):  # the members glove.6B.zip holds
+        assert validate_section("glove", {**section, "dim": width}, GloveParams).dim == width
 
 
 def test_embedding_matrix_follows_the_fastai_recipe():

@@ -19,14 +19,24 @@ from stages.dogscats.images import Unusable, encoded_copy, load_rgb
 from stages.dogscats.params import PrepareParams
 
 ROOT = "PetImages"  # the archive's layout: PetImages/<class>/<photo>
+OUTSIDE = f"not under {ROOT}/<class>/"  # the skip reason of every other file in the archive
 OUT_DIR = "data/dogscats/prepared"
 
 
-def pet_photos(archive: Path, wanted: set[str] | None = None) -> Iterator[tuple[str, bytes]]:
-    """(path under PetImages, bytes) of the archive's files in PetImages/<class>/: all, or the `wanted` ones."""
-    def selected(name: str) -> bool:
+def pet_photos(archive: Path, wanted: set[str] | None = None,
+               outside: list[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """(path under PetImages, bytes) of the archive's files in PetImages/<class>/: all, or the `wanted` ones.
+
+    `outside`: collects the archive paths of the other files (the release's readme and licence at the root),
+    which are never read.
+    """
+    def selected(name: str) -> bool:  # called once per regular file, in archive order
         parts = name.split("/")
-        return len(parts) > 2 and parts[0] == ROOT and (wanted is None or name[len(ROOT) + 1:] in wanted)
+        if len(parts) > 2 and parts[0] == ROOT:
+            return wanted is None or name[len(ROOT) + 1:] in wanted
+        if outside is not None:
+            outside.append(name)
+        return False
 
     for name, blob in read_members(archive, selected):
         yield name[len(ROOT) + 1:], blob
@@ -44,11 +54,17 @@ def class_folders(archive: Path, sources) -> list[str]:
 
 def scan(archive: Path, max_pixels: int) -> tuple[pd.DataFrame, list[dict[str, str]], list[str]]:
     """Decode every photo once while streaming the archive, keeping no bytes:
-    (usable images with their labels, skipped files with reasons, class names)."""
+    (usable images with their labels, skipped files with reasons, class names).
+
+    A skipped file is named by its path under PetImages/, or, when it lies outside PetImages/<class>/, by its
+    path in the archive (its reason says so).
+    """
     if not archive.is_file():
         raise StageError(f"{archive}: archive not found; run dogscats_download first")
     checked: dict[str, str | None] = {}  # path under PetImages -> None if usable, else why not
-    for source, blob in tqdm(pet_photos(archive), desc=f"check {archive.name}", unit="img", mininterval=2.0):
+    outside: list[str] = []
+    for source, blob in tqdm(pet_photos(archive, outside=outside), desc=f"check {archive.name}", unit="img",
+                             mininterval=2.0):
         if source in checked:
             raise StageError(f"{archive}: {ROOT}/{source} appears twice in the archive; download it again")
         try:
@@ -70,6 +86,7 @@ def scan(archive: Path, max_pixels: int) -> tuple[pd.DataFrame, list[dict[str, s
             reasons = Counter(_kind(s) for s in skipped if s["file"].startswith(name + "/"))
             raise StageError(f"{archive}: {ROOT}/{name}: no usable images in this class folder ({len(files)} files; "
                              f"skipped: {dict(reasons)}). Each class needs decodable images; check the download.")
+    skipped += [{"file": name, "reason": OUTSIDE} for name in sorted(outside, key=lambda s: s.split("/"))]
     return pd.DataFrame(rows), skipped, classes
 
 

@@ -1,6 +1,8 @@
 """Schema of the `glove` section of params.yaml."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from stages.common.params import Schema, Source, load_params
@@ -22,7 +24,8 @@ class TsneParams(Schema):
 
 class GloveParams(Schema):
     source: Source
-    dim: int = Field(description="glove.6B.<dim>d.txt inside the archive: 50, 100, 200 or 300")
+    # the widths glove.6B.zip holds: any other would only fail later, as a member missing from the archive
+    dim: Literal[50, 100, 200, 300] = Field(description="glove.6B.<dim>d.txt inside the archive: 50, 100, 200 or 300")
     matrix: MatrixParams
     tsne: TsneParams
 
