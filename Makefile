@@ -12,15 +12,22 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
+# TensorFlow build: cpu by default, `make install GPU=1` for tensorflow[and-cuda] (exclusive extras in uv.lock)
+TF_BUILD := $(if $(GPU),gpu,cpu)
+UV_VERSION := 0.13.9
+
 .PHONY: install run test ui bench plots clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-$(TF_BUILD)
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the locked set (uv.lock); --locked fails when pyproject.toml and the lock disagree.
+# Upgrading: `uv lock --upgrade` (or --upgrade-package NAME), then `make install`, and commit uv.lock.
+$(VENV)/.installed-$(TF_BUILD): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e '.[dev]'
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv sync --locked --compile-bytecode --python $(BIN)/python --extra $(TF_BUILD) --extra dev
 	test -d .dvc || $(BIN)/dvc init --quiet
+	rm -f $(VENV)/.installed-*
 	touch $@
 
 run: install

@@ -34,10 +34,49 @@ class StageInfo:
     workload: str = field(default="")
 
 
+class DvcInternalsError(RuntimeError):
+    """The installed DVC lacks an internal this runner drives; the message names each one."""
+
+
+# The DVC internals used below, as DVC 3.67 has them: (where, what, the parameters it must take)
+INTERNALS = (("dvc.repo", "Repo._reset", ()), ("dvc.repo", "lock_repo", ("repo",)),
+             ("dvc.stage", "Stage.changed", ()), ("dvc.stage", "Stage.remove_outs", ("ignore_remove", "force")),
+             ("dvc.stage", "Stage.save", ("run_cache",)), ("dvc.stage", "Stage.commit", ()),
+             ("dvc.dvcfile", "ProjectFile.dump", ("update_pipeline",)),
+             ("dvc.stage.cache", "StageCache.restore", ("stage",)), ("dvc.stage.cache", "RunCacheNotFoundError", ()),
+             ("dvc.repo.stage", "StageLoad.collect", ("target",)))
+
+
+def check_dvc_internals() -> None:
+    """Fail at once, naming what is missing, when the installed DVC is not one whose internals this runner knows
+    (pyproject.toml pins the minor version; uv.lock the exact one)."""
+    import importlib
+    import inspect
+
+    import dvc
+
+    missing = []
+    for module, dotted, parameters in INTERNALS:
+        try:
+            target = importlib.import_module(module)
+            for part in dotted.split("."):
+                target = getattr(target, part)
+            if parameters and not set(parameters) <= set(inspect.signature(target).parameters):
+                missing.append(f"{module}.{dotted}({', '.join(parameters)})")
+        except (ImportError, AttributeError):
+            missing.append(f"{module}.{dotted}")
+    if missing:
+        raise DvcInternalsError(
+            f"pipelines/dvc_runner.py drives DVC 3.67's stage internals, and the installed DVC {dvc.__version__} "
+            f"lacks: {'; '.join(missing)}. Install the locked environment (`make install`, which installs uv.lock's "
+            "DVC), or run the stages with plain `dvc repro` until the runner is ported to this DVC.")
+
+
 class DvcRunner:
     def __init__(self, root: str | os.PathLike = "."):
         from dvc.repo import Repo
 
+        check_dvc_internals()
         self.root = Path(root).resolve()
         self.repo = Repo(str(self.root))
         self._mutex = threading.Lock()

@@ -323,3 +323,44 @@ def test_a_source_pinned_by_md5_alone_is_verified_by_md5(server, tmp_path):
 def test_unsupported_scheme_is_a_clear_error(tmp_path, url):
     with pytest.raises(DownloadError, match="unsupported URL scheme"):
         fetch(Source(url=url, sha256=SHA), tmp_path / "x.zip")
+
+
+def test_a_real_download_stage_trusts_on_first_use_and_dvc_records_the_hash(project, http_server):
+    """text_download with no checksum on record: the first run records the sha256 in sources.lock.yaml, which is
+    the stage's param, so `dvc status` is clean after it; a changed file at the URL is then refused."""
+    corpus = b"the will to power " * 200
+    url, sha = http_server.add("corpus.txt", corpus)
+    project.set_params({"text.source": {"url": url, "sha256": None}})
+    project.dvc("repro", "text_download")
+    assert yaml.safe_load((project.root / "sources.lock.yaml").read_text())["text"] == {
+        url: {"sha256": sha, "bytes": len(corpus)}}
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())["stages"]["text_download"]
+    assert lock["params"]["sources.lock.yaml"]["text"][url]["sha256"] == sha
+    assert "changed" not in project.dvc("status", "text_download").stdout
+
+    # a download again (the file is gone) gets another file from the URL: refused, naming both hashes
+    http_server.add("corpus.txt", corpus + b"tampered")
+    shutil.rmtree(project.root / "data/text/raw")
+    result = project.dvc("repro", "text_download", check=False)
+    output = result.stderr + result.stdout
+    assert result.returncode != 0 and f"expected sha256 {sha}" in output
+    assert hashlib.sha256(corpus + b"tampered").hexdigest() in output
+    assert not (project.root / "data/text/raw/corpus.txt").exists()
+
+
+def test_switching_the_mirror_never_restores_another_mirrors_file_from_the_run_cache(project, tmp_path):
+    def mirror(name: str, data: bytes) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "nietzsche.txt").write_bytes(data)
+        (folder / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()}  nietzsche.txt\n")
+        return str(folder)
+
+    corpus = project.root / "data/text/raw/corpus.txt"
+    project.env["LESSON5_MIRROR"] = mirror("a", b"from mirror a " * 100)
+    project.dvc("repro", "text_download")
+    assert corpus.read_bytes().startswith(b"from mirror a")
+    shutil.rmtree(corpus.parent)
+    project.env["LESSON5_MIRROR"] = mirror("b", b"from mirror b " * 100)
+    project.dvc("repro", "text_download")
+    assert corpus.read_bytes().startswith(b"from mirror b")  # fetched and verified, not restored
