@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import ProjectCopy, mean_spread, require_mirror
-from stages.dogscats.features import OUT_DIR as FEATURES_DIR, PHOTOS
+from stages.dogscats.paths import FEATURES, PHOTO_FEATURES
 
 STAGES = ["dogscats_download", "dogscats_prepare", "dogscats_features", "dogscats_train", "dogscats_evaluate",
           "dogscats_finetune"]
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"default chain wall time: {total:.0f} s ({total / 60:.1f} min): "
               + ", ".join(f"{s.removeprefix('dogscats_')} {t:.0f} s" for s, t in times.items()))
         data = project.root / "data/dogscats"
-        photo_features = project.root / FEATURES_DIR / PHOTOS  # rewritten only when the features stage runs
+        photo_features = project.root / FEATURES / PHOTO_FEATURES  # rewritten only when the features stage runs
         report = json.loads((data / "prepared/report.json").read_text())
         features = json.loads((data / "metrics/features.json").read_text())
         print(f"images: {report['usable']:,} usable of {report['scanned']:,} scanned, skipped "

@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO, ProjectCopy
-from stages.dogscats.download import ARCHIVE
-from stages.dogscats.prepare import OUT_DIR
+from stages.dogscats.paths import ARCHIVE, PREPARED
 from tests.factories.dogscats import write_many_photos_zip
 
 RESULTS = REPO / "benchmarks" / "results" / "dogscats_prepare_memory.json"
@@ -55,7 +54,7 @@ def measure(project, per_class: int) -> dict:
     generated = write_many_photos_zip(archive, per_class)
     project.set_params({"dogscats.prepare.max_per_class": None})
     peak_mb, wall_s = run_measured(COMMAND, project.root, project.env)
-    report = json.loads((project.root / OUT_DIR / "report.json").read_text())
+    report = json.loads((project.root / PREPARED / "report.json").read_text())
     return {"peak_rss_mb": round(peak_mb, 1), "wall_s": round(wall_s, 1), "photos": 2 * per_class,
             "archive_mb": round(generated["archive_bytes"] / 2**20, 1),
             "decoded_photos_mb": round(generated["decoded_bytes"] / 2**20), "report": report}

@@ -51,8 +51,9 @@ def keras_tokenize(train_texts: list[str], test_texts: list[str], vocab_size: in
 
 
 def bench_tokenizers(vocab_size: int, maxlen: int) -> None:
-    from stages.imdb.download import ARCHIVE
-    from stages.imdb.tokenize import build_vocab, encode, pad, read_reviews, words
+    from stages.imdb.paths import ARCHIVE
+    from stages.imdb.sequences import pad
+    from stages.imdb.tokenize import build_vocab, encode, read_reviews, words
 
     started = time.perf_counter()
     reviews = read_reviews(ARCHIVE)
@@ -132,7 +133,8 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
     process gets 1.3 to 1.8 of the 2 cores, so wall-clock rates swing (one cnn run's 8 epochs: 524-764 reviews/s
     wall, 406-460 per CPU-second)."""
     from stages.common.tracking import stage_run
-    from stages.imdb.train import KeepBest, epoch_end_callbacks, load_arrays, train
+    from stages.imdb.sequences import load_arrays
+    from stages.imdb.train import KeepBest, epoch_end_callbacks, train
 
     def callback_seconds(model, monitor: str, run, epochs: int = 20) -> float:
         """Mean wall seconds of the pipeline's own epoch-end work (phase log, best-weights copy, MLflow metrics),
@@ -203,7 +205,8 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemb
 
     from stages.common.cli import StageError
     from stages.imdb.evaluate import evaluate
-    from stages.imdb.train import load_arrays, refit, train
+    from stages.imdb.sequences import load_arrays
+    from stages.imdb.train import refit, train
 
     def spread(values: list[float]) -> float:
         return statistics.stdev(values) if len(values) > 1 else 0.0
@@ -272,13 +275,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from stages.common.io import load_npy
+    from stages.glove.paths import EMBEDDING
     from stages.imdb import params as imdb_params
 
     p = imdb_params.load()
     started = time.perf_counter()
     if not args.skip_tokenize:
         bench_tokenizers(p.tokenize.vocab_size, p.tokenize.maxlen)
-    glove = load_npy("data/glove/matrix/embedding.npy")
+    glove = load_npy(EMBEDDING)
     timed = selected(p.models, args.throughput_models)
     if args.throughput_reviews and timed:
         bench_throughput(timed, p.tokenize.vocab_size, glove, args.throughput_reviews, args.repeats)

@@ -10,7 +10,8 @@ import time
 
 from benchmarks.common import ProjectCopy, mean_spread, require_mirror, throwaway_mlflow_store
 from stages.common.download import TrustRecord, fetch_and_extract
-from stages.movielens import baselines, data, params as movielens_params, prepare, train
+from stages.movielens import baselines, data, prepare, train
+from stages.movielens import params as movielens_params
 
 
 def load_real(p) -> tuple:

@@ -18,7 +18,6 @@ import mlflow
 
 from benchmarks.common import ProjectCopy, local_prefect_server, require_mirror
 
-
 # Prefect's own floor: a process that runs a flow doing nothing
 EMPTY_FLOW = "from prefect import flow; flow(name='empty')(lambda: None)()"
 

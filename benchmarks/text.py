@@ -17,8 +17,9 @@ from benchmarks.common import mean_spread, require_mirror
 from stages.common.download import fetch
 from stages.text import params as text_params
 from stages.text.evaluate import validation_loss
+from stages.text.params import is_word_model
 from stages.text.prepare import prepare
-from stages.text.train import is_word_model, train
+from stages.text.train import train
 
 FASTAI_TRAIN_LOSS = 1.22  # fast.ai's char LSTM (2x512, GPU): training loss, not validation
 

@@ -15,10 +15,11 @@ from PIL import Image
 
 from stages.common.archive import CorruptArchiveError
 from stages.common.cli import StageError
-from stages.dogscats.evaluate import confidently_wrong, flip_averaged_scores, log_loss, scores
+from stages.dogscats.evaluate import confidently_wrong
 from stages.dogscats.images import Unusable, load_rgb
 from stages.dogscats.params import PrepareParams
 from stages.dogscats.prepare import prepare, scan, split
+from stages.dogscats.scoring import flip_averaged_scores, log_loss, scores
 from tests.conftest import REPO
 from tests.factories.dogscats import THUMBS_DB, jpeg, noisy_jpeg, pet_folder, zipped
 
@@ -257,8 +258,9 @@ def test_a_file_that_is_not_hdf5_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("flips", [False, True])
 def test_features_match_the_conv_base_on_each_image(tmp_path, vgg_weights, flips):
-    from stages.dogscats.features import FLIPPED, compute_features, load_image
-    from stages.dogscats.vgg import conv_base
+    from stages.dogscats.features import compute_features
+    from stages.dogscats.paths import FLIPPED_FEATURES
+    from stages.dogscats.vgg import conv_base, load_image
 
     raw = pet_folder(tmp_path, n_per_class=5, extra={"Cat/alpha.png": png_with_alpha()})
     manifest, _, prepared = run_prepare(tmp_path, raw)
@@ -272,15 +274,15 @@ def test_features_match_the_conv_base_on_each_image(tmp_path, vgg_weights, flips
     model = conv_base(32, vgg_weights[0])
     one = np.stack([load_image(str(prepared / p), 32).numpy() for p in manifest["path"]])
     np.testing.assert_allclose(features, model.predict(one, verbose=0), rtol=2e-3, atol=1e-3)
-    assert (out / FLIPPED).exists() == flips and ("flipped_seconds" in stats) == flips
+    assert (out / FLIPPED_FEATURES).exists() == flips and ("flipped_seconds" in stats) == flips
     if flips:  # each row is the same image mirrored left-right (axis 2 of NHWC), and that changes the features
-        flipped = np.load(out / FLIPPED)
+        flipped = np.load(out / FLIPPED_FEATURES)
         np.testing.assert_allclose(flipped, model.predict(one[:, :, ::-1], verbose=0), rtol=2e-3, atol=1e-3)
         assert np.abs(flipped.astype(np.float32) - features).max() > 1e-2
 
 
 def test_load_image_resizes_and_uses_vgg_preprocessing(tmp_path):
-    from stages.dogscats.features import load_image
+    from stages.dogscats.vgg import load_image
 
     path = tmp_path / "red.png"
     Image.new("RGB", (50, 30), (255, 0, 0)).save(path)

@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common.download import (ChecksumError, DownloadError, TrustRecord, UnpinnedSourceError, fetch,
-                                    sha256_file)
-from stages.common.params import Source
 from benchmarks.common import free_port
+from stages.common.download import ChecksumError, DownloadError, TrustRecord, UnpinnedSourceError, fetch, sha256_file
+from stages.common.params import Source
 from tests.conftest import REPO, RangeHandler
 
 PAYLOAD = os.urandom(300_000)

@@ -273,7 +273,7 @@ def test_every_workload_schema_accepts_or_names_the_problem(case):
 @example([b"the 0.1 0.2 0.3", b"caf\xe9 1 2 3"])
 @example([b"the 0.1 0.2 0.3", b"a 1 2 x"])
 def test_glove_reader(tmp_path, lines):
-    from stages.glove.matrix import read_glove
+    from stages.glove.vectors import read_glove
 
     path = tmp_path / "glove.txt"
     path.write_bytes(b"\n".join(lines) + b"\n")

@@ -12,10 +12,12 @@ import pytest
 from stages.common.archive import CorruptArchiveError
 from stages.common.cli import StageError
 from stages.common.params import ParamsError, read_params_file, validate_section
-from stages.glove.matrix import embedding_matrix, read_glove
+from stages.glove.matrix import embedding_matrix
 from stages.glove.params import GloveParams, MatrixParams
+from stages.glove.vectors import read_glove
 from stages.imdb.params import ImdbParams, ModelParams, TokenizeParams
-from stages.imdb.tokenize import build_vocab, encode, read_reviews, repad, stratified_valid_mask, tokenize, words
+from stages.imdb.sequences import repad
+from stages.imdb.tokenize import build_vocab, encode, read_reviews, stratified_valid_mask, tokenize, words
 from tests.factories.imdb import glove_archive, glove_text, imdb_archive
 
 

@@ -18,8 +18,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.common.io import (atomic_dir, atomic_path, load_npy, read_json, save_figure, save_npy, write_csv, write_json,
-                              write_parquet)
+from stages.common.io import (
+    atomic_dir,
+    atomic_path,
+    load_npy,
+    read_json,
+    save_figure,
+    save_npy,
+    write_csv,
+    write_json,
+    write_parquet,
+)
 from tests.conftest import REPO
 from tests.factories.movielens import movielens_zip, ratings_table
 

@@ -10,8 +10,7 @@ import sys
 import pytest
 import yaml
 
-from stages.common.params import Source
-from stages.common.params import ParamsError, load_params, read_params_file, validate_section
+from stages.common.params import ParamsError, Source, load_params, read_params_file, validate_section
 from stages.movielens.params import MovieLensParams
 from tests.conftest import REPO
 

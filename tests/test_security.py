@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.common.params import Source
 from stages.common.io import load_keras, load_npy
-from stages.common.params import ParamsError, read_params_file, validate_section
+from stages.common.params import ParamsError, Source, read_params_file, validate_section
 from tests.conftest import REPO
 from tests.factories.movielens import movielens_zip, ratings_table
 

@@ -132,18 +132,19 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
     return [AtomicBackupAndRestore(str(folder)), EpochLogs()]
 
 
-def save_training_outputs(run, workload: str, name: str, model, history: dict[str, list[float]],
+def save_training_outputs(run, paths, name: str, model, history: dict[str, list[float]],
                           summary: dict, curve_title: str, curve_metrics: list[str]) -> None:
-    """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, curves PNG), also logged to MLflow."""
+    """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, curves PNG), also logged to MLflow;
+    `paths`: the workload's paths module (its MODEL, HISTORY, TRAIN_METRICS and CURVES, per model `name`)."""
     import pandas as pd
 
     from stages.common.plots import close, training_curves
 
     rows = history_rows(history)
-    save_keras(f"data/{workload}/models/{name}.keras", model)
-    write_csv(f"data/{workload}/history/{name}.csv", pd.DataFrame(rows))
-    write_json(f"data/{workload}/metrics/train_{name}.json", summary)
-    curves = f"data/{workload}/plots/{name}_curves.png"
+    save_keras(paths.MODEL.format(name=name), model)
+    write_csv(paths.HISTORY.format(name=name), pd.DataFrame(rows))
+    write_json(paths.TRAIN_METRICS.format(name=name), summary)
+    curves = paths.CURVES.format(name=name)
     fig = training_curves(rows, curve_title, curve_metrics)
     save_figure(curves, fig)
     close(fig)

@@ -8,9 +8,7 @@ from __future__ import annotations
 from stages.common.cli import run_stage
 from stages.common.download import TrustRecord, fetch
 from stages.dogscats import params as dogscats_params
-
-ARCHIVE = "data/dogscats/raw/kagglecatsanddogs.zip"
-WEIGHTS = "data/dogscats/weights/vgg16_notop.h5"
+from stages.dogscats.paths import ARCHIVE, WEIGHTS
 
 
 def main() -> None:

@@ -9,34 +9,10 @@ import pandas as pd
 from stages.common.cli import run_stage
 from stages.common.io import atomic_dir, load_keras, save_figure, write_csv, write_json
 from stages.dogscats import params as dogscats_params
-from stages.dogscats.features import FLIPPED
-from stages.dogscats.features import OUT_DIR as FEATURES
+from stages.dogscats.feature_files import load_features, load_flipped, split_arrays
 from stages.dogscats.params import MODELS
-from stages.dogscats.prepare import OUT_DIR as PREPARED
-from stages.dogscats.train import MODELS_DIR, load_features, load_flipped, split_arrays
-
-METRICS = "data/dogscats/metrics/evaluate.json"
-OUT_DIR = "data/dogscats/evaluation"
-
-
-def log_loss(labels: np.ndarray, p_dog: np.ndarray, clip: float) -> float:
-    """Kaggle's Dogs vs Cats score: mean binary cross-entropy with probabilities clipped to [clip, 1 - clip]."""
-    p = np.clip(p_dog.astype(np.float64), clip, 1 - clip)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
-
-
-def scores(labels: np.ndarray, p_dog: np.ndarray, clip: float) -> dict:
-    predicted = (p_dog > 0.5).astype(int)
-    matrix = np.zeros((2, 2), dtype=int)
-    np.add.at(matrix, (labels.astype(int), predicted), 1)
-    return {"val_accuracy": float(np.mean(predicted == labels)), "val_log_loss": log_loss(labels, p_dog, clip),
-            "n_valid": int(len(labels)), "errors": int(np.sum(predicted != labels)), "confusion": matrix.tolist()}
-
-
-def flip_averaged_scores(labels: np.ndarray, p_dog: np.ndarray, p_dog_flipped: np.ndarray, clip: float) -> dict:
-    """Scores of the prediction averaged with that of the image mirrored left-right (test-time augmentation)."""
-    averaged = scores(labels, (p_dog + p_dog_flipped) / 2, clip)
-    return {f"flip_averaged_{k}": averaged[k] for k in ("val_accuracy", "val_log_loss", "errors")}
+from stages.dogscats.paths import EVALUATE_METRICS, EVALUATION, FEATURES, FLIPPED_FEATURES, MODEL, PREPARED
+from stages.dogscats.scoring import flip_averaged_scores, scores
 
 
 def confidently_wrong(index: pd.DataFrame, labels: np.ndarray, p_dog: np.ndarray, n: int) -> pd.DataFrame:
@@ -76,10 +52,10 @@ def main() -> None:
     valid_index = index[index["split"] == "valid"].reset_index(drop=True)
     classes = [c for _, c in sorted(set(zip(index["label"], index["class"])))]
     # the features stage wrote the mirrored images' features when dogscats.features.flips is on
-    flipped_x = load_flipped(FEATURES, index, "valid")[0] if (Path(FEATURES) / FLIPPED).exists() else None
+    flipped_x = load_flipped(FEATURES, index, "valid")[0] if (Path(FEATURES) / FLIPPED_FEATURES).exists() else None
     results, predictions = {}, {}
     for name in MODELS:
-        model = load_keras(f"{MODELS_DIR}/{name}.keras")
+        model = load_keras(MODEL.format(name=name))
         predictions[name] = model.predict(valid_x, verbose=0).reshape(-1)
         results[name] = scores(labels, predictions[name], p.evaluate.log_loss_clip)
         if flipped_x is not None:
@@ -87,7 +63,7 @@ def main() -> None:
             results[name] |= flip_averaged_scores(labels, predictions[name], flipped, p.evaluate.log_loss_clip)
     shown = p.evaluate.gallery_model
     wrong = confidently_wrong(valid_index, labels, predictions[shown], p.evaluate.gallery_size)
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(EVALUATION) as out:
         write_csv(out / "confusion.csv", pd.DataFrame({"actual": [classes[int(i)] for i in labels],
                                                        "predicted": [classes[int(i)] for i in predictions[shown] > 0.5]}))
         write_csv(out / "confidently_wrong.csv", wrong)
@@ -98,11 +74,11 @@ def main() -> None:
                       f"{shown}: the {len(wrong)} most confidently wrong of {len(labels)} validation images")
         save_figure(out / "confidently_wrong.png", fig)
         close(fig)
-    write_json(METRICS, results)
+    write_json(EVALUATE_METRICS, results)
     with stage_run("dogscats", "dogscats_evaluate", params=p.evaluate.model_dump(), inputs=[FEATURES]) as run:
         for name, metrics in results.items():
             run.log_metrics({f"{name}_{k}": v for k, v in metrics.items() if k != "confusion"})
-        for path in sorted(Path(OUT_DIR).iterdir()):
+        for path in sorted(Path(EVALUATION).iterdir()):
             run.log_artifact(path, "evaluation")
     for name, m in results.items():
         line = (f"{name}: val accuracy {m['val_accuracy']:.4f} ({m['errors']} wrong of {m['n_valid']}), "

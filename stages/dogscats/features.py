@@ -11,25 +11,8 @@ import pandas as pd
 from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, write_csv, write_json
 from stages.dogscats import params as dogscats_params
-from stages.dogscats.download import WEIGHTS
-from stages.dogscats.prepare import OUT_DIR as PREPARED
-from stages.dogscats.vgg import BGR_MEAN, conv_base, conv_flops
-
-OUT_DIR = "data/dogscats/features"
-PHOTOS = "features.npy"  # one row per manifest row
-FLIPPED = "features_flipped.npy"  # the same rows, each image mirrored left-right
-METRICS = "data/dogscats/metrics/features.json"
-
-
-def load_image(path, input_size: int, flip: bool = False):
-    """File -> VGG16 input: decoded (any format), resized, mirrored if `flip`, RGB->BGR, ImageNet means subtracted."""
-    import tensorflow as tf
-
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image = tf.image.resize(image, (input_size, input_size), antialias=True)
-    if flip:
-        image = tf.image.flip_left_right(image)
-    return image[..., ::-1] - tf.constant(BGR_MEAN)
+from stages.dogscats.paths import FEATURES, FEATURES_METRICS, FLIPPED_FEATURES, PHOTO_FEATURES, PREPARED, WEIGHTS
+from stages.dogscats.vgg import conv_base, conv_flops, load_image
 
 
 def image_dataset(paths: list[str], input_size: int, batch_size: int, flip: bool = False):
@@ -46,7 +29,6 @@ def extract(model, paths: list[str], input_size: int, batch_size: int, out: np.n
             flip: bool = False) -> dict[str, float]:
     """Fill `out` (n, *feature shape) with the model's outputs; return timing figures."""
     import tensorflow as tf
-
     from tqdm.auto import tqdm
 
     infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)  # the last batch is smaller
@@ -97,9 +79,9 @@ def compute_features(prepared: Path, out_dir: Path, weights: str | Path | None, 
         features.flush()
         return stats
 
-    stats = write_pass(PHOTOS, flip=False)
+    stats = write_pass(PHOTO_FEATURES, flip=False)
     if flips:
-        stats["flipped_seconds"] = write_pass(FLIPPED, flip=True)["seconds"]
+        stats["flipped_seconds"] = write_pass(FLIPPED_FEATURES, flip=True)["seconds"]
     write_csv(out_dir / "index.csv", manifest)
     gflop = conv_flops(model) / 1e9
     devices = [d.name for d in tf.config.list_physical_devices("GPU")] or ["CPU"]
@@ -109,10 +91,10 @@ def compute_features(prepared: Path, out_dir: Path, weights: str | Path | None, 
 
 def main() -> None:
     p = dogscats_params.load()
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(FEATURES) as out:
         stats = compute_features(Path(PREPARED), out, WEIGHTS, p.features.input_size, p.features.batch_size,
                                  p.features.flips)
-    write_json(METRICS, stats)
+    write_json(FEATURES_METRICS, stats)
     print(f"features {stats['feature_shape']} of {stats['images']:,} images at {stats['input_size']}px on "
           f"{', '.join(stats['devices'])}: {stats['seconds']:.0f} s, {stats['steady_images_per_s']:.1f} images/s, "
           f"{stats['gflop_per_s']:.0f} GFLOP/s"

@@ -11,16 +11,11 @@ from stages.common.cli import run_stage
 from stages.common.io import atomic_dir, load_keras, save_keras, write_csv, write_json
 from stages.common.training import history_rows, seed_everything
 from stages.dogscats import params as dogscats_params
-from stages.dogscats.download import WEIGHTS
-from stages.dogscats.evaluate import scores
-from stages.dogscats.features import load_image
 from stages.dogscats.params import FinetuneParams
-from stages.dogscats.prepare import OUT_DIR as PREPARED
-from stages.dogscats.train import MODELS_DIR
-from stages.dogscats.vgg import conv_base
+from stages.dogscats.paths import FINETUNE, FINETUNE_METRICS, MODEL, MODELS_DIR, PREPARED, WEIGHTS
+from stages.dogscats.scoring import scores
+from stages.dogscats.vgg import conv_base, load_image
 
-OUT_DIR = "data/dogscats/finetune"
-METRICS = "data/dogscats/metrics/finetune.json"
 TRAINED_BLOCK = "block5_"
 
 
@@ -101,16 +96,16 @@ def main() -> None:
 
     p = dogscats_params.load()
     fp = p.finetune
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(FINETUNE) as out:
         if not fp.enabled:
             (out / "DISABLED.txt").write_text("dogscats.finetune.enabled is false: set it to true (a GPU is advised) "
                                               "to fine-tune VGG16's block 5 with the trained head on images\n")
-            write_json(METRICS, {"enabled": False})
+            write_json(FINETUNE_METRICS, {"enabled": False})
             print("fine-tuning is off (dogscats.finetune.enabled: false)")
             return
         with stage_run("dogscats", "dogscats_finetune", params=fp.model_dump(),
                        inputs=[PREPARED, MODELS_DIR]) as run:
-            model, history, result = finetune(Path(PREPARED), WEIGHTS, f"{MODELS_DIR}/{fp.head}.keras",
+            model, history, result = finetune(Path(PREPARED), WEIGHTS, MODEL.format(name=fp.head),
                                               p.features.input_size, fp, p.evaluate.log_loss_clip,
                                               [run.keras_callback()])
             result = {"enabled": True, **result}
@@ -118,7 +113,7 @@ def main() -> None:
             write_csv(out / "history.csv", pd.DataFrame(history_rows(history)))
             run.log_metrics(result)
             run.log_keras_model(model)
-    write_json(METRICS, result)
+    write_json(FINETUNE_METRICS, result)
     print(f"fine-tuned block 5 + {fp.head}: val accuracy {result['val_accuracy']:.4f} ({result['errors']} wrong of "
           f"{result['n_valid']}), log loss {result['val_log_loss']:.4f}, {result['seconds']:.0f} s "
           f"({result['images_per_s']:.2f} images/s)")

@@ -14,13 +14,12 @@ from stages.common.archive import read_members
 from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, write_csv, write_json
 from stages.dogscats import params as dogscats_params
-from stages.dogscats.download import ARCHIVE
 from stages.dogscats.images import Unusable, encoded_copy, load_rgb
 from stages.dogscats.params import PrepareParams
+from stages.dogscats.paths import ARCHIVE, PREPARED
 
 ROOT = "PetImages"  # the archive's layout: PetImages/<class>/<photo>
 OUTSIDE = f"not under {ROOT}/<class>/"  # the skip reason of every other file in the archive
-OUT_DIR = "data/dogscats/prepared"
 
 
 def pet_photos(archive: Path, wanted: set[str] | None = None,
@@ -141,7 +140,7 @@ def split(images: pd.DataFrame, valid_fraction: float, max_per_class: int | None
 
 def main() -> None:
     p = dogscats_params.load()
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(PREPARED) as out:
         manifest, report = prepare(Path(ARCHIVE), out, p.prepare)
         write_csv(out / "manifest.csv", manifest)
         write_json(out / "report.json", report)

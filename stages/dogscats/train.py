@@ -8,31 +8,13 @@ import numpy as np
 import pandas as pd
 
 from stages.common.cli import run_stage
-from stages.common.io import load_npy, save_keras, write_csv, write_json
+from stages.common.io import save_keras, write_csv, write_json
 from stages.common.training import history_rows, seed_everything
 from stages.dogscats import params as dogscats_params
-from stages.dogscats.features import FLIPPED, PHOTOS
-from stages.dogscats.features import OUT_DIR as FEATURES
+from stages.dogscats.feature_files import load_features, load_flipped, split_arrays
 from stages.dogscats.models import BN_AFTER, dense_head
 from stages.dogscats.params import MODELS, FitParams, TrainParams
-
-MODELS_DIR = "data/dogscats/models"
-METRICS = "data/dogscats/metrics/train.json"
-
-
-def load_features(features_dir: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """Cached features (float16, memory-mapped) and their manifest rows, in the same order."""
-    return load_npy(f"{features_dir}/{PHOTOS}", mmap=True), pd.read_csv(f"{features_dir}/index.csv")
-
-
-def split_arrays(features: np.ndarray, index: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.flatnonzero(index["split"].to_numpy() == split)
-    return np.asarray(features[rows], dtype=np.float32), index["label"].to_numpy("float32")[rows]
-
-
-def load_flipped(features_dir: str, index: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The split's features of the images mirrored left-right (written with dogscats.features.flips)."""
-    return split_arrays(load_npy(f"{features_dir}/{FLIPPED}", mmap=True), index, split)
+from stages.dogscats.paths import FEATURES, HISTORY, MODEL, TRAIN_METRICS
 
 
 def fit(model, fp: FitParams, batch_size: int, train, valid, callbacks=()) -> dict[str, list[float]]:
@@ -93,14 +75,14 @@ def main() -> None:
             rows = history_rows(history)
             summary[name] = {"final_val_accuracy": rows[-1]["val_accuracy"], "final_val_loss": rows[-1]["val_loss"],
                              "epochs": len(rows), "seconds": time.perf_counter() - started, **extra}
-            save_keras(f"{MODELS_DIR}/{name}.keras", model)
-            write_csv(f"data/dogscats/history/{name}.csv", pd.DataFrame(rows))
+            save_keras(MODEL.format(name=name), model)
+            write_csv(HISTORY.format(name=name), pd.DataFrame(rows))
             run.log_metrics(summary[name])
             run.log_keras_model(model)
         print(f"{name}: val accuracy {summary[name]['final_val_accuracy']:.4f} after {len(rows)} epochs"
               + (f"; BN insertion changed the outputs by at most {extra['insertion_max_abs_change']:.1e}"
                  if extra else ""))
-    write_json(METRICS, summary)
+    write_json(TRAIN_METRICS, summary)
 
 
 if __name__ == "__main__":

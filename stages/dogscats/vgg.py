@@ -9,6 +9,17 @@ FEATURE_LAYER = "block5_pool"
 BGR_MEAN = (103.939, 116.779, 123.68)  # the ImageNet means the weights were trained with (caffe-style input)
 
 
+def load_image(path, input_size: int, flip: bool = False):
+    """File -> VGG16 input: decoded (any format), resized, mirrored if `flip`, RGB->BGR, ImageNet means subtracted."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.resize(image, (input_size, input_size), antialias=True)
+    if flip:
+        image = tf.image.flip_left_right(image)
+    return image[..., ::-1] - tf.constant(BGR_MEAN)
+
+
 def file_layers(path: Path) -> list[tuple[str, list[tuple[int, ...]]]]:
     """(layer name, weight shapes) of every layer holding weights in a Keras HDF5 weights file, in file order."""
     import h5py

@@ -4,17 +4,12 @@ from __future__ import annotations
 from stages.common.cli import run_stage
 from stages.common.download import TrustRecord, fetch_and_extract
 from stages.glove import params as glove_params
-
-RAW_DIR = "data/glove/raw"
-
-
-def vectors_file(dim: int) -> str:
-    return f"glove.6B.{dim}d.txt"
+from stages.glove.paths import MEMBER, RAW
 
 
 def main() -> None:
     p = glove_params.load()
-    fetch_and_extract(p.source, RAW_DIR, TrustRecord("glove"), members=[vectors_file(p.dim)])
+    fetch_and_extract(p.source, RAW, TrustRecord("glove"), members=[MEMBER.format(dim=p.dim)])
 
 
 if __name__ == "__main__":

@@ -9,9 +9,7 @@ from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, read_json, write_csv, write_text
 from stages.common.tracking import stage_run
 from stages.imdb import params as imdb_params
-
-METRICS_DIR = "data/imdb/metrics"
-OUT_DIR = "data/imdb/comparison"
+from stages.imdb.paths import COMPARISON, METRICS_DIR
 
 
 def comparison(models: list[str], fastai: dict[str, float], metrics_dir: str | Path = METRICS_DIR) -> pd.DataFrame:
@@ -47,12 +45,12 @@ def main() -> None:
     p = imdb_params.load()
     table = comparison(list(p.models), p.fastai_test_accuracy)
     text = markdown(table)
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(COMPARISON) as out:
         write_csv(out / "comparison.csv", table)
         write_text(out / "comparison.md", text)
     with stage_run("imdb", "imdb_compare", inputs=[METRICS_DIR]) as run:
         run.log_metrics({f"{r.model}_test_accuracy": r.test_accuracy for r in table.itertuples()})
-        run.log_artifact(f"{OUT_DIR}/comparison.md", "comparison")
+        run.log_artifact(f"{COMPARISON}/comparison.md", "comparison")
     print(text, end="")
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 from stages.common.cli import run_stage
 from stages.common.download import TrustRecord, fetch
 from stages.imdb import params as imdb_params
-
-ARCHIVE = "data/imdb/raw/aclImdb_v1.tar.gz"
+from stages.imdb.paths import ARCHIVE
 
 
 def main() -> None:

@@ -9,18 +9,16 @@ import numpy as np
 import pandas as pd
 
 from stages.common.cli import StageError, run_stage
+from stages.common.embedding_maps import map_figure, tsne_map
 from stages.common.io import atomic_dir, load_keras, load_npy, read_json, save_figure, write_csv, write_json
 from stages.common.tracking import stage_run
-from stages.glove.tsne import map_figure, tsne_map
+from stages.glove.paths import EMBEDDING, IN_GLOVE, MATRIX
 from stages.imdb import params as imdb_params
 from stages.imdb.params import ImdbParams
-
-VOCAB = "data/imdb/tokenized/vocab.csv"
-GLOVE_DIR = "data/glove/matrix"
-OUT_DIR = "data/imdb/embeddings"
+from stages.imdb.paths import EMBEDDINGS, METRICS_DIR, MODEL, VOCAB
 
 
-def choose_model(p: ImdbParams, metrics_dir: str | Path = "data/imdb/metrics") -> str:
+def choose_model(p: ImdbParams, metrics_dir: str | Path = METRICS_DIR) -> str:
     """The configured model, or ('auto') the best validation accuracy among models that trained their embedding."""
     if p.embeddings.model != "auto":
         return p.embeddings.model
@@ -65,7 +63,7 @@ def main() -> None:
     p = imdb_params.load()
     e = p.embeddings
     name = choose_model(p)
-    model_path = f"data/imdb/models/{name}.keras"
+    model_path = MODEL.format(name=name)
     learned = load_keras(model_path).get_layer("embedding").get_weights()[0]
     vocab = pd.read_csv(VOCAB, keep_default_na=False)["word"].astype(str).tolist()
     words = vocab[:e.n_words]
@@ -75,7 +73,7 @@ def main() -> None:
     usable[1:len(vocab) + 1] = True  # neither padding nor the shared rare-word row
     tables, missing = [], set()
     for source, matrix, rows in [(f"learned:{name}", learned, usable),
-                                 ("glove", load_npy(f"{GLOVE_DIR}/embedding.npy"), load_npy(f"{GLOVE_DIR}/in_glove.npy"))]:
+                                 ("glove", load_npy(EMBEDDING), load_npy(IN_GLOVE))]:
         table, absent = nearest_neighbours(matrix, vocab, rows & usable, e.probes, e.n_neighbours, source)
         tables.append(table)
         missing.update(absent)
@@ -83,7 +81,7 @@ def main() -> None:
         print(f"skipped probe word(s) not in the vocabulary (or not in GloVe): {', '.join(sorted(missing))}",
               file=sys.stderr)
     neighbours = pd.concat(tables, ignore_index=True)
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(EMBEDDINGS) as out:
         write_csv(out / "tsne.csv", coords)
         write_csv(out / "neighbours.csv", neighbours)
         write_json(out / "summary.json", {"model": name, "n_words": len(words), "skipped_probes": sorted(missing)})
@@ -91,8 +89,8 @@ def main() -> None:
                                                f"frequent words ({min(e.n_labelled, len(words))} shown)")
         save_figure(out / "tsne.png", fig)
         close(fig)
-    with stage_run("imdb", "imdb_embeddings", params=e.model_dump(), inputs=[model_path, VOCAB, GLOVE_DIR]) as run:
-        for path in sorted(Path(OUT_DIR).iterdir()):
+    with stage_run("imdb", "imdb_embeddings", params=e.model_dump(), inputs=[model_path, VOCAB, MATRIX]) as run:
+        for path in sorted(Path(EMBEDDINGS).iterdir()):
             run.log_artifact(path, "embeddings")
     for (probe, source), group in neighbours.groupby(["probe", "embedding"], sort=False):
         print(f"{probe:>10} [{source}]: {', '.join(group['word'].head(6))}")

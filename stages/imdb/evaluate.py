@@ -10,7 +10,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, roc_auc_
 from stages.common.cli import run_stage
 from stages.common.io import load_keras, save_figure, write_csv, write_json
 from stages.common.tracking import stage_run
-from stages.imdb.train import TOKENIZED, load_arrays
+from stages.imdb.paths import CONFUSION_PLOT, METRICS, MODEL, PREDICTIONS, ROC, ROC_PLOT, TOKENIZED
+from stages.imdb.sequences import load_arrays
 
 CLASSES = ["neg", "pos"]
 
@@ -44,17 +45,17 @@ def main(name: str) -> None:
     import stages.imdb.models  # noqa: F401  registers the custom embedding layer for loading
     from stages.common.plots import close, confusion_matrix_figure
 
-    model_path = f"data/imdb/models/{name}.keras"
+    model_path = MODEL.format(name=name)
     model = load_keras(model_path)
     x, y = load_arrays(split="test", maxlen=model.input_shape[1])
     probabilities = model.predict(x, batch_size=512, verbose=0).reshape(-1)
     metrics, roc, matrix = evaluate(probabilities, y.astype(int))
-    write_json(f"data/imdb/metrics/{name}.json", metrics)
-    write_csv(f"data/imdb/eval/{name}_roc.csv", roc)
-    write_csv(f"data/imdb/eval/{name}_predictions.csv", pd.DataFrame(
+    write_json(METRICS.format(name=name), metrics)
+    write_csv(ROC.format(name=name), roc)
+    write_csv(PREDICTIONS.format(name=name), pd.DataFrame(
         {"actual": np.array(CLASSES)[y.astype(int)], "predicted": np.array(CLASSES)[(probabilities >= 0.5).astype(int)]}))
-    figures = {f"data/imdb/plots/{name}_confusion.png": confusion_matrix_figure(matrix, CLASSES, f"IMDB {name}: test set"),
-               f"data/imdb/plots/{name}_roc.png": roc_figure(roc, metrics["test_roc_auc"], f"IMDB {name}: test ROC")}
+    figures = {CONFUSION_PLOT.format(name=name): confusion_matrix_figure(matrix, CLASSES, f"IMDB {name}: test set"),
+               ROC_PLOT.format(name=name): roc_figure(roc, metrics["test_roc_auc"], f"IMDB {name}: test ROC")}
     for path, fig in figures.items():
         save_figure(path, fig)
         close(fig)
@@ -63,7 +64,7 @@ def main(name: str) -> None:
         run.log_metrics({f"test_{k}": v for k, v in metrics["confusion_matrix"].items()})
         for path in figures:
             run.log_artifact(path, "plots")
-        run.log_artifact(f"data/imdb/eval/{name}_roc.csv", "eval")
+        run.log_artifact(ROC.format(name=name), "eval")
     print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, ROC AUC {metrics['test_roc_auc']:.4f}, "
           f"log loss {metrics['test_log_loss']:.4f}")
 

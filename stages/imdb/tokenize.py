@@ -23,10 +23,10 @@ from stages.common.archive import read_members
 from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, save_npy, write_csv, write_json
 from stages.imdb import params as imdb_params
-from stages.imdb.download import ARCHIVE
 from stages.imdb.params import Style, TokenizeParams
+from stages.imdb.paths import ARCHIVE, TOKENIZED
+from stages.imdb.sequences import pad
 
-OUT_DIR = "data/imdb/tokenized"
 LABELS = {"neg": 0, "pos": 1}
 REVIEW = re.compile(r"aclImdb/(?:train|test)/(?:neg|pos)/[^/]+\.txt")
 BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -107,28 +107,6 @@ def encode(tokenized: list[list[str]], vocab: list[str], maxlen: int, padding: s
     return pad([[index.get(word, rare) for word in review] for review in tokenized], maxlen, padding, truncating)
 
 
-def pad(sequences, maxlen: int, padding: str = "pre", truncating: str = "pre") -> np.ndarray:
-    """Keras' pad_sequences semantics (0 is padding) without importing Keras."""
-    if maxlen <= 0:
-        raise StageError(f"maxlen must be > 0, got {maxlen}")
-    out = np.zeros((len(sequences), maxlen), dtype="int32")
-    for row, ids in enumerate(sequences):
-        ids = ids[-maxlen:] if truncating == "pre" else ids[:maxlen]
-        if len(ids):
-            if padding == "pre":
-                out[row, maxlen - len(ids):] = ids
-            else:
-                out[row, :len(ids)] = ids
-    return out
-
-
-def repad(x: np.ndarray, maxlen: int, padding: str, truncating: str) -> np.ndarray:
-    """Re-truncate padded rows to a shorter (or longer) maxlen with the same semantics."""
-    if maxlen == x.shape[1]:
-        return x
-    return pad([row[row != 0] for row in x], maxlen, padding, truncating)
-
-
 def stratified_valid_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """True for the seeded, per-class `fraction` of rows held out for validation."""
     rng = np.random.default_rng(seed)
@@ -174,7 +152,7 @@ def main() -> None:
     stats.update(style=p.style, maxlen=p.maxlen, padding=p.padding, truncating=p.truncating, vocab_size=p.vocab_size,
                  n_train=int((~valid).sum()), n_valid=int(valid.sum()), n_test=len(test_y), skipped=len(skipped))
     import pandas as pd
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(TOKENIZED) as out:
         for name, array in {**arrays, "train_y": train_y, "test_y": test_y, "valid": valid}.items():
             save_npy(out / f"{name}.npy", array)
         write_csv(out / "vocab.csv", pd.DataFrame(

@@ -12,29 +12,14 @@ import time
 import numpy as np
 
 from stages.common.cli import StageError, run_stage
-from stages.common.io import load_npy, read_json
+from stages.common.io import load_npy
 from stages.common.training import save_training_outputs, seed_everything
+from stages.glove.paths import EMBEDDING as GLOVE_MATRIX
 from stages.imdb import params as imdb_params
+from stages.imdb import paths
 from stages.imdb.params import ModelParams, Phase
-from stages.imdb.tokenize import repad
-
-TOKENIZED = "data/imdb/tokenized"
-GLOVE_MATRIX = "data/glove/matrix/embedding.npy"
-
-
-def load_arrays(folder: str = TOKENIZED, split: str = "train", maxlen: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, float32 labels) of `split`: 'train' (training rows only), 'valid' or 'test', re-padded to `maxlen`."""
-    if split not in ("train", "valid", "test"):
-        raise ValueError(f"split must be 'train', 'valid' or 'test', not {split!r}")
-    stats = read_json(f"{folder}/stats.json")
-    prefix = "test" if split == "test" else "train"
-    x, y = load_npy(f"{folder}/{prefix}_x.npy"), load_npy(f"{folder}/{prefix}_y.npy").astype("float32")
-    if split != "test":
-        rows = load_npy(f"{folder}/valid.npy") == (split == "valid")
-        x, y = x[rows], y[rows]
-    if maxlen:
-        x = repad(x, maxlen, stats["padding"], stats["truncating"])
-    return x, y
+from stages.imdb.paths import TOKENIZED
+from stages.imdb.sequences import load_arrays
 
 
 class KeepBest:
@@ -172,7 +157,7 @@ def main(name: str) -> None:
             print(f"{name}: validation chose epoch {summary['best_epoch']}; training again on every training review")
             model, refitted = refit(train_data, valid_data, mp, summary["best_epoch"], p.tokenize.vocab_size, glove)
             summary |= refitted
-        save_training_outputs(run, "imdb", name, model, history, summary,
+        save_training_outputs(run, paths, name, model, history, summary,
                               f"IMDB {name}: accuracy per epoch", ["accuracy", "val_accuracy"])
     print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']} "
           f"of {summary['epochs']}, {summary['train_reviews_per_s']:,.0f} reviews/s")

@@ -12,9 +12,7 @@ from stages.common.io import atomic_dir, load_keras, save_figure, write_csv, wri
 from stages.common.tracking import stage_run
 from stages.movielens import params as movielens_params
 from stages.movielens.params import AnalyzeParams
-from stages.movielens.train import PREPARED
-
-OUT_DIR = "data/movielens/analysis"
+from stages.movielens.paths import ANALYSIS, MODEL, PREPARED
 
 
 def movie_weights(model) -> tuple[np.ndarray, np.ndarray | None]:
@@ -87,10 +85,10 @@ def main() -> None:
     from stages.common.plots import close
 
     p = movielens_params.load()
-    model_path = f"data/movielens/models/{p.analyze.model}.keras"
+    model_path = MODEL.format(name=p.analyze.model)
     movies = pd.read_parquet(f"{PREPARED}/movies.parquet")
     extremes, coords, ends, variance = analyze(load_keras(model_path), movies, p.analyze)
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(ANALYSIS) as out:
         write_csv(out / "pca.csv", coords)
         write_json(out / "pca_ends.json", {"explained_variance_ratio": variance.tolist(), "ends": ends})
         fig = pc_scatter(coords, p.analyze.n_plotted)
@@ -103,7 +101,7 @@ def main() -> None:
             close(fig)
     with stage_run("movielens", "movielens_analyze", params=p.analyze.model_dump(),
                    inputs=[PREPARED, model_path]) as run:
-        for path in sorted(Path(OUT_DIR).iterdir()):
+        for path in sorted(Path(ANALYSIS).iterdir()):
             run.log_artifact(path, "analysis")
     for pc, sides in ends.items():
         print(f"{pc}: - {', '.join(sides['negative'][:3])} | + {', '.join(sides['positive'][:3])}")

@@ -7,9 +7,7 @@ import pandas as pd
 from stages.common.cli import run_stage
 from stages.common.io import write_json
 from stages.common.tracking import stage_run
-
-PREPARED = "data/movielens/prepared"
-OUT = "data/movielens/metrics/baselines.json"
+from stages.movielens.paths import BASELINES, PREPARED
 
 
 def baselines(ratings: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -30,7 +28,7 @@ def baselines(ratings: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     result = baselines(pd.read_parquet(f"{PREPARED}/ratings.parquet"))
-    write_json(OUT, result)
+    write_json(BASELINES, result)
     with stage_run("movielens", "movielens_baselines", inputs=[PREPARED]) as run:
         run.log_metrics({f"{name}_{k}": v for name, m in result.items() for k, v in m.items()})
     print(", ".join(f"{n}: val MSE {m['val_mse']:.4f}" for n, m in result.items()))

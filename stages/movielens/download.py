@@ -5,13 +5,12 @@ from stages.common.cli import run_stage
 from stages.common.download import TrustRecord, fetch_and_extract
 from stages.movielens import params as movielens_params
 from stages.movielens.data import archive_members
-
-RAW_DIR = "data/movielens/raw"
+from stages.movielens.paths import RAW
 
 
 def main() -> None:
     p = movielens_params.load()
-    fetch_and_extract(p.sources[p.dataset], RAW_DIR, TrustRecord("movielens"), members=archive_members(p.dataset))
+    fetch_and_extract(p.sources[p.dataset], RAW, TrustRecord("movielens"), members=archive_members(p.dataset))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import pandas as pd
 from stages.common.cli import run_stage
 from stages.common.io import load_keras, write_json
 from stages.common.tracking import stage_run
-from stages.movielens.train import PREPARED, inputs
+from stages.movielens.models import inputs
+from stages.movielens.paths import METRICS, MODEL, PREPARED
 
 
 def evaluate(model, ratings: pd.DataFrame) -> dict[str, float]:
@@ -20,11 +21,9 @@ def evaluate(model, ratings: pd.DataFrame) -> dict[str, float]:
 
 
 def main(name: str) -> None:
-    import stages.movielens.models  # noqa: F401  registers the custom layers for loading
-
-    model_path = f"data/movielens/models/{name}.keras"
+    model_path = MODEL.format(name=name)
     metrics = evaluate(load_keras(model_path), pd.read_parquet(f"{PREPARED}/ratings.parquet"))
-    write_json(f"data/movielens/metrics/{name}.json", metrics)
+    write_json(METRICS.format(name=name), metrics)
     with stage_run("movielens", f"movielens_evaluate@{name}", params={"model": name},
                    inputs=[PREPARED, model_path]) as run:
         run.log_metrics(metrics)

@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
+import pandas as pd
 from keras import layers, ops, regularizers
+
+
+def inputs(ratings: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The models' named inputs from rating rows."""
+    return {"user": ratings["user"].to_numpy("int32"), "movie": ratings["movie"].to_numpy("int32")}
 
 
 def _embedding(n: int, dim: int, l2: float, name: str) -> layers.Embedding:

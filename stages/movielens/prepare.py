@@ -7,9 +7,7 @@ from stages.common.cli import run_stage
 from stages.common.io import atomic_dir, write_json
 from stages.movielens import data
 from stages.movielens import params as movielens_params
-
-RAW_DIR = "data/movielens/raw"
-OUT_DIR = "data/movielens/prepared"
+from stages.movielens.paths import PREPARED, RAW
 
 
 def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, valid_fraction: float, seed: int):
@@ -31,10 +29,10 @@ def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, valid_fraction: float, 
 
 def main() -> None:
     p = movielens_params.load()
-    ratings = data.read_ratings(RAW_DIR, p.dataset)
-    movies = data.read_movies(RAW_DIR, p.dataset)
+    ratings = data.read_ratings(RAW, p.dataset)
+    movies = data.read_movies(RAW, p.dataset)
     encoded, users, table, stats = prepare(ratings, movies, p.prepare.valid_fraction, p.prepare.seed)
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(PREPARED) as out:
         encoded.to_parquet(out / "ratings.parquet", index=False)
         users.to_parquet(out / "users.parquet", index=False)
         table.to_parquet(out / "movies.parquet", index=False)

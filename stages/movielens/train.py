@@ -11,14 +11,10 @@ from stages.common.cli import run_stage
 from stages.common.distribution import strategy
 from stages.common.training import LearningRateSchedule, resume_callbacks, save_training_outputs, seed_everything
 from stages.movielens import params as movielens_params
-from stages.movielens.models import BUILDERS
+from stages.movielens import paths
+from stages.movielens.models import BUILDERS, inputs
 from stages.movielens.params import ModelParams
-
-PREPARED = "data/movielens/prepared"
-
-
-def inputs(ratings: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {"user": ratings["user"].to_numpy("int32"), "movie": ratings["movie"].to_numpy("int32")}
+from stages.movielens.paths import PREPARED
 
 
 def build(p: ModelParams, n_users: int, n_movies: int):
@@ -71,7 +67,7 @@ def main(name: str) -> None:
         best = int(np.argmin(history["val_mse"]))
         summary = {"best_epoch": best + 1, "best_val_mse": float(history["val_mse"][best]),
                    "train_ratings_per_s": throughput}
-        save_training_outputs(run, "movielens", name, model, history, summary,
+        save_training_outputs(run, paths, name, model, history, summary,
                               f"MovieLens {name}: MSE per epoch", ["mse", "val_mse"])
     print(f"{name}: best val MSE {summary['best_val_mse']:.4f} at epoch {best + 1}, {throughput:,.0f} ratings/s")
 

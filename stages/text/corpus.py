@@ -7,6 +7,8 @@ from collections import Counter
 import numpy as np
 
 from stages.common.cli import StageError
+from stages.common.io import load_npy, read_json
+from stages.text.paths import PREPARED
 
 UNKNOWN_WORD = "<unk>"
 _ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")  # what 'surrogateescape' makes of undecodable bytes
@@ -109,3 +111,10 @@ def sequences(ids: np.ndarray, seq_len: int, stride: int, what: str = "text") ->
                          "validation tail) a larger text.prepare.valid_fraction")
     windows = np.lib.stride_tricks.sliding_window_view(ids, seq_len + 1)[::stride]
     return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+
+
+def load_tokens(word_level: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(training ids, validation ids, vocabulary) of the prepared corpus, at the character or word level."""
+    unit = "words" if word_level else "chars"
+    vocab = read_json(f"{PREPARED}/vocab.json")[unit]
+    return load_npy(f"{PREPARED}/train_{unit}.npy"), load_npy(f"{PREPARED}/valid_{unit}.npy"), vocab

@@ -4,8 +4,7 @@ from __future__ import annotations
 from stages.common.cli import run_stage
 from stages.common.download import TrustRecord, fetch
 from stages.text import params as text_params
-
-CORPUS = "data/text/raw/corpus.txt"
+from stages.text.paths import CORPUS
 
 
 def main() -> None:

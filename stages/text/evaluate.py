@@ -11,9 +11,10 @@ from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, load_keras, write_json, write_text
 from stages.text import corpus
 from stages.text import params as text_params
+from stages.text.corpus import load_tokens
 from stages.text.models import fixed_context, model_inputs, predicts_every_position
-from stages.text.params import EvaluateParams
-from stages.text.train import PREPARED, is_word_model, load_tokens
+from stages.text.params import EvaluateParams, is_word_model
+from stages.text.paths import METRICS, MODEL, PREPARED, SAMPLES
 
 
 def validation_loss(model, ids: np.ndarray, context: int, batch_size: int = 256) -> tuple[float, int]:
@@ -125,14 +126,14 @@ def main(name: str) -> None:
     mp = p.models[name]
     word_level = is_word_model(mp)
     _, valid_ids, vocab = load_tokens(word_level)
-    model_path = f"data/text/models/{name}.keras"
+    model_path = MODEL.format(name=name)
     metrics, probes, samples = evaluate(load_keras(model_path), valid_ids, vocab, mp.seq_len, word_level, p.evaluate)
-    out_dir = f"data/text/samples/{name}"
+    out_dir = SAMPLES.format(name=name)
     with atomic_dir(out_dir) as out:
         write_json(out / "probes.json", probes)
         for t, text in samples.items():
             write_text(out / f"temperature_{t}.txt", text + "\n")
-    write_json(f"data/text/metrics/{name}.json", metrics)
+    write_json(METRICS.format(name=name), metrics)
     with stage_run("text", f"text_evaluate@{name}", params={"model": name, **p.evaluate.model_dump()},
                    inputs=[PREPARED, model_path]) as run:
         run.log_metrics(metrics)

@@ -68,6 +68,11 @@ class LSTMParams(TrainParams):
 ModelParams = Annotated[Union[MergeParams, SimpleRNNParams, LSTMParams], Field(discriminator="kind")]
 
 
+def is_word_model(p: TrainParams) -> bool:
+    """Word-level (the word LSTM) rather than character-level."""
+    return p.kind == "word_lstm"
+
+
 class EvaluateParams(Schema):
     probes: list[tuple[str, str]] = Field(description="[prefix, expected next character]")
     word_probes: list[tuple[str, str]] = Field(description="[prefix, expected next word] for word models")

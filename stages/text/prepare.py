@@ -9,17 +9,15 @@ from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, save_npy, write_json
 from stages.text import corpus
 from stages.text import params as text_params
-from stages.text.download import CORPUS
 from stages.text.params import PrepareParams
-
-OUT_DIR = "data/text/prepared"
+from stages.text.paths import CORPUS, PREPARED, RAW
 
 
 def prepare(data: bytes, p: PrepareParams, where: str = "corpus") -> tuple[dict[str, np.ndarray], dict, dict]:
     """Pure step: (id arrays, vocabularies, stats) from the raw bytes of the corpus."""
     if not data.strip():
         raise StageError(f"{where} is empty ({len(data)} bytes, no text): check text.source.url, or delete "
-                         "data/text/raw and download again")
+                         f"{RAW} and download again")
     text, fixed = corpus.decode(data, p.decode_errors, p.replacement, where)
     if p.lowercase:
         text = text.lower()
@@ -43,7 +41,7 @@ def prepare(data: bytes, p: PrepareParams, where: str = "corpus") -> tuple[dict[
 def main() -> None:
     p = text_params.load().prepare
     arrays, vocab, stats = prepare(Path(CORPUS).read_bytes(), p, where=CORPUS)
-    with atomic_dir(OUT_DIR) as out:
+    with atomic_dir(PREPARED) as out:
         for name, array in arrays.items():
             save_npy(out / f"{name}.npy", array)
         write_json(out / "vocab.json", vocab)

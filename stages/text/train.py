@@ -8,24 +8,12 @@ import time
 import numpy as np
 
 from stages.common.cli import StageError, run_stage
-from stages.common.io import load_npy, read_json
 from stages.common.training import LearningRateSchedule, save_training_outputs, seed_everything
-from stages.text import corpus
+from stages.text import corpus, paths
 from stages.text import params as text_params
-from stages.text.params import LSTMParams
-
-PREPARED = "data/text/prepared"
-
-
-def is_word_model(p) -> bool:
-    return p.kind == "word_lstm"
-
-
-def load_tokens(word_level: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(training ids, validation ids, vocabulary) at the character or word level."""
-    unit = "words" if word_level else "chars"
-    vocab = read_json(f"{PREPARED}/vocab.json")[unit]
-    return load_npy(f"{PREPARED}/train_{unit}.npy"), load_npy(f"{PREPARED}/valid_{unit}.npy"), vocab
+from stages.text.corpus import load_tokens
+from stages.text.params import LSTMParams, is_word_model
+from stages.text.paths import PREPARED
 
 
 def training_pairs(ids: np.ndarray, p, every_position: bool, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +96,7 @@ def main(name: str) -> None:
         tokens_per_s = speed.pop("train_tokens_per_s")
         summary = {"final_loss": float(history["loss"][-1]), "final_val_loss": float(history["val_loss"][-1]),
                    **speed, f"train_{unit}_per_s": tokens_per_s}
-        save_training_outputs(run, "text", name, model, history, summary,
+        save_training_outputs(run, paths, name, model, history, summary,
                               f"{name}: cross-entropy (nats per {unit[:-1]}) per epoch", ["loss", "val_loss"])
     print(f"{name}: final loss {summary['final_loss']:.4f}, val loss {summary['final_val_loss']:.4f} "
           f"after {speed['epochs_trained']:.2f} epoch(s), {speed['train_seconds']:.0f} s of training, "
