@@ -5,6 +5,7 @@ import functools
 import hashlib
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -132,12 +133,36 @@ class Project:
         return self.run(str(VENV_BIN / "dvc"), *args, check=check)
 
 
-@pytest.fixture
-def project(tmp_path) -> Project:
-    root = tmp_path / "project"
+def new_project(root: Path) -> Project:
+    """A fresh copy of the project with its own git repository and DVC set-up."""
     copy_project(root)
     proj = Project(root)
     proj.run("git", "init", "-q")
     proj.dvc("init", "-q")
     proj.dvc("config", "core.analytics", "false")
     return proj
+
+
+def clone_project(source: Project, root: Path) -> Project:
+    """A copy of a project in any state (outputs, dvc.lock, DVC cache, MLflow store), to change without touching it."""
+    shutil.copytree(source.root, root, symlinks=True)
+    return Project(root)
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    return new_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def movielens_chain(tmp_path_factory) -> Project:
+    """The tiny MovieLens chain (all 10 stages, generated ratings) reproduced once per test session. Tests that only
+    read it share it; a test that changes anything works on a `clone_project` of it."""
+    from tests.factories.movielens import TARGETS, small_movielens
+
+    server = LoopbackServer(tmp_path_factory.mktemp("www-movielens"))
+    proj = new_project(tmp_path_factory.mktemp("movielens-chain") / "project")
+    small_movielens(proj, server)
+    proj.dvc("repro", *TARGETS)
+    yield proj
+    server.close()

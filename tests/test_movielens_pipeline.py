@@ -8,24 +8,9 @@ import mlflow
 import pytest
 import yaml
 
-from tests.factories.movielens import movielens_zip
+from tests.factories.movielens import CHAIN, TARGETS, small_movielens
 
 pytestmark = pytest.mark.slow
-TARGETS = ["movielens_analyze", "movielens_evaluate", "movielens_baselines"]
-CHAIN = ["movielens_download", "movielens_prepare", "movielens_baselines", "movielens_train@dot",
-         "movielens_train@bias", "movielens_train@nn", "movielens_evaluate@dot", "movielens_evaluate@bias",
-         "movielens_evaluate@nn", "movielens_analyze"]
-
-
-def small_movielens(project, http_server) -> None:
-    url, sha = http_server.add("ml-latest-small.zip", movielens_zip())
-    updates = {"movielens.sources.ml-latest-small": {"url": url, "sha256": sha},
-               "movielens.analyze.top_movies": 20, "movielens.analyze.n_plotted": 10,
-               "movielens.analyze.n_extremes": 3}
-    for name in ("dot", "bias", "nn"):
-        updates |= {f"movielens.models.{name}.epochs": 2, f"movielens.models.{name}.factors": 4,
-                    f"movielens.models.{name}.batch_size": 64}
-    project.set_params(updates)
 
 
 def stale_stages(project) -> set[str]:

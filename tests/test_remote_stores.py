@@ -20,7 +20,7 @@ import pytest
 
 from benchmarks.common import free_port
 from tests.conftest import VENV_BIN
-from tests.factories.movielens import movielens_zip
+from tests.factories.movielens import small_movielens
 
 pytestmark = pytest.mark.slow
 SERVER_START_TIMEOUT = 300  # s: a cold `mlflow server` took ~160 s on this 2-core machine under heavy load
@@ -35,13 +35,6 @@ def postgres_bin_dir() -> Path | None:
             return folder
     initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
     return Path(initdb).resolve().parent if initdb and pg_ctl else None
-
-
-def small_movielens(project, http_server) -> None:
-    url, sha = http_server.add("ml-latest-small.zip", movielens_zip())
-    project.set_params({"movielens.sources.ml-latest-small": {"url": url, "sha256": sha},
-                        "movielens.models.dot.epochs": 2, "movielens.models.dot.factors": 4,
-                        "movielens.models.dot.batch_size": 64})
 
 
 @pytest.fixture

@@ -3,13 +3,16 @@ command imports, directly or through other modules, and no other; derived here f
 from __future__ import annotations
 
 import ast
+import json
 import re
 from functools import cache
 from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, clone_project
+from tests.factories.movielens import CHAIN
 
 PACKAGES = ("stages", "pipelines")
 
@@ -125,3 +128,39 @@ def test_each_data_path_is_written_once_in_a_paths_module_and_dvc_yaml_uses_the_
     assert sorted(p for p in declared if not within(p, coded)) == []
     # a constant is declared in dvc.yaml (for some {name}), or lies inside a declared folder
     assert sorted(p for p in coded if not (within(p, declared) or any(within(d, {p}) for d in declared))) == []
+
+
+def changed_stages(project) -> set[str]:
+    """The stages of the MovieLens chain that `dvc status` reports changed."""
+    status = json.loads(project.dvc("status", "--json", *CHAIN).stdout or "{}")
+    return {name.split(":")[-1] for name in status}
+
+
+def importers(module: str, stages: list[str], root: Path) -> set[str]:
+    """The stages (foreach items expanded) whose command's import closure holds `module`."""
+    definitions = stage_definitions(root)
+    return {stage for stage in stages
+            if module in import_closure(command_module(definitions[stage.split("@")[0]]["cmd"]), root)}
+
+
+@pytest.mark.slow
+def test_editing_shared_code_or_a_params_default_marks_exactly_the_stages_that_import_it(movielens_chain, tmp_path):
+    project = clone_project(movielens_chain, tmp_path / "project")
+    assert changed_stages(project) == set()
+    edits = {"stages/common/training.py": ("BACKUP_ROOT = Path(\".cache/backup\")",
+                                          "BACKUP_ROOT = Path(\".cache/backups\")"),
+             "stages/movielens/params.py": ("dropout_hidden: float = Field(default=0.75",
+                                            "dropout_hidden: float = Field(default=0.7")}
+    for module, (old, new) in edits.items():
+        path = project.root / module
+        original = path.read_text()
+        assert old in original, f"{module} no longer holds {old!r}: update this test's edit"
+        path.write_text(original.replace(old, new))
+        expected = importers(module, CHAIN, project.root)
+        assert changed_stages(project) == expected, module
+        path.write_text(original)
+        assert changed_stages(project) == set()
+    # the code change touches training only, the params schema every stage that validates params
+    assert importers("stages/common/training.py", CHAIN, project.root) == {
+        "movielens_train@dot", "movielens_train@bias", "movielens_train@nn"}
+    assert "movielens_download" in importers("stages/movielens/params.py", CHAIN, project.root)

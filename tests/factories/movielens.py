@@ -76,3 +76,21 @@ def movielens_zip(rows=None, empty_titles: int = 2, dataset: str = "ml-latest-sm
                 zf.writestr("ml-1m/README", "SUMMARY\n================================================\n")
                 zf.writestr("ml-1m/users.dat", "".join(f"{u}::{'MF'[u % 2]}::25::4::{10000 + u}\n" for u in users))
     return buf.getvalue()
+
+
+TARGETS = ["movielens_analyze", "movielens_evaluate", "movielens_baselines"]
+CHAIN = ["movielens_download", "movielens_prepare", "movielens_baselines", "movielens_train@dot",
+         "movielens_train@bias", "movielens_train@nn", "movielens_evaluate@dot", "movielens_evaluate@bias",
+         "movielens_evaluate@nn", "movielens_analyze"]
+
+
+def small_movielens(project, http_server) -> None:
+    """Serve generated ratings and size the three models to train in seconds."""
+    url, sha = http_server.add("ml-latest-small.zip", movielens_zip())
+    updates = {"movielens.sources.ml-latest-small": {"url": url, "sha256": sha},
+               "movielens.analyze.top_movies": 20, "movielens.analyze.n_plotted": 10,
+               "movielens.analyze.n_extremes": 3}
+    for name in ("dot", "bias", "nn"):
+        updates |= {f"movielens.models.{name}.epochs": 2, f"movielens.models.{name}.factors": 4,
+                    f"movielens.models.{name}.batch_size": 64}
+    project.set_params(updates)
