@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 TF_BUILD := $(if $(GPU),gpu,cpu)
 UV_VERSION := 0.13.9
 
-.PHONY: install run test ui bench plots clean
+.PHONY: install run test ui bench docs plots clean
 
 install: $(VENV)/.installed-$(TF_BUILD)
 
@@ -41,6 +41,10 @@ ui: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# docs/results.md and the README's headline table, rendered from benchmarks/results/*.json
+docs: install
+	$(BIN)/python -m benchmarks.render
 
 # DVC's default plots page loads Vega from a CDN; this one inlines it so plots render offline too.
 VEGA := .cache/vega

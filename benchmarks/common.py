@@ -1,8 +1,14 @@
-"""Helpers for the benchmarks: they run on the real data (LESSON5_MIRROR) and print figures; nothing is asserted."""
+"""Helpers for the benchmarks: they run on the real data (LESSON5_MIRROR), print figures and record each one in
+benchmarks/results/<workload>.json (`record_result`); nothing is asserted."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
+import math
 import os
+import platform
+import shlex
 import shutil
 import socket
 import statistics
@@ -17,7 +23,31 @@ from typing import Any
 
 import yaml
 
+from stages.common.io import atomic_path
+
 REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results"
+
+# A results record (benchmarks/results/<workload>.json holds a JSON list of them, sorted by figure):
+RECORD_FIELDS = {
+    "figure": "stable id, '<workload>.<...>', e.g. movielens.bias.val_mse",
+    "workload": "the file it lives in: movielens, imdb, dogscats, text or orchestration",
+    "description": "what was measured, in words",
+    "value": "the figure: the mean over `seeds` when there are several",
+    "spread": "sample standard deviation over the seeds, or null",
+    "seeds": "the seeds measured, or null",
+    "per_seed": "the value of each seed (same order), or null",
+    "unit": "e.g. MSE, %, s, nats/char (empty: a plain number)",
+    "fastai": "fast.ai 2017's figure or the goal (a number or text), or null",
+    "command": "the one command that regenerates it (null only for scratch code that was not kept)",
+    "commit": "`git rev-parse HEAD` when measured; '-dirty' appended when tracked files differed from it",
+    "date": "UTC, ISO 8601",
+    "machine": "cores, loadavg [1, 5, 15 min] at the end of the measurement (or null), cpu model (or null); "
+               "loadavg_note where only words are known",
+    "note": "free text: provenance, per-run details, or null",
+}
+MACHINE_FIELDS = {"cores", "loadavg", "cpu"}
+MACHINE_OPTIONAL = {"loadavg_note"}
 
 
 def require_mirror() -> str:
@@ -39,6 +69,122 @@ def mean_spread(values: list[float]) -> str:
         return f"{values[0]:.4f} (n=1)"
     return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} "
             f"(min {min(values):.4f}, max {max(values):.4f}, n={len(values)})")
+
+
+def mean_and_spread(values: list[float], digits: int | None) -> tuple[float, float | None]:
+    """(mean, sample std) rounded to `digits` (None: whole numbers), the std None for a single value: a record's
+    value and spread."""
+    return round(statistics.mean(values), digits), (round(statistics.stdev(values), digits) if len(values) > 1
+                                                     else None)
+
+
+def benchmark_command(module: str, argv: list[str] | None) -> str:
+    """The command line that ran this benchmark (`argv` None: this process's own arguments)."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def git_commit() -> str:
+    """HEAD, with '-dirty' when tracked files differ from it (the results files themselves do not count)."""
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    return _git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
+
+
+def machine() -> dict[str, Any]:
+    """Cores, load average now (the end of a measurement) and the CPU model."""
+    cpu = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cores": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "cpu": cpu or platform.processor() or None}
+
+
+def check_record(record: dict) -> list[str]:
+    """What is wrong with a results record (empty: nothing)."""
+    missing, unknown = set(RECORD_FIELDS) - set(record), set(record) - set(RECORD_FIELDS)
+    problems = ([f"missing {sorted(missing)}"] if missing else []) + ([f"unknown keys {sorted(unknown)}"] if unknown
+                                                                      else [])
+    if missing:
+        return problems
+
+    def number(x) -> bool:  # JSON has no NaN or infinity
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    def numbers(x) -> bool:
+        return x is None or (isinstance(x, list) and bool(x) and all(number(v) for v in x))
+
+    if not (isinstance(record["figure"], str) and record["figure"].startswith(f"{record['workload']}.")):
+        problems.append("figure must be a string starting with '<workload>.'")
+    for key in ("workload", "description", "unit", "date"):
+        if not isinstance(record[key], str):
+            problems.append(f"{key} must be a string")
+    if not number(record["value"]):
+        problems.append("value must be a number")
+    if not (record["spread"] is None or number(record["spread"])):
+        problems.append("spread must be a number or null")
+    if not (numbers(record["seeds"]) and numbers(record["per_seed"])):
+        problems.append("seeds and per_seed must be non-empty lists of numbers, or null")
+    elif record["per_seed"] is not None and len(record["per_seed"]) != len(record["seeds"] or []):
+        problems.append("per_seed needs seeds, one value each")
+    if not (record["fastai"] is None or number(record["fastai"]) or isinstance(record["fastai"], str)):
+        problems.append("fastai must be a number, text or null")
+    if not (isinstance(record["command"], str) and record["command"]
+            or record["command"] is None and "scratch" in (record["note"] or "")):
+        problems.append("command must be a command line (null only for scratch code, said in the note)")
+    if not isinstance(record["commit"], str):
+        problems.append("commit must be a string")
+    try:
+        if datetime.datetime.fromisoformat(record["date"]).utcoffset() is None:
+            problems.append("date needs a UTC offset")
+    except (TypeError, ValueError):
+        problems.append("date must be ISO 8601")
+    m = record["machine"]
+    if not (isinstance(m, dict) and MACHINE_FIELDS <= set(m) <= MACHINE_FIELDS | MACHINE_OPTIONAL):
+        problems.append(f"machine must have {sorted(MACHINE_FIELDS)} (and optionally {sorted(MACHINE_OPTIONAL)})")
+    elif not (numbers(m["loadavg"]) and (m["loadavg"] is None or len(m["loadavg"]) == 3)):
+        problems.append("machine.loadavg must be [1, 5, 15 min] or null")
+    elif m["loadavg"] is None and not m.get("loadavg_note"):
+        problems.append("machine needs loadavg or loadavg_note")
+    if not (record["note"] is None or isinstance(record["note"], str)):
+        problems.append("note must be text or null")
+    return problems
+
+
+def read_results(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+def results_bytes(records: list[dict]) -> str:
+    """The file's one spelling: sorted by figure, keys sorted, 2-space indent, a final newline."""
+    return json.dumps(sorted(records, key=lambda r: r["figure"]), indent=2, sort_keys=True,
+                      ensure_ascii=False) + "\n"
+
+
+def record_result(workload: str, figure: str, value: float, *, description: str, unit: str, command: str | None,
+                  spread: float | None = None, seeds: list | None = None, per_seed: list | None = None,
+                  fastai: float | str | None = None, note: str | None = None,
+                  results_dir: Path = RESULTS_DIR) -> dict:
+    """Record one measured figure in <results_dir>/<workload>.json, replacing that figure's previous record;
+    fills in the commit, the date and the machine. Returns the record."""
+    record = {"figure": figure, "workload": workload, "description": description, "value": value,
+              "spread": spread, "seeds": seeds, "per_seed": per_seed, "unit": unit, "fastai": fastai,
+              "command": command, "commit": git_commit(),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine(), "note": note}
+    problems = check_record(record)
+    if problems:
+        raise ValueError(f"results record {figure}: {'; '.join(problems)}")
+    path = Path(results_dir) / f"{workload}.json"
+    records = [r for r in read_results(path) if r["figure"] != figure] + [record]
+    with atomic_path(path) as tmp:
+        tmp.write_text(results_bytes(records), encoding="utf-8")
+    return record
 
 
 def free_port() -> int:

@@ -20,17 +20,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ProjectCopy, mean_spread, require_mirror
+from benchmarks.common import (
+    ProjectCopy,
+    benchmark_command,
+    mean_and_spread,
+    mean_spread,
+    record_result,
+    require_mirror,
+)
 from stages.dogscats.paths import FEATURES, PHOTO_FEATURES
 
 STAGES = ["dogscats_download", "dogscats_prepare", "dogscats_features", "dogscats_train", "dogscats_evaluate",
           "dogscats_finetune"]
 ISSUE_GFLOP_224 = 15.5  # the issue's figure per 224x224 image: VGG16's multiply-adds (GMAC), not FLOPs
+FASTAI_ACCURACY = "98.95%"  # fast.ai's 5-model ensemble on 23,000 training images
+HEADS = {"dense": "dense head", "bn_inserted": "BN inserted into the trained head",
+         "bn_scratch": "BN head from scratch"}
+METRICS = {"val_accuracy": ("held-out accuracy", "%"), "val_log_loss": ("log loss (clipped as Kaggle did)", ""),
+           "flip_averaged_val_accuracy": ("held-out accuracy, prediction averaged with the mirror image's", "%")}
+
+
+def config_tag(args) -> str:
+    """The figures' id part naming what was changed from the default chain (e.g. per_class_4000.flips)."""
+    parts = [f"per_class_{args.max_per_class}" if args.max_per_class else "",
+             f"input_{args.input_size}" if args.input_size else "", "flips" if args.flips else ""]
+    return ".".join(part for part in parts if part) or "default"
 
 
 def sgemm_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
@@ -65,9 +85,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the project copy (its cached features) to inspect")
     args = parser.parse_args(argv)
     os.environ["LESSON5_MIRROR"] = str(Path(require_mirror()).resolve())  # the project copy runs elsewhere
+    command, tag = benchmark_command("benchmarks.dogscats", argv), config_tag(args)
+
+    def record(figure: str, value: float, description: str, unit: str, **fields) -> None:
+        record_result("dogscats", f"dogscats.{figure}", value, description=description, unit=unit, command=command,
+                      **fields)
 
     peak = sgemm_peak()
     print(f"sgemm peak (2048x2048 float32): numpy {peak['numpy']:.0f} GFLOP/s, TF {peak['tensorflow']:.0f} GFLOP/s")
+    for name, rate in peak.items():
+        record(f"sgemm.{name}_gflop_per_s", round(rate), f"{name} float32 matrix-multiply peak (2048x2048, best of 5)",
+               "GFLOP/s")
 
     overrides = {}
     if args.max_per_class:
@@ -82,8 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         times = {stage: project.dvc("repro", "-s", stage) for stage in STAGES}
         total = sum(times.values())
-        print(f"default chain wall time: {total:.0f} s ({total / 60:.1f} min): "
-              + ", ".join(f"{s.removeprefix('dogscats_')} {t:.0f} s" for s, t in times.items()))
+        stage_times = ", ".join(f"{s.removeprefix('dogscats_')} {t:.0f} s" for s, t in times.items())
+        print(f"default chain wall time: {total:.0f} s ({total / 60:.1f} min): " + stage_times)
+        record(f"{tag}.chain_s", round(total), "the default chain through `dvc repro`", "s", note=stage_times)
         data = project.root / "data/dogscats"
         photo_features = project.root / FEATURES / PHOTO_FEATURES  # rewritten only when the features stage runs
         report = json.loads((data / "prepared/report.json").read_text())
@@ -102,6 +131,13 @@ def main(argv: list[str] | None = None) -> None:
               f"{features['gflop_per_image']:.1f} GFLOP/image (2 per multiply-add) -> {flops:.0f} GFLOP/s = "
               f"{flops / best_peak:.0%} of the sgemm peak; counting the issue's 15.5 GFLOP per 224 image "
               f"(multiply-adds) it is {issue_rate:.0f} GFLOP/s = {issue_rate / best_peak:.0%}")
+        setting = f"{size}x{size}, batch {features['batch_size']} on {features['devices']}"
+        record(f"{tag}.features_images_per_s", round(rate, 2), "VGG16 features, steady rate", "images/s",
+               fastai="aim >= 50% of peak", note=f"{setting}; {features['seconds']:.0f} s")
+        record(f"{tag}.features_gflop_per_s", round(flops), "VGG16 features, compute rate (2 FLOP per multiply-add)",
+               "GFLOP/s", note=setting)
+        record(f"{tag}.features_share_of_peak", round(100 * flops / best_peak), "VGG16 features' compute rate / the "
+               "best sgemm peak", "%", fastai="aim >= 50% of peak", note=setting)
 
         if args.finetune:
             tuned = json.loads((data / "metrics/finetune.json").read_text())
@@ -110,9 +146,17 @@ def main(argv: list[str] | None = None) -> None:
                   f"{tuned['val_accuracy']:.4f} ({tuned['errors']} wrong of {tuned['n_valid']}), log loss "
                   f"{tuned['val_log_loss']:.4f}; {tuned['seconds']:.0f} s, {tuned['images_per_s']:.2f} images/s "
                   "(training and held-out passes together)")
+            setting = f"{n_train} training images"
+            record(f"{tag}.finetune.val_accuracy", round(100 * tuned["val_accuracy"], 2),
+                   "VGG16 block 5 + the trained head fine-tuned, held-out accuracy", "%", fastai=FASTAI_ACCURACY,
+                   note=f"{setting}; {tuned['errors']} wrong of {tuned['n_valid']}, "
+                        f"log loss {tuned['val_log_loss']:.4f}")
+            record(f"{tag}.finetune.images_per_s", round(tuned["images_per_s"], 2), "block-5 fine-tuning speed "
+                   "(training and held-out passes together)", "images/s", note=f"{setting}; {tuned['seconds']:.0f} s")
 
         trainings = [False, True] if args.flips else [False]  # dogscats.train.flips
-        per_model: dict[str, dict[str, list[float]]] = {}
+        per_model: dict[tuple[str, bool], dict[str, list[float]]] = {}  # (head, dogscats.train.flips) -> figures
+        reruns: dict[bool, list[float]] = {}  # head-only re-run seconds, by dogscats.train.flips
         for seed in range(args.seeds):
             for train_flips in trainings:
                 if seed or train_flips:
@@ -120,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                     written = photo_features.stat().st_mtime_ns
                     seconds = project.dvc("repro", "dogscats_evaluate")
                     reused = photo_features.stat().st_mtime_ns == written
+                    reruns.setdefault(train_flips, []).append(seconds)
                     print(f"seed {42 + seed}{', trained on the mirrored images too' if train_flips else ''}: "
                           f"head-only re-run {seconds:.0f} s, "
                           f"features {'reused' if reused else 'RECOMPUTED'}")
@@ -128,15 +173,30 @@ def main(argv: list[str] | None = None) -> None:
                 print("  " + ", ".join(f"{name} {m['errors']} wrong" + averaged.format(**m)
                                        for name, m in metrics.items()))
                 for name, m in metrics.items():
-                    figures = per_model.setdefault(name + (" trained on photos + mirrored" if train_flips else ""), {})
+                    figures = per_model.setdefault((name, train_flips), {})
                     for key in ("val_accuracy", "val_log_loss", "flip_averaged_val_accuracy"):
                         if key in m:
                             figures.setdefault(key, []).append(m[key])
         n_valid = next(iter(metrics.values()))["n_valid"]
-        for name, m in per_model.items():
-            print(f"{name}: val accuracy {mean_spread(m['val_accuracy'])}, log loss {mean_spread(m['val_log_loss'])}"
+        seeds = [42 + seed for seed in range(args.seeds)]
+        for (name, trained), m in per_model.items():
+            label, suffix = (f"{name} trained on photos + mirrored", ".trained_on_flips") if trained else (name, "")
+            print(f"{label}: val accuracy {mean_spread(m['val_accuracy'])}, log loss {mean_spread(m['val_log_loss'])}"
                   + (f", averaged with the mirrored image {mean_spread(m['flip_averaged_val_accuracy'])}"
                      if "flip_averaged_val_accuracy" in m else "") + f" on {n_valid} validation images")
+            for key, values in m.items():
+                what, unit = METRICS[key]
+                scale, digits = (100, 2) if unit == "%" else (1, 4)
+                mean, std = mean_and_spread([scale * v for v in values], digits)
+                record(f"{tag}.{name}{suffix}.{key}", mean, f"{HEADS.get(name, name)}, {what}"
+                       + (", trained on the photos + their mirror images" if trained else ""), unit, spread=std,
+                       seeds=seeds, per_seed=[round(scale * v, digits) for v in values],
+                       fastai=FASTAI_ACCURACY if unit == "%" else None, note=f"{n_valid} held-out images")
+        for train_flips, seconds in reruns.items():
+            record(f"{tag}{'.trained_on_flips' if train_flips else ''}.head_rerun_s", round(statistics.mean(seconds)),
+                   "head-only re-run (`dvc repro dogscats_evaluate`, features reused)"
+                   + (", heads trained on photos + mirror images" if train_flips else ""), "s",
+                   note="re-runs: " + ", ".join(f"{t:.0f} s" for t in seconds) + " (value: their mean)")
     finally:
         project.cleanup(keep=args.keep)
 

@@ -3,8 +3,9 @@
 The photos are generated (small JPEGs of 140..259 pixels a side, ~3 GB once all decoded), packed as
 kagglecatsanddogs_5340.zip lays them out, and the real `python -m stages.dogscats.prepare` runs on all of
 them (dogscats.prepare.max_per_class: null) in a throwaway copy of the project. Its peak resident set size
-(the kernel's ru_maxrss of that one process) and wall time are printed as a JSON record and appended to
-benchmarks/results/dogscats_prepare_memory.json. No data download or mirror is needed.
+(the kernel's ru_maxrss of that one process) and wall time are printed as JSON and recorded in
+benchmarks/results/dogscats.json (dogscats.prepare_<N>_photos.peak_rss and .wall_s). No data download or mirror
+is needed.
 
     python -m benchmarks.dogscats_prepare_memory                    # 25,000 photos
     python -m benchmarks.dogscats_prepare_memory --per-class 1000   # a quick look
@@ -12,7 +13,6 @@ benchmarks/results/dogscats_prepare_memory.json. No data download or mirror is n
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, ProjectCopy
+from benchmarks.common import ProjectCopy, benchmark_command, record_result
 from stages.dogscats.paths import ARCHIVE, PREPARED
 from tests.factories.dogscats import write_many_photos_zip
 
-RESULTS = REPO / "benchmarks" / "results" / "dogscats_prepare_memory.json"
 COMMAND = [sys.executable, "-m", "stages.dogscats.prepare"]
 
 
@@ -60,14 +59,6 @@ def measure(project, per_class: int) -> dict:
             "decoded_photos_mb": round(generated["decoded_bytes"] / 2**20), "report": report}
 
 
-def git_state() -> dict[str, str | bool]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    # dirty: the measured code differs from the commit's (uncommitted changes to tracked files)
-    return {"git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=12_500, help="photos per class (the release: 12,500)")
@@ -79,17 +70,21 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         project.cleanup()
     report = figures.pop("report")
-    record = {"figure": "dogscats_prepare peak RSS", "value": figures.pop("peak_rss_mb"), "unit": "MB", **figures,
-              "used": report["used"], "command": "python -m stages.dogscats.prepare (dogscats.prepare.max_per_class: "
-              "null, generated archive)", **git_state(),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "loadavg_before": [round(x, 2) for x in load_before],
-              "loadavg_after": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count()}
-    print(json.dumps(record, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    records = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    RESULTS.write_text(json.dumps([*records, record], indent=2) + "\n")
-    print(f"appended to {RESULTS.relative_to(REPO)}")
+    print(json.dumps({**figures, "used": report["used"]}, indent=2))
+    photos = figures["photos"]
+    note = (f"{photos:,} generated photos (archive {figures['archive_mb']} MB, {figures['decoded_photos_mb']:,} MB "
+            "once decoded), used: " + "; ".join(f"{split} " + ", ".join(f"{n:,} {c}" for c, n in used.items())
+                                                for split, used in report["used"].items())
+            + f"; load {load_before[0]:.2f} at the start; the stage ran with dogscats.prepare.max_per_class: null")
+    command = benchmark_command("benchmarks.dogscats_prepare_memory", argv)
+    stage = "`python -m stages.dogscats.prepare`"
+    for figure, description, value, unit, bound in (
+            ("peak_rss", f"peak RSS of {stage} on {photos:,} generated photos", figures["peak_rss_mb"], "MB",
+             "< 2 GB (the test's bound)"),
+            ("wall_s", f"wall time of {stage} on {photos:,} generated photos", figures["wall_s"], "s", None)):
+        record_result("dogscats", f"dogscats.prepare_{photos}_photos.{figure}", value, description=description,
+                      unit=unit, fastai=bound, command=command, note=note)
+    print("recorded in benchmarks/results/dogscats.json")
 
 
 if __name__ == "__main__":

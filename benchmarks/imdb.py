@@ -22,7 +22,10 @@ import time
 
 import numpy as np
 
-from benchmarks.common import throwaway_mlflow_store
+from benchmarks.common import benchmark_command, mean_and_spread, record_result, throwaway_mlflow_store
+
+LABELS = {"single": "single hidden layer", "cnn": "1-D CNN", "glove_cnn": "GloVe CNN", "multi_cnn": "multi-size CNN",
+          "lstm": "LSTM"}  # for the results records' descriptions
 
 
 def keras_tokenize(train_texts: list[str], test_texts: list[str], vocab_size: int):
@@ -50,7 +53,7 @@ def keras_tokenize(train_texts: list[str], test_texts: list[str], vocab_size: in
     return vocab, ids(train_texts), ids(test_texts)
 
 
-def bench_tokenizers(vocab_size: int, maxlen: int) -> None:
+def bench_tokenizers(vocab_size: int, maxlen: int, command: str) -> None:
     from stages.imdb.paths import ARCHIVE
     from stages.imdb.sequences import pad
     from stages.imdb.tokenize import build_vocab, encode, read_reviews, words
@@ -77,6 +80,13 @@ def bench_tokenizers(vocab_size: int, maxlen: int) -> None:
           f"(total {read_s + own_s:.1f} s); Keras TextVectorization {keras_s:.1f} s (total {read_s + keras_s:.1f} s)")
     print(f"  same vocabulary words: {same_words:.2%} (differences are ties in frequency at the cut-off); "
           f"same ids: {same_ids:.2%} of positions")
+    for figure, description, value, unit in (
+            ("read_s", "reading the 50,000 reviews", round(read_s, 1), "s"),
+            ("own_s", "tokenizing 50,000 reviews with this project's tokenizer (after reading)", round(own_s, 1), "s"),
+            ("keras_s", "the same with Keras TextVectorization (after reading)", round(keras_s, 1), "s"),
+            ("same_vocabulary", "vocabulary words the two tokenizers share", round(100 * same_words, 2), "%"),
+            ("same_ids", "token positions where the two tokenizers give the same id", round(100 * same_ids, 2), "%")):
+        record_result("imdb", f"imdb.tokenize.{figure}", value, description=description, unit=unit, command=command)
 
 
 def plain_keras_model(p, vocab_size: int, maxlen: int, glove):
@@ -127,7 +137,7 @@ def epoch_timer(seconds: list[tuple[float, float]]):
     return Timer()
 
 
-def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repeats: int) -> None:
+def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repeats: int, command: str) -> None:
     """The pipeline's train() (phases, best-epoch keeping, MLflow epoch logging) against a bare fit(), `repeats` times
     each, alternating which goes first. The cost is read from reviews per CPU-second: on this shared machine the
     process gets 1.3 to 1.8 of the 2 cores, so wall-clock rates swing (one cnn run's 8 epochs: 524-764 reviews/s
@@ -189,6 +199,17 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
                   f"   pipeline cost {plain_cpu / cpu - 1:+.1%} CPU ({plain_wall / wall - 1:+.1%} wall); its epoch-end "
                   f"callbacks {epoch_end * 1000:.0f} ms = {epoch_end / epoch_seconds:.2%} of a {epoch_seconds:.1f} s epoch",
                   flush=True)
+            setting = (f"second of 2 epochs on {n_reviews:,} reviews, median of {repeats} alternated runs: pipeline "
+                       f"{wall:,.0f} reviews/s wall, {cpu:,.0f} per CPU-second; plain Keras {plain_wall:,.0f} | "
+                       f"{plain_cpu:,.0f}; wall cost {plain_wall / wall - 1:+.1%}")
+            record_result("imdb", f"imdb.{name}.pipeline_cpu_cost", round(100 * (plain_cpu / cpu - 1), 1),
+                          description=f"CPU cost of the pipeline's train() over a plain Keras script, {name} (median "
+                          "reviews per CPU-second)", unit="%", fastai="< 5% (goal)", command=command, note=setting)
+            record_result("imdb", f"imdb.{name}.epoch_end_share", round(100 * epoch_end / epoch_seconds, 2),
+                          description="the pipeline's epoch-end callbacks (phase log, best-weights copy, MLflow "
+                          f"metrics) timed directly, share of a {name} epoch", unit="%", fastai="< 5% (goal)",
+                          command=command, note=f"{epoch_end * 1000:.0f} ms of a {epoch_seconds:.1f} s epoch on "
+                          f"{n_reviews:,} reviews")
 
 
 def ensemble_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, size: int) -> list[float]:
@@ -200,7 +221,8 @@ def ensemble_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, siz
             for start in range(0, len(probabilities) - size + 1, size)]
 
 
-def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemble: int = 1) -> None:
+def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], command: str, fastai: dict[str, float],
+                  ensemble: int = 1) -> None:
     import keras
 
     from stages.common.cli import StageError
@@ -215,7 +237,7 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemb
           f"{seeds} (honest: epoch chosen on the validation split, test evaluated once):")
     for name, p in models.items():
         train_data, valid_data, test = (load_arrays(split=s, maxlen=p.maxlen) for s in ("train", "valid", "test"))
-        honest, fastai_protocol, times, probabilities = [], [], [], []
+        honest, fastai_protocol, times, probabilities, learned = [], [], [], [], []
         for seed in seeds:
             per_epoch = []
 
@@ -235,6 +257,7 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemb
                 print(f"  {name} seed {seed}: left out: {err}", flush=True)
                 continue
             times.append(time.perf_counter() - started)
+            learned.append(seed)
             probabilities.append(model.predict(test[0], batch_size=512, verbose=0).reshape(-1))
             honest.append(evaluate(probabilities[-1], test[1].astype(int))[0]["test_accuracy"])
             fastai_protocol.append(max(per_epoch))
@@ -246,11 +269,29 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], ensemb
         print(f"  {name:>10}: {statistics.mean(honest):.2%} +- {spread(honest):.2%} honest | "
               f"{statistics.mean(fastai_protocol):.2%} +- {spread(fastai_protocol):.2%} fast.ai protocol "
               f"(best epoch on test) | {statistics.mean(times):.0f} s per run incl. per-epoch test passes")
+        left_out = f"; left out (did not learn): seeds {sorted(set(seeds) - set(learned))}" if learned != seeds else ""
+        label, fastai_figure = LABELS.get(name, name), round(100 * fastai[name], 2) if name in fastai else None
+        for figure, values, what in (
+                ("test_accuracy", honest, "test accuracy (epoch chosen on validation)"),
+                ("test_accuracy_fastai_protocol", fastai_protocol,
+                 "fast.ai's protocol (best epoch on the test set; reported, never used to choose)")):
+            mean, std = mean_and_spread([100 * a for a in values], 2)
+            record_result("imdb", f"imdb.{name}.{figure}", mean, description=f"{label} {what}", unit="%",
+                          spread=std, seeds=learned, per_seed=[round(100 * a, 2) for a in values],
+                          fastai=fastai_figure, command=command,
+                          note=f"{statistics.mean(times):.0f} s per run incl. per-epoch test passes{left_out}")
         if 1 < ensemble <= len(probabilities):
             ensembles = ensemble_accuracies(probabilities, test[1], ensemble)
             print(f"  {name:>10}: ensembles of {ensemble} (mean probability of consecutive seeds; not a single model): "
                   f"{' '.join(f'{a:.4f}' for a in ensembles)} -> {statistics.mean(ensembles):.2%} +- "
                   f"{spread(ensembles):.2%}", flush=True)
+            mean, std = mean_and_spread([100 * a for a in ensembles], 2)
+            record_result("imdb", f"imdb.{name}.ensemble{ensemble}.test_accuracy", mean,
+                          description=f"ensembles of {ensemble} {label} models (mean probability of consecutive "
+                          "seeds; not a single model)", unit="%", spread=std,
+                          seeds=learned[:len(ensembles) * ensemble], per_seed=None,
+                          fastai=fastai_figure, command=command,
+                          note="ensembles: " + " / ".join(f"{100 * a:.2f}%" for a in ensembles))
 
 
 def selected(models: dict, spec: str) -> dict:
@@ -279,17 +320,19 @@ def main(argv: list[str] | None = None) -> None:
     from stages.imdb import params as imdb_params
 
     p = imdb_params.load()
+    command = benchmark_command("benchmarks.imdb", argv)
     started = time.perf_counter()
     if not args.skip_tokenize:
-        bench_tokenizers(p.tokenize.vocab_size, p.tokenize.maxlen)
+        bench_tokenizers(p.tokenize.vocab_size, p.tokenize.maxlen, command)
     glove = load_npy(EMBEDDING)
     timed = selected(p.models, args.throughput_models)
     if args.throughput_reviews and timed:
-        bench_throughput(timed, p.tokenize.vocab_size, glove, args.throughput_reviews, args.repeats)
+        bench_throughput(timed, p.tokenize.vocab_size, glove, args.throughput_reviews, args.repeats, command)
     quality = selected(p.models, args.quality_models)
     if quality:
         bench_quality(quality, p.tokenize.vocab_size, glove, [next(iter(quality.values())).seed + i
-                                                              for i in range(args.seeds)], args.ensemble)
+                                                              for i in range(args.seeds)], command,
+                      p.fastai_test_accuracy, args.ensemble)
     print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
 
 

@@ -8,10 +8,22 @@ import argparse
 import tempfile
 import time
 
-from benchmarks.common import ProjectCopy, mean_spread, require_mirror, throwaway_mlflow_store
+from benchmarks.common import (
+    ProjectCopy,
+    benchmark_command,
+    mean_and_spread,
+    mean_spread,
+    record_result,
+    require_mirror,
+    throwaway_mlflow_store,
+)
 from stages.common.download import TrustRecord, fetch_and_extract
 from stages.movielens import baselines, data, prepare, train
 from stages.movielens import params as movielens_params
+
+FASTAI_VAL_MSE = {"bias": "0.7979 (aim <= 0.77)", "nn": "<= 0.80 (goal)"}
+DESCRIPTIONS = {"global_mean": "baseline: the training mean rating", "movie_mean": "baseline: each movie's training "
+                "mean rating", "dot": "dot product", "bias": "dot + biases (the headline model)", "nn": "neural net"}
 
 
 def load_real(p) -> tuple:
@@ -20,7 +32,7 @@ def load_real(p) -> tuple:
     return data.read_ratings(raw, p.dataset), data.read_movies(raw, p.dataset)
 
 
-def quality(p, ratings, movies, seeds: list[int]) -> None:
+def quality(p, ratings, movies, seeds: list[int], command: str) -> None:
     results: dict[str, list[float]] = {}
     for seed in seeds:
         encoded, users, table, _ = prepare.prepare(ratings, movies, p.prepare.valid_fraction, seed)
@@ -34,9 +46,16 @@ def quality(p, ratings, movies, seeds: list[int]) -> None:
     for name, values in results.items():
         rmse = [v ** 0.5 for v in values]
         print(f"  {name:<12} MSE {mean_spread(values)}   RMSE {mean_spread(rmse)}")
+        for metric, unit, figures in (("val_mse", "MSE", values), ("val_rmse", "RMSE", rmse)):
+            mean, spread = mean_and_spread(figures, 4)
+            record_result("movielens", f"movielens.{name}.{metric}", mean,
+                          description=f"{DESCRIPTIONS.get(name, name)}, validation {unit}", unit=unit,
+                          spread=spread, seeds=seeds, per_seed=[round(v, 4) for v in figures],
+                          fastai=FASTAI_VAL_MSE.get(name) if metric == "val_mse" else None, command=command,
+                          note="split and initialisation seeded together")
 
 
-def throughput(p, ratings, movies, name: str = "bias", epochs: int = 3) -> None:
+def throughput(p, ratings, movies, command: str, name: str = "bias", epochs: int = 3) -> None:
     """ratings/s of the pipeline's train() (schedule, early stopping, MLflow epoch logging) vs a bare fit()."""
     import keras
 
@@ -57,9 +76,18 @@ def throughput(p, ratings, movies, name: str = "bias", epochs: int = 3) -> None:
         _, _, pipeline_rate = train.train(encoded, len(users), len(table), mp, [run.keras_callback()])
     print(f"\nTraining throughput ({name}, {epochs} epochs, batch {mp.batch_size}): plain Keras {plain_rate:,.0f} "
           f"ratings/s, pipeline {pipeline_rate:,.0f} ratings/s, pipeline/plain = {pipeline_rate / plain_rate:.3f}")
+    setting = f"{epochs} epochs, batch {mp.batch_size}"
+    for figure, description, value, unit in (
+            ("plain_keras_ratings_per_s", "training throughput of a bare Keras fit()", round(plain_rate), "ratings/s"),
+            ("pipeline_ratings_per_s", "training throughput of the pipeline's train() (schedule, early stopping, "
+             "MLflow per-epoch logging)", round(pipeline_rate), "ratings/s"),
+            ("pipeline_over_plain", "pipeline train() throughput / bare Keras fit() throughput",
+             round(pipeline_rate / plain_rate, 3), "")):
+        record_result("movielens", f"movielens.{name}.{figure}", value, description=f"{description}, {name} model",
+                      unit=unit, command=command, note=setting)
 
 
-def chain_wall_time() -> None:
+def chain_wall_time(command: str) -> None:
     project = ProjectCopy()
     try:
         full = project.dvc("repro", "movielens_analyze", "movielens_evaluate", "movielens_baselines")
@@ -69,6 +97,12 @@ def chain_wall_time() -> None:
         project.cleanup()
     print(f"\nWhole MovieLens chain with `dvc repro` (download from the mirror .. analyze): {full:.1f}s wall")
     print(f"No-op `dvc repro` of the chain: {noop:.1f}s; no-op Prefect flow (fresh ephemeral server): {flow_noop:.1f}s")
+    for figure, description, seconds, goal in (
+            ("repro_s", "the whole MovieLens chain with `dvc repro` (mirror copy .. analyze, 3 models)", full, None),
+            ("noop_repro_s", "no-op `dvc repro` of the MovieLens chain", noop, "< 5 s (goal)"),
+            ("noop_flow_s", "no-op Prefect flow over the MovieLens chain (fresh ephemeral server)", flow_noop, None)):
+        record_result("movielens", f"movielens.chain.{figure}", round(seconds, 1), description=description, unit="s",
+                      fastai=goal, command=command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,10 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     ratings, movies = load_real(p)
     print(f"MovieLens {p.dataset}: {len(ratings):,} ratings, {ratings['userId'].nunique():,} users, "
           f"{ratings['movieId'].nunique():,} movies")
-    quality(p, ratings, movies, args.seeds)
-    throughput(p, ratings, movies)
+    command = benchmark_command("benchmarks.movielens", argv)
+    quality(p, ratings, movies, args.seeds, command)
+    throughput(p, ratings, movies, command)
     if not args.skip_chain:
-        chain_wall_time()
+        chain_wall_time(command)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 
 import mlflow
 
-from benchmarks.common import ProjectCopy, local_prefect_server, require_mirror
+from benchmarks.common import ProjectCopy, benchmark_command, local_prefect_server, record_result, require_mirror
 
 # Prefect's own floor: a process that runs a flow doing nothing
 EMPTY_FLOW = "from prefect import flow; flow(name='empty')(lambda: None)()"
@@ -29,11 +29,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--noop-in", metavar="COPY", help="only time the no-change runs, in a copy kept by --keep")
     args = parser.parse_args(argv)
     require_mirror()
+    command = benchmark_command("benchmarks.orchestration", argv)
+    # figures of some stages only get ids of their own: orchestration.full_run.targets_<stage>_<stage>.wall_s
+    scope, part = ((f"stages {', '.join(args.targets)} and their upstream", ".targets_" + "_".join(args.targets))
+                   if args.targets else ("the whole graph", ""))
     project = ProjectCopy(existing=args.noop_in)
     try:
         if not args.noop_in:
             full = project.flow(*args.targets, quiet=False)
-            full_run_report(project, full)
+            full_run_report(project, full, command, scope, part)
         noop_flows = [project.flow(*args.targets) for _ in range(2)]
         empty_flow = project.run(sys.executable, "-c", EMPTY_FLOW)
         with local_prefect_server(project.env, project.root) as api:
@@ -50,9 +54,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"No-change flow run against a running local Prefect server (PREFECT_API_URL): {noop_served:.1f}s "
           f"(an empty Prefect flow: {empty_flow_served:.1f}s)")
     print(f"No-op `dvc repro`: {noop_dvc:.1f}s")
+    for figure, description, seconds, goal, note in (
+            ("flow_ephemeral_s", "no-change flow with the ephemeral Prefect server a bare `python -m pipelines.flow` "
+             "starts", sum(noop_flows) / len(noop_flows), "< 20 s (goal)",
+             "runs: " + ", ".join(f"{t:.1f} s" for t in noop_flows) + " (value: their mean)"),
+            ("empty_flow_ephemeral_s", "an empty Prefect flow with its own ephemeral server", empty_flow, None, None),
+            ("flow_served_s", "no-change flow against a running Prefect server (`PREFECT_API_URL`)", noop_served,
+             "< 20 s (goal)", None),
+            ("empty_flow_served_s", "an empty Prefect flow against the same server (Prefect's floor)",
+             empty_flow_served, None, None),
+            ("dvc_repro_s", "no-op `dvc repro`", noop_dvc, "< 5 s (goal)", None)):
+        record_result("orchestration", f"orchestration.noop{part}.{figure}", round(seconds, 1),
+                      description=f"{description}, {scope}", unit="s", fastai=goal, command=command, note=note)
 
 
-def full_run_report(project: ProjectCopy, full: float) -> None:
+def full_run_report(project: ProjectCopy, full: float, command: str, scope: str, part: str) -> None:
     """Print the full run's metrics and its wall time against the time its stages took."""
     metrics = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=project.root,
                              env=project.env, capture_output=True, text=True).stdout
@@ -69,6 +85,14 @@ def full_run_report(project: ProjectCopy, full: float) -> None:
     print("Per-branch stage time (s): " + json.dumps({k: round(v, 1) for k, v in branches.items()}))
     print(f"Full flow wall time {full:.0f}s vs sum of its stages {total:.0f}s "
           f"(parallel speed-up {total / full:.2f}x on this machine)", flush=True)
+    per_branch = "per branch: " + ", ".join(f"{k} {v:,.0f} s" for k, v in branches.items())
+    goal = None if part else "about an hour (goal)"  # for the whole graph
+    for figure, description, value, unit, fastai, note in (
+            ("wall_s", f"the flow over {scope} with the params in params.yaml", round(full), "s", goal, per_branch),
+            ("stage_seconds_sum", "the same run's stage times summed", round(total), "s", None, None),
+            ("parallel_speedup", "summed stage time / flow wall time", round(total / full, 2), "x", None, None)):
+        record_result("orchestration", f"orchestration.full_run{part}.{figure}", value, description=description,
+                      unit=unit, fastai=fastai, command=command, note=note)
 
 
 def _stage_seconds(summary: str) -> dict[str, float]:

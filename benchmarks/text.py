@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import mean_spread, require_mirror
+from benchmarks.common import benchmark_command, mean_and_spread, mean_spread, record_result, require_mirror
 from stages.common.download import fetch
 from stages.text import params as text_params
 from stages.text.evaluate import validation_loss
@@ -22,6 +22,7 @@ from stages.text.prepare import prepare
 from stages.text.train import train
 
 FASTAI_TRAIN_LOSS = 1.22  # fast.ai's char LSTM (2x512, GPU): training loss, not validation
+GOAL_VAL_LOSS = "<= 1.40 (goal); fast.ai: training loss 1.22 (2x512, GPU)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args(argv)
     require_mirror()
+    command = benchmark_command("benchmarks.text", argv)
     p = text_params.load()
     names = args.models or list(p.models)
     unknown = [n for n in names if n not in p.models]
@@ -68,6 +70,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:<12} val loss {mean_spread(losses)} nats/{unit[:-1]}; perplexity "
               f"{math.exp(sum(losses) / len(losses)):.2f}; training loss {mean_spread(train_losses)}; "
               f"{sum(speeds) / len(speeds):,.0f} {unit}/s; {sum(minutes) / len(minutes):.1f} min of training")
+        for figure, values, what, figure_unit, digits, goal in (
+                ("val_loss", losses, "validation loss on the held-out 10%", f"nats/{unit[:-1]}", 4,
+                 GOAL_VAL_LOSS if name == "char_lstm" else None),
+                ("train_loss", train_losses, "final training loss", f"nats/{unit[:-1]}", 4,
+                 FASTAI_TRAIN_LOSS if name == "char_lstm" else None),
+                ("tokens_per_s", speeds, "training throughput", f"{unit}/s", None, None),
+                ("train_minutes", minutes, "minutes of training", "min", 1, None)):
+            mean, std = mean_and_spread(values, digits)
+            record_result("text", f"text.{name}.{figure}", mean, description=f"{name} {what}", unit=figure_unit,
+                          spread=std, seeds=args.seeds, per_seed=[round(v, digits) for v in values], fastai=goal,
+                          command=command, note=f"perplexity {math.exp(sum(losses) / len(losses)):.2f}"
+                          if figure == "val_loss" else None)
         if name == "char_lstm":
             mean = sum(train_losses) / len(train_losses)
             print(f"  char_lstm final training loss {mean:.4f} vs fast.ai's {FASTAI_TRAIN_LOSS} (2x512 LSTM on a GPU); "
