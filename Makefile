@@ -4,13 +4,9 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 # Stage commands in dvc.yaml call `python`: the venv's must come first on PATH.
 export PATH := $(BIN):$(PATH)
-export DVC_NO_ANALYTICS := 1
-export DO_NOT_TRACK := true
-export MLFLOW_DISABLE_TELEMETRY := true
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Tools run with the project's environment defaults (telemetry off, quiet logs: stages/common/environment.py)
+WITH_DEFAULTS := $(BIN)/python -m stages.common.environment
 
 # TensorFlow build: cpu by default, `make install GPU=1` for tensorflow[and-cuda] (exclusive extras in uv.lock)
 TF_BUILD := $(if $(GPU),gpu,cpu)
@@ -37,7 +33,7 @@ test: install
 	$(BIN)/python -m pytest
 
 ui: install
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+	$(WITH_DEFAULTS) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 bench: install
 	$(BIN)/python -m benchmarks.run
@@ -49,7 +45,7 @@ docs: install
 # DVC's default plots page loads Vega from a CDN; this one inlines it so plots render offline too.
 VEGA := .cache/vega
 plots: install $(VEGA)/template.html
-	$(BIN)/dvc plots show --html-template $(VEGA)/template.html -o dvc_plots
+	$(WITH_DEFAULTS) dvc plots show --html-template $(VEGA)/template.html -o dvc_plots
 	@echo "open dvc_plots/index.html"
 
 $(VEGA)/template.html: scripts/offline_plots_template.py

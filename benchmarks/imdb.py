@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import time
 
@@ -304,7 +303,6 @@ def selected(models: dict, spec: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--ensemble", type=int, default=1, help="also score ensembles of this many consecutive seeds")

@@ -16,14 +16,12 @@ import pytest
 import yaml
 
 from benchmarks.common import copy_project, set_nested
+from stages.common import environment
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+environment.apply_defaults()
 os.environ.pop("LESSON5_MIRROR", None)  # tests use generated data only
 
 

@@ -1,15 +1,20 @@
 """The locked environment: the two TensorFlow builds resolve apart, and the DVC runner refuses a DVC whose
-internals it does not know. (`make install` runs `uv sync --locked`, which fails when pyproject.toml and
+internals it does not know. The process environment: defaults in one place, native noise kept out of the terminal. (`make install` runs `uv sync --locked`, which fails when pyproject.toml and
 uv.lock disagree.)"""
 from __future__ import annotations
 
+import os
+import select
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from pipelines.dvc_runner import DvcInternalsError, DvcRunner, check_dvc_internals
+from stages.common import environment
 from tests.conftest import REPO
 
 UV = Path(sys.executable).parent / "uv"
@@ -45,3 +50,36 @@ def test_a_dvc_whose_internals_changed_is_refused_naming_each_missing_one(monkey
     message = str(err.value)
     assert "dvc.repo.Repo._reset" in message and "dvc.dvcfile.ProjectFile.dump(update_pipeline)" in message
     assert "make install" in message and "dvc repro" in message
+
+
+def test_a_stage_process_keeps_tensorflows_import_noise_out_of_the_terminal_and_its_errors_in(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    noisy = subprocess.run([sys.executable, "-c", "import tensorflow"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert any(environment.HARMLESS.match(line) for line in noisy.stderr.splitlines())  # the noise is real
+    stage = subprocess.run([sys.executable, "-m", "stages.movielens.evaluate", "bias"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert stage.returncode == 1
+    lines = stage.stderr.splitlines()
+    assert not any(environment.HARMLESS.match(line) for line in lines), stage.stderr
+    assert lines[-1].startswith("error: data/movielens/models/bias.keras: no such model")  # the stage's own error
+
+
+def test_the_filter_passes_progress_redraws_at_once_and_drops_only_whole_harmless_lines():
+    read_end, write_end = os.pipe()
+    out_read, out_write = os.pipe()
+    forwarder = threading.Thread(target=environment._forward, args=(read_end, out_write))
+    forwarder.start()
+
+    def written(data: bytes) -> bytes:
+        os.write(write_end, data)
+        time.sleep(0.2)
+        return os.read(out_read, 65536) if select.select([out_read], [], [], 1)[0] else b""
+
+    assert written(b"\r 10%|#   | 1/10") == b"\r 10%|#   | 1/10"  # a bar redrawn without a newline: shown now
+    assert written(b"I0000 00:00:1795901358.684509   28958 port.cc:153] oneDNN custom ") == b""  # held, judged whole
+    assert written(b"operations are on. You may see slightly different numerical results\nEpoch 1/2\n") == b"Epoch 1/2\n"
+    assert written(b"I0000 00:00:1.2   7 other.cc:1] something else\n") == b"I0000 00:00:1.2   7 other.cc:1] something else\n"
+    os.close(write_end)
+    forwarder.join(timeout=5)
+    assert not forwarder.is_alive()

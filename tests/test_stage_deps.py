@@ -2,80 +2,21 @@
 command imports, directly or through other modules, and no other; derived here from the code itself."""
 from __future__ import annotations
 
-import ast
 import json
 import re
-from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipelines.stage_deps import command_module, differences, import_closure, stage_definitions
 from tests.conftest import REPO, clone_project
 from tests.factories.movielens import CHAIN
 
-PACKAGES = ("stages", "pipelines")
-
-
-def module_file(name: str, root: Path = REPO) -> Path | None:
-    path = root.joinpath(*name.split("."))
-    if path.with_suffix(".py").is_file():
-        return path.with_suffix(".py")
-    if (path / "__init__.py").is_file():
-        return path / "__init__.py"
-    return None
-
-
-@cache
-def imported_names(path: Path) -> frozenset[str]:
-    """Project modules (and names inside them) a file imports anywhere, function bodies included: those run too."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return frozenset(n for n in names if n.split(".")[0] in PACKAGES)
-
-
-def import_closure(module: str, root: Path = REPO) -> set[str]:
-    """Repo-relative paths of every project file that running `python -m module` executes: the module, what it
-    imports transitively, and the packages' non-empty __init__.py files on the way."""
-    seen: set[Path] = set()
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages run their __init__
-        path = module_file(name, root)
-        if path is None or path in seen:
-            continue  # a name defined inside a module, not a module
-        seen.add(path)
-        todo.extend(imported_names(path))
-    return {str(p.relative_to(root)) for p in seen if p.name != "__init__.py" or p.read_text().strip()}
-
-
-def stage_definitions(root: Path = REPO) -> dict[str, dict]:
-    """dvc.yaml's stages as written (a foreach stage once: its deps are the same for every item)."""
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    return {name: stage.get("do", stage) for name, stage in stages.items()}
-
-
-def command_module(cmd: str) -> str:
-    match = re.match(r"python -m ([\w.]+)", cmd)
-    assert match, f"stage command `{cmd}` is not `python -m <module> ...`"
-    return match.group(1)
-
-
 def test_every_stage_depends_on_exactly_the_modules_its_command_imports():
-    problems = []
-    for name, stage in stage_definitions().items():
-        needed = import_closure(command_module(stage["cmd"]))
-        listed = {dep for dep in stage.get("deps", []) if dep.endswith(".py")}
-        problems += [f"{name}: missing dep {path} (imported by its command)" for path in sorted(needed - listed)]
-        problems += [f"{name}: dep {path} is not imported by its command" for path in sorted(listed - needed)]
-    assert not problems, "dvc.yaml deps out of step with the code:\n  " + "\n  ".join(problems)
+    problems = differences()
+    assert not problems, ("dvc.yaml deps out of step with the code (`python -m pipelines.stage_deps --write` fixes "
+                          "them):\n  " + "\n  ".join(problems))
 
 
 def test_the_closure_follows_imports_inside_functions_and_through_packages(tmp_path):

@@ -1,19 +1,22 @@
-"""The thin CLI around every stage: known failures print one clear message, not a traceback."""
+"""The thin CLI around every stage: known failures print one clear message, not a traceback.
+
+Every stage module imports this one before anything heavy (TensorFlow), so importing it sets the process's
+environment defaults, and in a stage process (`python -m stages....`) filters native libraries' harmless noise."""
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 
-# Quiet, offline-friendly defaults for every stage process (users may override them).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
+from stages.common import environment
+
+environment.apply_defaults()
+if getattr(sys.modules["__main__"].__spec__, "name", "").startswith("stages."):
+    environment.filter_native_noise()
 
 
 class StageError(RuntimeError):
     """A failure the user can fix; its message says what, where and how. The params, download and archive
-    errors derive from it, so this module imports nothing else from the project (stages depend on it alone)."""
+    errors derive from it, so this module imports nothing else from the project but the environment."""
 
 
 def run_stage(main: Callable[..., object], *args) -> None:

@@ -127,6 +127,9 @@ def save_keras(path: str | os.PathLike, model) -> None:
 
 
 def load_keras(path: str | os.PathLike):
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such model; reproduce the stage that trains it first (`dvc repro` "
+                                "or `python -m pipelines.flow` with this stage as the target)")
     import keras
     # safe_mode refuses models that carry executable code (Lambda bytecode)
     return keras.models.load_model(path, safe_mode=True)

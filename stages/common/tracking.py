@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from stages.common import environment
+
 log = logging.getLogger("lesson5.tracking")
 PARENT_RUN_ENV = "LESSON5_PARENT_RUN_ID"
 FLOW_RUN_ENV = "LESSON5_FLOW_RUN_ID"
@@ -137,11 +139,7 @@ class StageRun:
 
 
 def _configure_mlflow() -> None:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # MLflow's own defaults (7 retries, backoff x2, 120 s timeout) stall a stage for minutes on a dead server
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    environment.apply_defaults()  # MLflow reads its retry and telemetry settings on import
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
