@@ -13,6 +13,7 @@ from pipelines.stage_deps import command_module, differences, import_closure, st
 from tests.conftest import REPO, clone_project
 from tests.factories.movielens import CHAIN
 
+
 def test_every_stage_depends_on_exactly_the_modules_its_command_imports():
     problems = differences()
     assert not problems, ("dvc.yaml deps out of step with the code (`python -m pipelines.stage_deps --write` fixes "
