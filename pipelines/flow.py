@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import sys
 import threading
 import time
@@ -36,7 +35,8 @@ class PipelineParams(Schema):
 class StageResult:
     stage: str
     status: str  # ran | skipped | restored | failed | blocked
-    seconds: float = 0.0
+    seconds: float = 0.0  # running (or checking) the stage, not waiting for a slot
+    waited: float = 0.0  # waiting for a free slot (pipeline.max_parallel)
     error: str = ""
 
 
@@ -45,17 +45,15 @@ class StageFailed(RuntimeError):
 
 
 @task(cache_policy=NO_CACHE)
-def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slots: threading.Semaphore) -> str:
-    """One DVC stage: skipped if up to date, restored from the run-cache, or its command run in a free slot."""
+def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slots: threading.Semaphore) -> dict:
+    """One DVC stage: skipped if up to date, restored from the run-cache, or its command run in a free slot.
+    Returns its outcome and the seconds it waited for a slot and ran."""
     logger = get_run_logger()
+    started = time.perf_counter()
     outcome = runner.prepare(info.name)
-    if outcome == "skipped":
-        logger.info("%s is up to date: skipped", info.name)
-        return outcome
-    if outcome == "restored":
-        logger.info("%s restored from DVC's run-cache", info.name)
-        return outcome
-    logger.info("%s: running `%s`", info.name, info.cmd)
+    if outcome != "run":
+        logger.info("%s: %s", info.name, "up to date" if outcome == "skipped" else "restored from the run-cache")
+        return {"status": outcome, "waited": 0.0, "seconds": time.perf_counter() - started}
 
     def echo(line: str) -> None:
         sys.stderr.write(f"[{info.name}] {line}\n")
@@ -64,6 +62,8 @@ def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slo
     if not slots.acquire(blocking=False):
         logger.info("%s waits for a free slot (pipeline.max_parallel)", info.name)
         slots.acquire()
+    waited = time.perf_counter() - started
+    logger.info("%s: running `%s`", info.name, info.cmd)
     try:
         code, tail = runner.run_command(info, env, echo)
     finally:
@@ -72,7 +72,7 @@ def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slo
         raise StageFailed(f"`{info.cmd}` exited with {code}:\n{tail}")
     runner.record(info.name)
     logger.info("%s finished and recorded in dvc.lock", info.name)
-    return "ran"
+    return {"status": "ran", "waited": waited, "seconds": time.perf_counter() - started - waited}
 
 
 def _retry_options(info: StageInfo, retries: int) -> dict:
@@ -83,47 +83,38 @@ def _retry_options(info: StageInfo, retries: int) -> dict:
 
 def schedule(runner: DvcRunner, stages: dict[str, StageInfo], params: PipelineParams,
              env: dict[str, str]) -> list[StageResult]:
-    """Submit each stage once its upstream finished, never below a failure. At most `max_parallel` stage
-    commands run at once; up-to-date checks don't take a slot, so a no-change run is not throttled.
-    Waits on task completions (no polling, which cost a busy flow process CPU the stages need)."""
-    results: dict[str, StageResult] = {}
-    running: dict[str, tuple] = {}
-    finished: queue.Queue[str] = queue.Queue()
-    waiting = dict(stages)  # in dependency order, so one pass sees every upstream result first
+    """Every stage submitted at once, each waiting for its upstream stages (Prefect's `wait_for`, which also draws
+    the DVC graph in Prefect's UI): a failure leaves only its downstream stages not run. At most `max_parallel`
+    stage commands run at once (a semaphore inside the task), so up-to-date checks are never throttled. Prefect's
+    thread pool is unbounded by default: a stage waiting for its upstream never holds back another."""
     slots = threading.Semaphore(params.max_parallel)
-    while waiting or running:
-        for name, info in list(waiting.items()):
-            upstream = [results.get(u) for u in info.upstream if u in stages]
-            bad = next((r.stage for r in upstream if r is not None and r.status in ("failed", "blocked")), None)
-            if bad:
-                results[name] = StageResult(name, "blocked", error=f"upstream stage {bad} did not finish")
-                del waiting[name]
-            elif all(r is not None for r in upstream):
-                task_run = reproduce_stage.with_options(name=name, task_run_name=name,
-                                                        **_retry_options(info, params.download_retries))
-                future = task_run.submit(runner, info, env, slots)
-                future.add_done_callback(lambda _, name=name: finished.put(name))
-                running[name] = (future, time.perf_counter())
-                del waiting[name]
-        if not running:
-            continue
-        name = finished.get()
-        future, started = running.pop(name)
-        seconds = time.perf_counter() - started
-        future.wait()  # takes the final state from the finished thread (the API may not have recorded it yet)
-        if future.state.is_completed():
-            results[name] = StageResult(name, future.result(), seconds)
+    futures = {}
+    for name, info in stages.items():  # dependency order: every upstream future exists already
+        task_run = reproduce_stage.with_options(name=name, task_run_name=name,
+                                                **_retry_options(info, params.download_retries))
+        futures[name] = task_run.submit(runner, info, env, slots,
+                                        wait_for=[futures[u] for u in info.upstream if u in futures])
+    results = []
+    for name, future in futures.items():
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            results.append(StageResult(name, **future.result()))
+        elif state.is_pending():  # NotReady: an upstream task run did not complete
+            upstream = next(u for u in stages[name].upstream if u in futures and not futures[u].state.is_completed())
+            results.append(StageResult(name, "blocked", error=f"upstream stage {upstream} did not finish"))
         else:
-            error = future.result(raise_on_failure=False)
-            results[name] = StageResult(name, "failed", seconds, str(error).strip()[-2000:])
-    return [results[name] for name in stages]
+            error = str(future.result(raise_on_failure=False)).strip()
+            results.append(StageResult(name, "failed", error=error[-2000:]))
+    return results
 
 
 def format_summary(results: list[StageResult], wall: float) -> str:
     counts = {s: sum(r.status == s for r in results) for s in ("ran", "restored", "skipped", "failed", "blocked")}
     lines = [f"pipeline finished in {wall:.1f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
     for r in results:
-        lines.append(f"  {r.status:<9} {r.stage:<32} {r.seconds:8.1f}s")
+        waited = f"  (waited {r.waited:.1f}s for a slot)" if r.waited >= 0.1 else ""
+        lines.append(f"  {r.status:<9} {r.stage:<32} {r.seconds:8.1f}s{waited}")
         if r.error:
             lines.extend(f"      {line}" for line in r.error.splitlines()[-8:])
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks.common import copy_project, set_nested
+from benchmarks.common import copy_project, local_prefect_server, set_nested
 from stages.common import environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,3 +164,13 @@ def movielens_chain(tmp_path_factory) -> Project:
     proj.dvc("repro", *TARGETS)
     yield proj
     server.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> str:
+    """One real `prefect server start` (loopback, SQLite) for the whole session; flows, deployments and workers
+    of every test talk to it through PREFECT_API_URL instead of each starting a server of its own."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false"}
+    with local_prefect_server(env, home) as api:
+        yield api

@@ -1,0 +1,115 @@
+"""Contract of the DVC runner behind the flow, on a toy dvc.yaml of shell stages: the graph as DVC reads it,
+up-to-date checks, dvc.lock entries `dvc status` agrees with, the run-cache, DVC's repo lock, and streamed output.
+Fast: no Prefect, no TensorFlow."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from pipelines.dvc_runner import DvcRunner, StageInfo, python_env
+from tests.factories.toy import CHAIN, toy_project, write_file_stage
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # DVC names stages relative to the current folder: the flow runs from the repo root
+
+
+def dvc(root, *args, check=True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, check=check)
+
+
+def reproduce(runner: DvcRunner, name: str) -> str:
+    """What the flow's task does for one stage, in order."""
+    outcome = runner.prepare(name)
+    if outcome == "run":
+        code, tail = runner.run_command(runner.stages([name])[name], python_env(), lambda line: None)
+        assert code == 0, tail
+        runner.record(name)
+    return outcome
+
+
+def test_the_graph_is_dvc_yamls_in_dependency_order_and_targets_take_their_upstream(tmp_path):
+    runner = DvcRunner(toy_project(tmp_path, CHAIN))
+    stages = runner.stages()
+    assert list(stages).index("first") < list(stages).index("second") < list(stages).index("third")
+    assert stages["third"].upstream == ("second",) and stages["apart"].upstream == ()
+    assert list(runner.stages(["second"])) == ["first", "second"]
+    with pytest.raises(ValueError, match="no stage 'nope' in dvc.yaml"):
+        runner.stages(["nope"])
+
+
+def test_a_stage_runs_once_is_recorded_as_dvc_would_and_is_then_up_to_date(tmp_path):
+    root = toy_project(tmp_path, CHAIN)
+    runner = DvcRunner(root)
+    assert [reproduce(runner, name) for name in runner.stages()] == ["run"] * 4
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}  # what DVC itself reads from dvc.lock
+    assert "Running stage" not in dvc(root, "repro").stdout
+    runner = DvcRunner(root)
+    assert [reproduce(runner, name) for name in runner.stages()] == ["skipped"] * 4
+
+    # a changed input reruns the stages that read it; their outputs come out the same, so nothing below reruns
+    (root / "input.txt").write_text("another input\n")
+    runner = DvcRunner(root)
+    assert {name: reproduce(runner, name) for name in runner.stages()} == {
+        "first": "run", "second": "skipped", "third": "skipped", "apart": "run"}
+
+
+def test_a_stage_whose_outputs_are_gone_is_restored_from_the_run_cache(tmp_path):
+    root = toy_project(tmp_path, CHAIN)
+    runner = DvcRunner(root)
+    for name in runner.stages(["first"]):
+        reproduce(runner, name)
+    (root / "data/first.txt").unlink()
+    assert reproduce(DvcRunner(root), "first") == "restored"
+    assert (root / "data/first.txt").read_text() == "done"
+    assert json.loads(dvc(root, "status", "--json", "first").stdout) == {}
+
+
+def test_a_failing_command_returns_its_code_and_the_tail_of_its_output(tmp_path):
+    root = toy_project(tmp_path, {"bad": write_file_stage("data/bad.txt", fail="disk on fire")})
+    runner = DvcRunner(root)
+    assert runner.prepare("bad") == "run"
+    code, tail = runner.run_command(runner.stages()["bad"], python_env(), lambda line: None)
+    assert code == 3 and tail.splitlines()[-1] == "disk on fire"
+    assert not (root / "dvc.lock").exists()
+
+
+def test_while_the_runner_holds_dvcs_lock_a_manual_dvc_repro_stops_and_changes_nothing(tmp_path):
+    root = toy_project(tmp_path, CHAIN)
+    runner = DvcRunner(root)
+    with runner.hold_lock():
+        manual = dvc(root, "repro", "first", check=False)
+        assert manual.returncode != 0 and "Unable to acquire lock" in manual.stdout + manual.stderr
+        assert reproduce(runner, "first") == "run"  # the runner's own DVC calls reuse the lock it holds
+    assert not (root / "data/second.txt").exists()
+    assert set(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) == {"first"}
+
+
+def test_stage_output_streams_lines_and_throttled_progress_bar_redraws(tmp_path):
+    """tqdm redraws with a carriage return and no newline; the flow shows the first redraw, then at most one per
+    `progress_every` seconds, and every real line (echoing every redraw would flood the log)."""
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    script = textwrap.dedent(r"""
+        import sys, time
+        print("start", flush=True)
+        for i in range(200):
+            sys.stderr.write(f"\rbar {i}")
+            sys.stderr.flush()
+            time.sleep(0.001)
+        sys.stderr.write("\n")
+        print("done\r\nlast", end="")
+    """)
+    (tmp_path / "stage.py").write_text(script)
+    seen: list[str] = []
+    code, tail = DvcRunner(tmp_path).run_command(StageInfo("s", f"{sys.executable} stage.py", ()), dict(os.environ),
+                                                 seen.append, progress_every=3600)
+    assert code == 0
+    assert seen == ["start", "bar 0", "bar 199", "done", "last"]
+    assert tail.splitlines() == seen
