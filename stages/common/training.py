@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.common.io import atomic_path, save_figure, save_keras, write_csv, write_json
+from stages.common.io import atomic_path, save_figure, save_keras, write_csv, write_json, write_metrics
 
 BACKUP_ROOT = Path(".cache/backup")
 
@@ -134,7 +134,8 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
 
 def save_training_outputs(run, workload: str, name: str, model, history: dict[str, list[float]],
                           summary: dict, curve_title: str, curve_metrics: list[str]) -> None:
-    """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, curves PNG), also logged to MLflow."""
+    """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, its timings apart, curves PNG), also logged
+    to MLflow."""
     import pandas as pd
 
     from stages.common.plots import close, training_curves
@@ -142,7 +143,7 @@ def save_training_outputs(run, workload: str, name: str, model, history: dict[st
     rows = history_rows(history)
     save_keras(f"data/{workload}/models/{name}.keras", model)
     write_csv(f"data/{workload}/history/{name}.csv", pd.DataFrame(rows))
-    write_json(f"data/{workload}/metrics/train_{name}.json", summary)
+    write_metrics(f"data/{workload}/metrics/train_{name}.json", summary)
     curves = f"data/{workload}/plots/{name}_curves.png"
     fig = training_curves(rows, curve_title, curve_metrics)
     save_figure(curves, fig)

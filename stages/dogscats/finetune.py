@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.common.cli import run_stage
-from stages.common.io import atomic_dir, load_keras, save_keras, write_csv, write_json
+from stages.common.io import atomic_dir, load_keras, save_keras, write_csv, write_metrics
 from stages.common.training import history_rows, seed_everything
 from stages.dogscats import params as dogscats_params
 from stages.dogscats.download import WEIGHTS
@@ -105,7 +105,7 @@ def main() -> None:
         if not fp.enabled:
             (out / "DISABLED.txt").write_text("dogscats.finetune.enabled is false: set it to true (a GPU is advised) "
                                               "to fine-tune VGG16's block 5 with the trained head on images\n")
-            write_json(METRICS, {"enabled": False})
+            write_metrics(METRICS, {"enabled": False})
             print("fine-tuning is off (dogscats.finetune.enabled: false)")
             return
         with stage_run("dogscats", "dogscats_finetune", params=fp.model_dump(),
@@ -118,7 +118,7 @@ def main() -> None:
             write_csv(out / "history.csv", pd.DataFrame(history_rows(history)))
             run.log_metrics(result)
             run.log_keras_model(model)
-    write_json(METRICS, result)
+    write_metrics(METRICS, result)
     print(f"fine-tuned block 5 + {fp.head}: val accuracy {result['val_accuracy']:.4f} ({result['errors']} wrong of "
           f"{result['n_valid']}), log loss {result['val_log_loss']:.4f}, {result['seconds']:.0f} s "
           f"({result['images_per_s']:.2f} images/s)")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from stages.common.cli import run_stage
-from stages.common.io import load_npy, save_keras, write_csv, write_json
+from stages.common.io import load_npy, save_keras, write_csv, write_metrics
 from stages.common.training import history_rows, seed_everything
 from stages.dogscats import params as dogscats_params
 from stages.dogscats.features import FLIPPED, PHOTOS
@@ -100,7 +100,7 @@ def main() -> None:
         print(f"{name}: val accuracy {summary[name]['final_val_accuracy']:.4f} after {len(rows)} epochs"
               + (f"; BN insertion changed the outputs by at most {extra['insertion_max_abs_change']:.1e}"
                  if extra else ""))
-    write_json(METRICS, summary)
+    write_metrics(METRICS, summary)
 
 
 if __name__ == "__main__":
