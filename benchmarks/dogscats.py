@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         data = project.root / "data/dogscats"
         photo_features = project.root / FEATURES / PHOTO_FEATURES  # rewritten only when the features stage runs
         report = json.loads((data / "prepared/report.json").read_text())
-        features = json.loads((data / "metrics/features.json").read_text())
+        features = {**json.loads((data / "metrics/features.json").read_text()),
+                    **json.loads((data / "timings/features.json").read_text())}
         print(f"images: {report['usable']:,} usable of {report['scanned']:,} scanned, skipped "
               f"{report['skipped_by_reason'] or 'none'}; used train {report['used']['train']}, "
               f"valid {report['used']['valid']}")
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
                "best sgemm peak", "%", fastai="aim >= 50% of peak", note=setting)
 
         if args.finetune:
-            tuned = json.loads((data / "metrics/finetune.json").read_text())
+            tuned = {**json.loads((data / "metrics/finetune.json").read_text()),
+                     **json.loads((data / "timings/finetune.json").read_text())}
             n_train = sum(report["used"]["train"].values())
             print(f"fine-tuning block 5 + the trained head on {n_train} training images: val accuracy "
                   f"{tuned['val_accuracy']:.4f} ({tuned['errors']} wrong of {tuned['n_valid']}), log loss "

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,61 @@ def test_load_npy_round_trip_and_memory_map(tmp_path):
     save_npy(tmp_path / "a.npy", np.arange(10, dtype="int32"))
     assert load_npy(tmp_path / "a.npy").tolist() == list(range(10))
     assert isinstance(load_npy(tmp_path / "a.npy", mmap=True), np.memmap)
+
+
+def tiny_model(x: np.ndarray):
+    """Built and trained alike every time (fixed names and seed), with one dtype policy shared by two layers: Keras'
+    config numbers a shared object by its memory address, which differs from build to build as from process to
+    process."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    policy = keras.DTypePolicy("float32")
+    model = keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(4, "relu", dtype=policy, name="hidden"),
+                              keras.layers.Dense(1, dtype=policy, name="out")], name="tiny")
+    model.compile(keras.optimizers.Adam(0.01, name="adam"), "mse")
+    model.fit(x, x.sum(axis=1), epochs=1, verbose=0)  # the optimizer's state is saved too
+    return model
+
+
+def test_save_keras_writes_the_same_bytes_for_the_same_model_and_it_loads_back(tmp_path):
+    """A .keras file as Keras writes it carries the time of saving; then every forced rerun of a train stage would
+    change its model file and DVC would rerun all that reads it."""
+    from stages.common.io import load_keras, save_keras
+
+    x = np.random.default_rng(0).random((16, 3)).astype("float32")
+    model = tiny_model(x)
+    save_keras(tmp_path / "a.keras", model)
+    time.sleep(1.01 - time.time() % 1)  # into the next second: Keras' date_saved (and any HDF5 object time) differs
+    save_keras(tmp_path / "b.keras", model)
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+
+    loaded = load_keras(tmp_path / "a.keras")  # safe_mode
+    for got, want in zip(loaded.weights + loaded.optimizer.variables, model.weights + model.optimizer.variables,
+                         strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras"]  # no temporary file left
+
+
+def test_save_keras_writes_the_same_bytes_for_models_built_alike(tmp_path):
+    from stages.common.io import load_keras, save_keras
+
+    x = np.random.default_rng(0).random((16, 3)).astype("float32")
+    model = tiny_model(x)
+    save_keras(tmp_path / "a.keras", model)
+    save_keras(tmp_path / "b.keras", tiny_model(x))
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    np.testing.assert_array_equal(load_keras(tmp_path / "a.keras").predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_write_metrics_puts_timings_apart_from_the_metrics_later_stages_read(tmp_path):
+    from stages.common.io import write_metrics
+
+    metrics, timings = tmp_path / "data/w/metrics/train_m.json", tmp_path / "data/w/timings/train_m.json"
+    write_metrics(metrics, timings, {"best_val_mse": 0.8, "train_ratings_per_s": 1e4, "train_seconds": 2.5,
+                            "heads": {"dense": {"val_accuracy": 0.9, "seconds": 1.5}, "bn": {"val_accuracy": 0.8}}})
+    assert read_json(metrics) == {"best_val_mse": 0.8, "heads": {"dense": {"val_accuracy": 0.9},
+                                                                 "bn": {"val_accuracy": 0.8}}}
+    assert read_json(timings) == {
+        "train_ratings_per_s": 1e4, "train_seconds": 2.5, "heads": {"dense": {"seconds": 1.5}}}

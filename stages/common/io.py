@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +92,32 @@ def write_json(path: str | os.PathLike, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _split_timings(metrics: dict) -> tuple[dict, dict]:
+    kept, timings = {}, {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            kept[key], inner = _split_timings(value)
+            if inner:
+                timings[key] = inner
+        elif key.endswith(("seconds", "_per_s")):
+            timings[key] = value
+        else:
+            kept[key] = value
+    return kept, timings
+
+
+def write_metrics(path: str | os.PathLike, timings_path: str | os.PathLike, metrics: dict) -> None:
+    """A stage's metrics JSON without its timings: the keys ending in 'seconds' or '_per_s' (nested ones too) go to
+    `timings_path` instead (data/<workload>/timings/).
+
+    Timings differ on every run; kept apart, the metrics file is byte-identical whenever the computation is, so
+    the stages that read it (imdb_compare reads data/imdb/metrics) are not rerun. Nothing may depend on timings/.
+    """
+    kept, timings = _split_timings(metrics)
+    write_json(path, kept)
+    write_json(timings_path, timings)
+
+
 def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text())
 
@@ -121,9 +148,60 @@ def write_csv(path: str | os.PathLike, df) -> None:
         df.to_csv(tmp, index=False)
 
 
+# the earliest date a zip entry can carry; also written as metadata.json's date_saved
+_FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+
+
 def save_keras(path: str | os.PathLike, model) -> None:
+    """model.save, made byte-reproducible: the same model (architecture, weights, optimizer state) gives the same
+    bytes, so DVC skips the stages that read it after a deterministic rerun.
+
+    Keras stamps the save time into metadata.json (date_saved) and the weights entry's zip date, and numbers the
+    objects its config shares (a dtype policy in every layer) by their memory address: all three are rewritten.
+    model.weights.h5 needs nothing: h5py creates datasets without object times (track_times=False), and its groups
+    carry none in HDF5's default file format (tests/test_io.py saves on both sides of a second boundary).
+    """
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        raw = tmp.with_name(tmp.name.removesuffix(".keras") + ".raw.keras")  # Keras insists on the suffix
+        try:
+            model.save(raw)
+            _rewrite_keras_zip(raw, tmp)
+        finally:
+            raw.unlink(missing_ok=True)
+
+
+def _rewrite_keras_zip(source: Path, target: Path) -> None:
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        # Keras' order, except assets/, which it adds in os.listdir order
+        for entry in sorted(src.infolist(), key=lambda e: e.filename if e.filename.startswith("assets/") else ""):
+            info = zipfile.ZipInfo(entry.filename, date_time=_FIXED_DATE)
+            info.compress_type, info.create_system = entry.compress_type, 3  # 3: Unix, whatever the OS
+            info.external_attr = (0o40755 << 16 | 0x10) if entry.is_dir() else 0o100644 << 16
+            if entry.filename == "metadata.json":
+                metadata = json.loads(src.read(entry))
+                # kept, not removed: the loader ignores it but keras.saving.KerasFileEditor prints it
+                metadata["date_saved"] = "{:04}-{:02}-{:02}@{:02}:{:02}:{:02}".format(*_FIXED_DATE)
+                dst.writestr(info, json.dumps(metadata))
+            elif entry.filename == "config.json":
+                dst.writestr(info, json.dumps(_renumber_shared_objects(json.loads(src.read(entry)), {})))
+            else:  # the weights: streamed, they can be large
+                info.file_size = entry.file_size  # decides zip64 the way Keras' own write did
+                with src.open(entry) as reader, dst.open(info, "w") as writer:
+                    shutil.copyfileobj(reader, writer, 1 << 20)
+
+
+def _renumber_shared_objects(node, numbers: dict[int, int]):
+    """shared_object_id id(obj) values replaced by 1, 2, ... in order of first appearance: the loader only matches
+    equal ids."""
+    if isinstance(node, dict):
+        if isinstance(node.get("shared_object_id"), int):
+            node["shared_object_id"] = numbers.setdefault(node["shared_object_id"], len(numbers) + 1)
+        for value in node.values():
+            _renumber_shared_objects(value, numbers)
+    elif isinstance(node, list):
+        for value in node:
+            _renumber_shared_objects(value, numbers)
+    return node
 
 
 def load_keras(path: str | os.PathLike):

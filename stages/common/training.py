@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.common.io import atomic_path, save_figure, save_keras, write_csv, write_json
+from stages.common.io import atomic_path, save_figure, save_keras, write_csv, write_json, write_metrics
 
 BACKUP_ROOT = Path(".cache/backup")
 
@@ -134,8 +134,8 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
 
 def save_training_outputs(run, paths, name: str, model, history: dict[str, list[float]],
                           summary: dict, curve_title: str, curve_metrics: list[str]) -> None:
-    """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, curves PNG), also logged to MLflow;
-    `paths`: the workload's paths module (its MODEL, HISTORY, TRAIN_METRICS and CURVES, per model `name`)."""
+    """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, its timings apart, curves PNG), also logged
+    to MLflow; `paths`: the workload's paths module (MODEL, HISTORY, TRAIN_METRICS, TRAIN_TIMINGS, CURVES)."""
     import pandas as pd
 
     from stages.common.plots import close, training_curves
@@ -143,7 +143,7 @@ def save_training_outputs(run, paths, name: str, model, history: dict[str, list[
     rows = history_rows(history)
     save_keras(paths.MODEL.format(name=name), model)
     write_csv(paths.HISTORY.format(name=name), pd.DataFrame(rows))
-    write_json(paths.TRAIN_METRICS.format(name=name), summary)
+    write_metrics(paths.TRAIN_METRICS.format(name=name), paths.TRAIN_TIMINGS.format(name=name), summary)
     curves = paths.CURVES.format(name=name)
     fig = training_curves(rows, curve_title, curve_metrics)
     save_figure(curves, fig)

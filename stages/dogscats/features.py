@@ -9,9 +9,17 @@ import numpy as np
 import pandas as pd
 
 from stages.common.cli import StageError, run_stage
-from stages.common.io import atomic_dir, write_csv, write_json
+from stages.common.io import atomic_dir, write_csv, write_metrics
 from stages.dogscats import params as dogscats_params
-from stages.dogscats.paths import FEATURES, FEATURES_METRICS, FLIPPED_FEATURES, PHOTO_FEATURES, PREPARED, WEIGHTS
+from stages.dogscats.paths import (
+    FEATURES,
+    FEATURES_METRICS,
+    FEATURES_TIMINGS,
+    FLIPPED_FEATURES,
+    PHOTO_FEATURES,
+    PREPARED,
+    WEIGHTS,
+)
 from stages.dogscats.vgg import conv_base, conv_flops, load_image
 
 
@@ -94,7 +102,7 @@ def main() -> None:
     with atomic_dir(FEATURES) as out:
         stats = compute_features(Path(PREPARED), out, WEIGHTS, p.features.input_size, p.features.batch_size,
                                  p.features.flips)
-    write_json(FEATURES_METRICS, stats)
+    write_metrics(FEATURES_METRICS, FEATURES_TIMINGS, stats)
     print(f"features {stats['feature_shape']} of {stats['images']:,} images at {stats['input_size']}px on "
           f"{', '.join(stats['devices'])}: {stats['seconds']:.0f} s, {stats['steady_images_per_s']:.1f} images/s, "
           f"{stats['gflop_per_s']:.0f} GFLOP/s"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from stages.common.cli import run_stage
-from stages.common.io import atomic_dir, load_keras, save_keras, write_csv, write_json
+from stages.common.io import atomic_dir, load_keras, save_keras, write_csv, write_metrics
 from stages.common.training import history_rows, seed_everything
 from stages.dogscats import params as dogscats_params
 from stages.dogscats.params import FinetuneParams
-from stages.dogscats.paths import FINETUNE, FINETUNE_METRICS, MODEL, MODELS_DIR, PREPARED, WEIGHTS
+from stages.dogscats.paths import FINETUNE, FINETUNE_METRICS, FINETUNE_TIMINGS, MODEL, MODELS_DIR, PREPARED, WEIGHTS
 from stages.dogscats.scoring import scores
 from stages.dogscats.vgg import conv_base, load_image
 
@@ -100,7 +100,7 @@ def main() -> None:
         if not fp.enabled:
             (out / "DISABLED.txt").write_text("dogscats.finetune.enabled is false: set it to true (a GPU is advised) "
                                               "to fine-tune VGG16's block 5 with the trained head on images\n")
-            write_json(FINETUNE_METRICS, {"enabled": False})
+            write_metrics(FINETUNE_METRICS, FINETUNE_TIMINGS, {"enabled": False})
             print("fine-tuning is off (dogscats.finetune.enabled: false)")
             return
         with stage_run("dogscats", "dogscats_finetune", params=fp.model_dump(),
@@ -113,7 +113,7 @@ def main() -> None:
             write_csv(out / "history.csv", pd.DataFrame(history_rows(history)))
             run.log_metrics(result)
             run.log_keras_model(model)
-    write_json(FINETUNE_METRICS, result)
+    write_metrics(FINETUNE_METRICS, FINETUNE_TIMINGS, result)
     print(f"fine-tuned block 5 + {fp.head}: val accuracy {result['val_accuracy']:.4f} ({result['errors']} wrong of "
           f"{result['n_valid']}), log loss {result['val_log_loss']:.4f}, {result['seconds']:.0f} s "
           f"({result['images_per_s']:.2f} images/s)")

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 
 from stages.common.cli import run_stage
-from stages.common.io import save_keras, write_csv, write_json
+from stages.common.io import save_keras, write_csv, write_metrics
 from stages.common.training import history_rows, seed_everything
 from stages.dogscats import params as dogscats_params
 from stages.dogscats.feature_files import load_features, load_flipped, split_arrays
 from stages.dogscats.models import BN_AFTER, dense_head
 from stages.dogscats.params import MODELS, FitParams, TrainParams
-from stages.dogscats.paths import FEATURES, HISTORY, MODEL, TRAIN_METRICS
+from stages.dogscats.paths import FEATURES, HISTORY, MODEL, TRAIN_METRICS, TRAIN_TIMINGS
 
 
 def fit(model, fp: FitParams, batch_size: int, train, valid, callbacks=()) -> dict[str, list[float]]:
@@ -82,7 +82,7 @@ def main() -> None:
         print(f"{name}: val accuracy {summary[name]['final_val_accuracy']:.4f} after {len(rows)} epochs"
               + (f"; BN insertion changed the outputs by at most {extra['insertion_max_abs_change']:.1e}"
                  if extra else ""))
-    write_json(TRAIN_METRICS, summary)
+    write_metrics(TRAIN_METRICS, TRAIN_TIMINGS, summary)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ MODEL = f"{MODELS_DIR}/{{name}}.keras"
 HISTORY = "data/imdb/history/{name}.csv"
 METRICS_DIR = "data/imdb/metrics"
 TRAIN_METRICS = f"{METRICS_DIR}/train_{{name}}.json"
+TRAIN_TIMINGS = "data/imdb/timings/train_{name}.json"  # timings apart: no stage depends on them
 METRICS = f"{METRICS_DIR}/{{name}}.json"
 CURVES = "data/imdb/plots/{name}_curves.png"
 ROC = "data/imdb/eval/{name}_roc.csv"
