@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_movielens_pipeline import small_movielens
+from tests.conftest import clone_project
 
 pytestmark = pytest.mark.slow
 MODEL = "data/movielens/models/bias.keras"
@@ -20,9 +20,8 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and "timings" not in p.parts}
 
 
-def test_forced_rerun_of_training_rewrites_the_same_bytes_and_leaves_downstream_up_to_date(project, http_server):
-    small_movielens(project, http_server)
-    project.dvc("repro", *DOWNSTREAM)
+def test_forced_rerun_of_training_rewrites_the_same_bytes_and_leaves_downstream_up_to_date(movielens_chain, tmp_path):
+    project = clone_project(movielens_chain, tmp_path / "project")
     data = project.root / "data/movielens"
     before = digests(data)
     timings = json.loads((data / "timings/train_bias.json").read_text())
