@@ -153,15 +153,18 @@ def project(tmp_path) -> Project:
 
 
 @pytest.fixture(scope="session")
-def movielens_chain(tmp_path_factory) -> Project:
-    """The tiny MovieLens chain (all 10 stages, generated ratings) reproduced once per test session. Tests that only
-    read it share it; a test that changes anything works on a `clone_project` of it."""
+def movielens_chain(tmp_path_factory, prefect_api) -> Project:
+    """The tiny MovieLens chain (all 10 stages, generated ratings) reproduced once per test session by the Prefect
+    flow, whose output is kept as `flow_log`. Tests that only read it share it; a test that changes anything works
+    on a `clone_project` of it."""
     from tests.factories.movielens import TARGETS, small_movielens
 
     server = LoopbackServer(tmp_path_factory.mktemp("www-movielens"))
     proj = new_project(tmp_path_factory.mktemp("movielens-chain") / "project")
     small_movielens(proj, server)
-    proj.dvc("repro", *TARGETS)
+    proj.env["PREFECT_API_URL"] = prefect_api
+    flow = proj.run(sys.executable, "-m", "pipelines.flow", *TARGETS)
+    proj.flow_log = flow.stdout + flow.stderr
     yield proj
     server.close()
 

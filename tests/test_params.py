@@ -98,3 +98,11 @@ def test_bad_params_stop_a_real_stage_before_any_work(tmp_path):
     assert "movielens.prepare.valid_fraction = 1.5: Input should be less than 1" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in (tmp_path / "data" / "movielens").iterdir()) == ["raw"]  # nothing written
+
+
+def test_a_model_name_not_under_the_section_names_the_models_there():
+    from stages.common.params import pick_model
+
+    assert pick_model({"dot": 1, "bias": 2}, "bias", "movielens.models") == 2
+    with pytest.raises(ParamsError, match=r"no model 'nope' under movielens.models in params.yaml \(models: dot, bias\)"):
+        pick_model({"dot": 1, "bias": 2}, "nope", "movielens.models")

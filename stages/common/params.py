@@ -105,6 +105,15 @@ def load_params(section: str, schema: type[S], path: str | os.PathLike = PARAMS_
     return validate_section(section, raw[section], schema, path)
 
 
+def pick_model(models: dict[str, S], name: str, section: str) -> S:
+    """The params of model `name` (a stage's argument, e.g. `movielens_train@bias`) under `section`, or a clear
+    error listing the models there."""
+    if name not in models:
+        raise ParamsError(f"no model '{name}' under {section} in params.yaml (models: {', '.join(models)}); add it "
+                          "there, or name one of these")
+    return models[name]
+
+
 def validate_section(section: str, value: Any, schema: type[S], path: str | os.PathLike = PARAMS_FILE) -> S:
     try:
         return schema.model_validate(value)

@@ -27,10 +27,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 class LearningRateSchedule:
-    """Per-epoch learning rates from params ([[first_epoch, lr], ...]) applied by assigning the optimizer's rate.
-
-    Keras 3 really changes the rate on `assign` (the 2017 notebooks' `model.optimizer.lr = x` did not).
-    """
+    """Per-epoch learning rates from params ([[first_epoch, lr], ...]), applied by Keras' LearningRateScheduler
+    (which also logs each epoch's `learning_rate`). Keras 3 really changes the rate (the 2017 notebooks'
+    `model.optimizer.lr = x` did not)."""
 
     def __init__(self, steps: list[tuple[int, float]]):
         self.steps = sorted(steps)
@@ -40,21 +39,12 @@ class LearningRateSchedule:
         for first_epoch, lr in self.steps:
             if epoch >= first_epoch:
                 current = lr
-        return current
+        return float(current)
 
     def callback(self):
         import keras
-        schedule = self
 
-        class Assign(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.model.optimizer.learning_rate.assign(schedule.rate(epoch))
-
-            def on_epoch_end(self, epoch, logs=None):
-                if logs is not None:
-                    logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
-
-        return Assign()
+        return keras.callbacks.LearningRateScheduler(self.rate)
 
 
 def history_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:

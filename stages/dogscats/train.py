@@ -27,29 +27,25 @@ def fit(model, fp: FitParams, batch_size: int, train, valid, callbacks=()) -> di
     return history.history
 
 
-def train_heads(train, valid, p: TrainParams, callbacks_for=lambda name: ()):
-    """Pure step, a generator: yields (name, model, history, extra metrics) for the three heads in order,
-    each trained only when asked for (so the caller can open one MLflow run around each)."""
+def train_head(name: str, train, valid, p: TrainParams, dense=None, callbacks=()):
+    """Pure step: one head trained on the features: (model, history, extra metrics). `dense` is the trained dense
+    head, which bn_inserted starts from (BN inserted with scale and shift set so the function is unchanged)."""
     from stages.common.batchnorm import insert_batchnorm
 
-    shape = train[0].shape[1:]
-    head = dict(hidden=p.head.hidden, dropout=p.head.dropout, l2=p.head.l2)
-
     seed_everything(p.seed)
-    dense = dense_head(shape, **head, name="dense")
-    yield "dense", dense, fit(dense, p.dense, p.batch_size, train, valid, callbacks_for("dense")), {}
-
-    seed_everything(p.seed)
-    calibration = train[0][np.random.default_rng(p.seed).permutation(len(train[0]))[:p.calibration_images]]
-    inserted = insert_batchnorm(dense, BN_AFTER, calibration, frozen_statistics=p.bn_statistics == "calibrated")
-    # before fine-tuning, the inserted model computes the trained head's function
-    change = float(np.abs(inserted.predict(valid[0], verbose=0) - dense.predict(valid[0], verbose=0)).max())
-    history = fit(inserted, p.bn_inserted, p.batch_size, train, valid, callbacks_for("bn_inserted"))
-    yield "bn_inserted", inserted, history, {"insertion_max_abs_change": change}
-
-    seed_everything(p.seed)
-    scratch = dense_head(shape, **head, batchnorm=True, name="bn_scratch")
-    yield "bn_scratch", scratch, fit(scratch, p.bn_scratch, p.batch_size, train, valid, callbacks_for("bn_scratch")), {}
+    shape, head = train[0].shape[1:], dict(hidden=p.head.hidden, dropout=p.head.dropout, l2=p.head.l2)
+    extra = {}
+    if name == "dense":
+        model = dense_head(shape, **head, name="dense")
+    elif name == "bn_scratch":
+        model = dense_head(shape, **head, batchnorm=True, name="bn_scratch")
+    else:
+        calibration = train[0][np.random.default_rng(p.seed).permutation(len(train[0]))[:p.calibration_images]]
+        model = insert_batchnorm(dense, BN_AFTER, calibration, frozen_statistics=p.bn_statistics == "calibrated")
+        # before fine-tuning, the inserted model computes the trained head's function
+        extra["insertion_max_abs_change"] = float(np.abs(model.predict(valid[0], verbose=0)
+                                                         - dense.predict(valid[0], verbose=0)).max())
+    return model, fit(model, getattr(p, name), p.batch_size, train, valid, callbacks), extra
 
 
 def main() -> None:
@@ -63,15 +59,12 @@ def main() -> None:
         train = (np.concatenate([train[0], flipped[0]]), np.concatenate([train[1], flipped[1]]))
     print(f"training on {len(train[1]):,} images{' (half of them mirrored)' if p.train.flips else ''}, "
           f"validating on {len(valid[1]):,}")
-    current = {}
-    heads = train_heads(train, valid, p.train, callbacks_for=lambda name: [current["run"].keras_callback()])
-    summary = {}
-    for name in MODELS:
+    summary, dense = {}, None
+    for name in MODELS:  # dense first: bn_inserted starts from the trained dense head
         with stage_run("dogscats", f"dogscats_train@{name}", params={"model": name, **p.train.model_dump()},
                        inputs=[FEATURES]) as run:
-            current["run"] = run
             started = time.perf_counter()
-            _, model, history, extra = next(heads)  # yielded in MODELS order
+            model, history, extra = train_head(name, train, valid, p.train, dense, [run.keras_callback()])
             rows = history_rows(history)
             summary[name] = {"final_val_accuracy": rows[-1]["val_accuracy"], "final_val_loss": rows[-1]["val_loss"],
                              "epochs": len(rows), "seconds": time.perf_counter() - started, **extra}
@@ -79,6 +72,7 @@ def main() -> None:
             write_csv(HISTORY.format(name=name), pd.DataFrame(rows))
             run.log_metrics(summary[name])
             run.log_keras_model(model)
+        dense = model if name == "dense" else dense
         print(f"{name}: val accuracy {summary[name]['final_val_accuracy']:.4f} after {len(rows)} epochs"
               + (f"; BN insertion changed the outputs by at most {extra['insertion_max_abs_change']:.1e}"
                  if extra else ""))

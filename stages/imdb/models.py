@@ -1,9 +1,4 @@
-"""fast.ai Lesson 5's IMDB models as one Keras functional-API builder.
-
-kind `dense`: embedding -> flatten -> dense (the single hidden layer model);
-kind `cnn`: embedding -> one Conv1D + max-pool branch per kernel size (one size: the 1-D CNN,
-3/4/5: the multi-size CNN) -> dense; kind `lstm`: masked embedding -> LSTM.
-"""
+"""fast.ai Lesson 5's IMDB models, one Keras functional-API builder per kind (`dense`, `cnn`, `lstm`)."""
 from __future__ import annotations
 
 import keras
@@ -35,29 +30,56 @@ class WordDropoutEmbedding(layers.Embedding):
         return {**super().get_config(), "word_dropout": self.word_dropout, "seed": self.seed}
 
 
-def build(p: ModelParams, vocab_size: int, maxlen: int, glove: np.ndarray | None = None) -> keras.Model:
-    """The model for `p`; `glove` (vocab_size x embedding_dim) initialises the embedding when p.embedding == 'glove'."""
-    tokens = keras.Input(shape=(maxlen,), dtype="int32", name="tokens")
+def embedded(tokens, p: ModelParams, vocab_size: int, glove: np.ndarray | None):
+    """The word embedding every model starts with: learned, or initialised from `glove`; word and vector dropout."""
     initializer = keras.initializers.Constant(glove) if glove is not None else "uniform"
     x = WordDropoutEmbedding(vocab_size, p.embedding_dim, word_dropout=p.word_dropout, seed=p.seed,
                              embeddings_initializer=initializer, mask_zero=p.kind == "lstm",
                              embeddings_regularizer=regularizers.l2(p.embedding_l2) if p.embedding_l2 else None,
                              name="embedding")(tokens)
-    if p.embedding_dropout:
-        x = layers.Dropout(p.embedding_dropout, name="embedding_dropout")(x)
-    if p.kind == "lstm":
-        x = layers.LSTM(p.lstm_units, name="lstm")(x)
-    else:
-        if p.kind == "cnn":
-            branches = [layers.Flatten()(layers.MaxPooling1D(name=f"pool{k}")(
-                        layers.Conv1D(p.filters, k, padding="same", activation="relu", name=f"conv{k}")(x)))
-                        for k in p.kernel_sizes]
-            x = branches[0] if len(branches) == 1 else layers.Concatenate(name="concat")(branches)
-            if p.conv_dropout:
-                x = layers.Dropout(p.conv_dropout, name="conv_dropout")(x)
-        else:
-            x = layers.Flatten()(x)
-        x = layers.Dense(p.hidden, activation="relu", name="hidden")(x)
-        x = layers.Dropout(p.hidden_dropout, name="hidden_dropout")(x)
+    return layers.Dropout(p.embedding_dropout, name="embedding_dropout")(x) if p.embedding_dropout else x
+
+
+def classifier(x, p: ModelParams):
+    """The single hidden layer and the sentiment output."""
+    x = layers.Dense(p.hidden, activation="relu", name="hidden")(x)
+    x = layers.Dropout(p.hidden_dropout, name="hidden_dropout")(x)
+    return layers.Dense(1, activation="sigmoid", name="sentiment")(x)
+
+
+def dense_model(p: ModelParams, vocab_size: int, maxlen: int, glove: np.ndarray | None = None) -> keras.Model:
+    """The single-hidden-layer net: embedding -> flatten -> dense."""
+    tokens = keras.Input(shape=(maxlen,), dtype="int32", name="tokens")
+    x = embedded(tokens, p, vocab_size, glove)
+    x = layers.Flatten()(x)
+    return keras.Model(tokens, classifier(x, p), name=p.kind)
+
+
+def cnn_model(p: ModelParams, vocab_size: int, maxlen: int, glove: np.ndarray | None = None) -> keras.Model:
+    """The 1-D CNN (one kernel size) and the multi-size CNN (3, 4, 5): a Conv1D + max-pool branch per size."""
+    tokens = keras.Input(shape=(maxlen,), dtype="int32", name="tokens")
+    x = embedded(tokens, p, vocab_size, glove)
+    branches = [layers.Flatten()(layers.MaxPooling1D(name=f"pool{k}")(
+                layers.Conv1D(p.filters, k, padding="same", activation="relu", name=f"conv{k}")(x)))
+                for k in p.kernel_sizes]
+    x = branches[0] if len(branches) == 1 else layers.Concatenate(name="concat")(branches)
+    if p.conv_dropout:
+        x = layers.Dropout(p.conv_dropout, name="conv_dropout")(x)
+    return keras.Model(tokens, classifier(x, p), name=p.kind)
+
+
+def lstm_model(p: ModelParams, vocab_size: int, maxlen: int, glove: np.ndarray | None = None) -> keras.Model:
+    """The LSTM over the masked embedding (padding skipped)."""
+    tokens = keras.Input(shape=(maxlen,), dtype="int32", name="tokens")
+    x = embedded(tokens, p, vocab_size, glove)
+    x = layers.LSTM(p.lstm_units, name="lstm")(x)
     sentiment = layers.Dense(1, activation="sigmoid", name="sentiment")(x)
     return keras.Model(tokens, sentiment, name=p.kind)
+
+
+BUILDERS = {"dense": dense_model, "cnn": cnn_model, "lstm": lstm_model}
+
+
+def build(p: ModelParams, vocab_size: int, maxlen: int, glove: np.ndarray | None = None) -> keras.Model:
+    """The model for `p`; `glove` (vocab_size x embedding_dim) initialises the embedding when p.embedding == 'glove'."""
+    return BUILDERS[p.kind](p, vocab_size, maxlen, glove)

@@ -13,6 +13,7 @@ import numpy as np
 
 from stages.common.cli import StageError, run_stage
 from stages.common.io import load_npy
+from stages.common.params import pick_model
 from stages.common.training import save_training_outputs, seed_everything
 from stages.glove.paths import EMBEDDING as GLOVE_MATRIX
 from stages.imdb import params as imdb_params
@@ -143,9 +144,7 @@ def main(name: str) -> None:
     from stages.common.tracking import stage_run
 
     p = imdb_params.load()
-    if name not in p.models:
-        raise StageError(f"no model '{name}' under imdb.models in params.yaml ({', '.join(p.models)})")
-    mp = p.models[name]
+    mp = pick_model(p.models, name, "imdb.models")
     train_data = load_arrays(split="train", maxlen=mp.maxlen)
     valid_data = load_arrays(split="valid", maxlen=mp.maxlen)
     glove = load_npy(GLOVE_MATRIX) if mp.embedding == "glove" else None

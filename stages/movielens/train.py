@@ -9,6 +9,7 @@ import pandas as pd
 
 from stages.common.cli import run_stage
 from stages.common.distribution import strategy
+from stages.common.params import pick_model
 from stages.common.training import LearningRateSchedule, resume_callbacks, save_training_outputs, seed_everything
 from stages.movielens import params as movielens_params
 from stages.movielens import paths
@@ -51,9 +52,7 @@ def main(name: str) -> None:
     from stages.common.tracking import dvc_hashes, stage_run
 
     p = movielens_params.load()
-    if name not in p.models:
-        raise SystemExit(f"error: no model '{name}' under movielens.models in params.yaml ({', '.join(p.models)})")
-    mp = p.models[name]
+    mp = pick_model(p.models, name, "movielens.models")
     ratings = pd.read_parquet(f"{PREPARED}/ratings.parquet")
     n_users = len(pd.read_parquet(f"{PREPARED}/users.parquet"))
     n_movies = len(pd.read_parquet(f"{PREPARED}/movies.parquet"))

@@ -9,6 +9,7 @@ import numpy as np
 
 from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, load_keras, write_json, write_text
+from stages.common.params import pick_model
 from stages.text import corpus
 from stages.text import params as text_params
 from stages.text.corpus import load_tokens
@@ -121,9 +122,7 @@ def main(name: str) -> None:
     from stages.common.tracking import stage_run
 
     p = text_params.load()
-    if name not in p.models:
-        raise StageError(f"no model '{name}' under text.models in params.yaml ({', '.join(p.models)})")
-    mp = p.models[name]
+    mp = pick_model(p.models, name, "text.models")
     word_level = is_word_model(mp)
     _, valid_ids, vocab = load_tokens(word_level)
     model_path = MODEL.format(name=name)

@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from stages.common.cli import StageError, run_stage
+from stages.common.cli import run_stage
+from stages.common.params import pick_model
 from stages.common.training import LearningRateSchedule, save_training_outputs, seed_everything
 from stages.text import corpus, paths
 from stages.text import params as text_params
@@ -86,9 +87,7 @@ def main(name: str) -> None:
     from stages.common.tracking import stage_run
 
     p = text_params.load()
-    if name not in p.models:
-        raise StageError(f"no model '{name}' under text.models in params.yaml ({', '.join(p.models)})")
-    mp = p.models[name]
+    mp = pick_model(p.models, name, "text.models")
     train_ids, valid_ids, vocab = load_tokens(is_word_model(mp))
     unit = "words" if is_word_model(mp) else "chars"
     with stage_run("text", f"text_train@{name}", params={"model": name, **mp.model_dump()}, inputs=[PREPARED]) as run:
