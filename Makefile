@@ -12,7 +12,7 @@ WITH_DEFAULTS := $(BIN)/python -m stages.common.environment
 TF_BUILD := $(if $(GPU),gpu,cpu)
 UV_VERSION := 0.13.9
 
-.PHONY: install run test ui bench docs plots clean
+.PHONY: install run test check ui bench docs plots clean
 
 install: $(VENV)/.installed-$(TF_BUILD)
 
@@ -23,14 +23,24 @@ $(VENV)/.installed-$(TF_BUILD): pyproject.toml uv.lock
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(BIN)/uv sync --locked --compile-bytecode --python $(BIN)/python --extra $(TF_BUILD) --extra dev
 	test -d .dvc || $(BIN)/dvc init --quiet
+	test ! -d .git || $(BIN)/pre-commit install --install-hooks >/dev/null
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 run: install
 	$(BIN)/python -m pipelines.flow
 
+# The whole suite (what CI runs; the 15 slowest tests are listed at the end)
 test: install
 	$(BIN)/python -m pytest
+
+# The inner loop, about 2 minutes: lint, format, the stage deps, and the tests marked not slow (no pipeline run,
+# no server, no TensorFlow stage process)
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pipelines.stage_deps
+	$(BIN)/python -m pytest -m "not slow"
 
 ui: install
 	$(WITH_DEFAULTS) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db

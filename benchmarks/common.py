@@ -1,5 +1,6 @@
 """Helpers for the benchmarks: they run on the real data (LESSON5_MIRROR), print figures and record each one in
 benchmarks/results/<workload>.json (`record_result`); nothing is asserted."""
+
 from __future__ import annotations
 
 import contextlib
@@ -43,7 +44,7 @@ RECORD_FIELDS = {
     "commit": "`git rev-parse HEAD` when measured; '-dirty' appended when tracked files differed from it",
     "date": "UTC, ISO 8601",
     "machine": "cores, loadavg [1, 5, 15 min] at the end of the measurement (or null), cpu model (or null); "
-               "loadavg_note where only words are known",
+    "loadavg_note where only words are known",
     "note": "free text: provenance, per-run details, or null",
 }
 MACHINE_FIELDS = {"cores", "loadavg", "cpu"}
@@ -55,8 +56,10 @@ def require_mirror() -> str:
     if not mirror:
         default = REPO.parent / "shared" / "data"
         if not default.is_dir():
-            sys.exit("benchmarks need the real data: set LESSON5_MIRROR to the mirror folder (e.g. ../shared/data), "
-                     "or run them where the dataset home sites are reachable with LESSON5_MIRROR= (empty)")
+            sys.exit(
+                "benchmarks need the real data: set LESSON5_MIRROR to the mirror folder (e.g. ../shared/data), "
+                "or run them where the dataset home sites are reachable with LESSON5_MIRROR= (empty)"
+            )
         mirror = str(default)
     mirror = os.path.abspath(mirror)  # the benchmarks run stages in throwaway copies elsewhere
     os.environ["LESSON5_MIRROR"] = mirror
@@ -67,15 +70,18 @@ def mean_spread(values: list[float]) -> str:
     """'mean ± sample std (min-max, n)'."""
     if len(values) == 1:
         return f"{values[0]:.4f} (n=1)"
-    return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} "
-            f"(min {min(values):.4f}, max {max(values):.4f}, n={len(values)})")
+    return (
+        f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} "
+        f"(min {min(values):.4f}, max {max(values):.4f}, n={len(values)})"
+    )
 
 
 def mean_and_spread(values: list[float], digits: int | None) -> tuple[float, float | None]:
     """(mean, sample std) rounded to `digits` (None: whole numbers), the std None for a single value: a record's
     value and spread."""
-    return round(statistics.mean(values), digits), (round(statistics.stdev(values), digits) if len(values) > 1
-                                                     else None)
+    return round(statistics.mean(values), digits), (
+        round(statistics.stdev(values), digits) if len(values) > 1 else None
+    )
 
 
 def benchmark_command(module: str, argv: list[str] | None) -> str:
@@ -101,15 +107,19 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cores": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
-            "cpu": cpu or platform.processor() or None}
+    return {
+        "cores": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "cpu": cpu or platform.processor() or None,
+    }
 
 
 def check_record(record: dict) -> list[str]:
     """What is wrong with a results record (empty: nothing)."""
     missing, unknown = set(RECORD_FIELDS) - set(record), set(record) - set(RECORD_FIELDS)
-    problems = ([f"missing {sorted(missing)}"] if missing else []) + ([f"unknown keys {sorted(unknown)}"] if unknown
-                                                                      else [])
+    problems = ([f"missing {sorted(missing)}"] if missing else []) + (
+        [f"unknown keys {sorted(unknown)}"] if unknown else []
+    )
     if missing:
         return problems
 
@@ -134,8 +144,12 @@ def check_record(record: dict) -> list[str]:
         problems.append("per_seed needs seeds, one value each")
     if not (record["fastai"] is None or number(record["fastai"]) or isinstance(record["fastai"], str)):
         problems.append("fastai must be a number, text or null")
-    if not (isinstance(record["command"], str) and record["command"]
-            or record["command"] is None and "scratch" in (record["note"] or "")):
+    if not (
+        isinstance(record["command"], str)
+        and record["command"]
+        or record["command"] is None
+        and "scratch" in (record["note"] or "")
+    ):
         problems.append("command must be a command line (null only for scratch code, said in the note)")
     if not isinstance(record["commit"], str):
         problems.append("commit must be a string")
@@ -162,21 +176,42 @@ def read_results(path: Path) -> list[dict]:
 
 def results_bytes(records: list[dict]) -> str:
     """The file's one spelling: sorted by figure, keys sorted, 2-space indent, a final newline."""
-    return json.dumps(sorted(records, key=lambda r: r["figure"]), indent=2, sort_keys=True,
-                      ensure_ascii=False) + "\n"
+    return json.dumps(sorted(records, key=lambda r: r["figure"]), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def record_result(workload: str, figure: str, value: float, *, description: str, unit: str, command: str | None,
-                  spread: float | None = None, seeds: list | None = None, per_seed: list | None = None,
-                  fastai: float | str | None = None, note: str | None = None,
-                  results_dir: Path = RESULTS_DIR) -> dict:
+def record_result(
+    workload: str,
+    figure: str,
+    value: float,
+    *,
+    description: str,
+    unit: str,
+    command: str | None,
+    spread: float | None = None,
+    seeds: list | None = None,
+    per_seed: list | None = None,
+    fastai: float | str | None = None,
+    note: str | None = None,
+    results_dir: Path = RESULTS_DIR,
+) -> dict:
     """Record one measured figure in <results_dir>/<workload>.json, replacing that figure's previous record;
     fills in the commit, the date and the machine. Returns the record."""
-    record = {"figure": figure, "workload": workload, "description": description, "value": value,
-              "spread": spread, "seeds": seeds, "per_seed": per_seed, "unit": unit, "fastai": fastai,
-              "command": command, "commit": git_commit(),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "note": note}
+    record = {
+        "figure": figure,
+        "workload": workload,
+        "description": description,
+        "value": value,
+        "spread": spread,
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "unit": unit,
+        "fastai": fastai,
+        "command": command,
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "note": note,
+    }
     problems = check_record(record)
     if problems:
         raise ValueError(f"results record {figure}: {'; '.join(problems)}")
@@ -200,9 +235,13 @@ def local_prefect_server(env: dict[str, str], cwd: str | os.PathLike, timeout: f
     yields the API URL once /health answers and stops the server afterwards."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, cwd=cwd,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -268,10 +307,15 @@ class ProjectCopy:
     def __init__(self, params: dict | None = None, existing: str | None = None):
         """A fresh copy, or (`existing`) one an earlier benchmark kept, reused with this checkout's pipelines/."""
         self.root = Path(existing).resolve() if existing else Path(tempfile.mkdtemp(prefix="lesson5-bench-"))
-        self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                    "MLFLOW_TRACKING_URI": f"sqlite:///{self.root / 'mlflow.db'}",
-                    "PREFECT_HOME": str(self.root / ".prefect"), "DVC_NO_ANALYTICS": "1",
-                    "DVC_SITE_CACHE_DIR": str(self.root / ".dvc-site-cache"), "PYTHONPATH": str(self.root)}
+        self.env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{self.root / 'mlflow.db'}",
+            "PREFECT_HOME": str(self.root / ".prefect"),
+            "DVC_NO_ANALYTICS": "1",
+            "DVC_SITE_CACHE_DIR": str(self.root / ".dvc-site-cache"),
+            "PYTHONPATH": str(self.root),
+        }
         if existing:  # keep its stages (a changed stage script would make it stale); take this flow code
             shutil.rmtree(self.root / "pipelines")
             shutil.copytree(REPO / "pipelines", self.root / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
@@ -285,8 +329,14 @@ class ProjectCopy:
     def run(self, *args: str, quiet: bool = True) -> float:
         """Run a command in the copy; return its wall time in seconds."""
         started = time.perf_counter()
-        subprocess.run(list(args), cwd=self.root, env=self.env, check=True,
-                       stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.DEVNULL if quiet else None)
+        subprocess.run(
+            list(args),
+            cwd=self.root,
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL if quiet else None,
+            stderr=subprocess.DEVNULL if quiet else None,
+        )
         return time.perf_counter() - started
 
     def dvc(self, *args: str, quiet: bool = True) -> float:

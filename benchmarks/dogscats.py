@@ -15,6 +15,7 @@ on (block 5 on images, seed 42's head) and prints its accuracy and images/s.
     python -m benchmarks.dogscats --flips                         # + mirrored images (twice the features' time)
     python -m benchmarks.dogscats --max-per-class 128 --seeds 1 --finetune   # fine-tuning's speed on 256 photos
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,20 +37,35 @@ from benchmarks.common import (
 )
 from stages.dogscats.paths import FEATURES, PHOTO_FEATURES
 
-STAGES = ["dogscats_download", "dogscats_prepare", "dogscats_features", "dogscats_train", "dogscats_evaluate",
-          "dogscats_finetune"]
+STAGES = [
+    "dogscats_download",
+    "dogscats_prepare",
+    "dogscats_features",
+    "dogscats_train",
+    "dogscats_evaluate",
+    "dogscats_finetune",
+]
 ISSUE_GFLOP_224 = 15.5  # the issue's figure per 224x224 image: VGG16's multiply-adds (GMAC), not FLOPs
 FASTAI_ACCURACY = "98.95%"  # fast.ai's 5-model ensemble on 23,000 training images
-HEADS = {"dense": "dense head", "bn_inserted": "BN inserted into the trained head",
-         "bn_scratch": "BN head from scratch"}
-METRICS = {"val_accuracy": ("held-out accuracy", "%"), "val_log_loss": ("log loss (clipped as Kaggle did)", ""),
-           "flip_averaged_val_accuracy": ("held-out accuracy, prediction averaged with the mirror image's", "%")}
+HEADS = {
+    "dense": "dense head",
+    "bn_inserted": "BN inserted into the trained head",
+    "bn_scratch": "BN head from scratch",
+}
+METRICS = {
+    "val_accuracy": ("held-out accuracy", "%"),
+    "val_log_loss": ("log loss (clipped as Kaggle did)", ""),
+    "flip_averaged_val_accuracy": ("held-out accuracy, prediction averaged with the mirror image's", "%"),
+}
 
 
 def config_tag(args) -> str:
     """The figures' id part naming what was changed from the default chain (e.g. per_class_4000.flips)."""
-    parts = [f"per_class_{args.max_per_class}" if args.max_per_class else "",
-             f"input_{args.input_size}" if args.input_size else "", "flips" if args.flips else ""]
+    parts = [
+        f"per_class_{args.max_per_class}" if args.max_per_class else "",
+        f"input_{args.input_size}" if args.input_size else "",
+        "flips" if args.flips else "",
+    ]
     return ".".join(part for part in parts if part) or "default"
 
 
@@ -79,8 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-per-class", type=int, default=None, help="override dogscats.prepare.max_per_class")
     parser.add_argument("--input-size", type=int, default=None, help="override dogscats.features.input_size")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds for the accuracy figures")
-    parser.add_argument("--flips", action="store_true",
-                        help="also the mirrored images: heads trained without and with them, scored with and without")
+    parser.add_argument(
+        "--flips",
+        action="store_true",
+        help="also the mirrored images: heads trained without and with them, scored with and without",
+    )
     parser.add_argument("--finetune", action="store_true", help="turn dogscats_finetune on (hours on this CPU)")
     parser.add_argument("--keep", action="store_true", help="keep the project copy (its cached features) to inspect")
     args = parser.parse_args(argv)
@@ -88,14 +107,19 @@ def main(argv: list[str] | None = None) -> None:
     command, tag = benchmark_command("benchmarks.dogscats", argv), config_tag(args)
 
     def record(figure: str, value: float, description: str, unit: str, **fields) -> None:
-        record_result("dogscats", f"dogscats.{figure}", value, description=description, unit=unit, command=command,
-                      **fields)
+        record_result(
+            "dogscats", f"dogscats.{figure}", value, description=description, unit=unit, command=command, **fields
+        )
 
     peak = sgemm_peak()
     print(f"sgemm peak (2048x2048 float32): numpy {peak['numpy']:.0f} GFLOP/s, TF {peak['tensorflow']:.0f} GFLOP/s")
     for name, rate in peak.items():
-        record(f"sgemm.{name}_gflop_per_s", round(rate), f"{name} float32 matrix-multiply peak (2048x2048, best of 5)",
-               "GFLOP/s")
+        record(
+            f"sgemm.{name}_gflop_per_s",
+            round(rate),
+            f"{name} float32 matrix-multiply peak (2048x2048, best of 5)",
+            "GFLOP/s",
+        )
 
     overrides = {}
     if args.max_per_class:
@@ -116,45 +140,81 @@ def main(argv: list[str] | None = None) -> None:
         data = project.root / "data/dogscats"
         photo_features = project.root / FEATURES / PHOTO_FEATURES  # rewritten only when the features stage runs
         report = json.loads((data / "prepared/report.json").read_text())
-        features = {**json.loads((data / "metrics/features.json").read_text()),
-                    **json.loads((data / "timings/features.json").read_text())}
-        print(f"images: {report['usable']:,} usable of {report['scanned']:,} scanned, skipped "
-              f"{report['skipped_by_reason'] or 'none'}; used train {report['used']['train']}, "
-              f"valid {report['used']['valid']}")
+        features = {
+            **json.loads((data / "metrics/features.json").read_text()),
+            **json.loads((data / "timings/features.json").read_text()),
+        }
+        print(
+            f"images: {report['usable']:,} usable of {report['scanned']:,} scanned, skipped "
+            f"{report['skipped_by_reason'] or 'none'}; used train {report['used']['train']}, "
+            f"valid {report['used']['valid']}"
+        )
 
         rate = features["steady_images_per_s"]
         flops = features["gflop_per_s"]
         size = features["input_size"]
         issue_rate = ISSUE_GFLOP_224 * (size / 224) ** 2 * rate
         best_peak = max(peak.values())
-        print(f"feature extraction at {size}x{size}, batch {features['batch_size']} on {features['devices']}: "
-              f"{rate:.2f} images/s steady ({features['images_per_s']:.2f} overall, {features['seconds']:.0f} s); "
-              f"{features['gflop_per_image']:.1f} GFLOP/image (2 per multiply-add) -> {flops:.0f} GFLOP/s = "
-              f"{flops / best_peak:.0%} of the sgemm peak; counting the issue's 15.5 GFLOP per 224 image "
-              f"(multiply-adds) it is {issue_rate:.0f} GFLOP/s = {issue_rate / best_peak:.0%}")
+        print(
+            f"feature extraction at {size}x{size}, batch {features['batch_size']} on {features['devices']}: "
+            f"{rate:.2f} images/s steady ({features['images_per_s']:.2f} overall, {features['seconds']:.0f} s); "
+            f"{features['gflop_per_image']:.1f} GFLOP/image (2 per multiply-add) -> {flops:.0f} GFLOP/s = "
+            f"{flops / best_peak:.0%} of the sgemm peak; counting the issue's 15.5 GFLOP per 224 image "
+            f"(multiply-adds) it is {issue_rate:.0f} GFLOP/s = {issue_rate / best_peak:.0%}"
+        )
         setting = f"{size}x{size}, batch {features['batch_size']} on {features['devices']}"
-        record(f"{tag}.features_images_per_s", round(rate, 2), "VGG16 features, steady rate", "images/s",
-               fastai="aim >= 50% of peak", note=f"{setting}; {features['seconds']:.0f} s")
-        record(f"{tag}.features_gflop_per_s", round(flops), "VGG16 features, compute rate (2 FLOP per multiply-add)",
-               "GFLOP/s", note=setting)
-        record(f"{tag}.features_share_of_peak", round(100 * flops / best_peak), "VGG16 features' compute rate / the "
-               "best sgemm peak", "%", fastai="aim >= 50% of peak", note=setting)
+        record(
+            f"{tag}.features_images_per_s",
+            round(rate, 2),
+            "VGG16 features, steady rate",
+            "images/s",
+            fastai="aim >= 50% of peak",
+            note=f"{setting}; {features['seconds']:.0f} s",
+        )
+        record(
+            f"{tag}.features_gflop_per_s",
+            round(flops),
+            "VGG16 features, compute rate (2 FLOP per multiply-add)",
+            "GFLOP/s",
+            note=setting,
+        )
+        record(
+            f"{tag}.features_share_of_peak",
+            round(100 * flops / best_peak),
+            "VGG16 features' compute rate / the best sgemm peak",
+            "%",
+            fastai="aim >= 50% of peak",
+            note=setting,
+        )
 
         if args.finetune:
-            tuned = {**json.loads((data / "metrics/finetune.json").read_text()),
-                     **json.loads((data / "timings/finetune.json").read_text())}
+            tuned = {
+                **json.loads((data / "metrics/finetune.json").read_text()),
+                **json.loads((data / "timings/finetune.json").read_text()),
+            }
             n_train = sum(report["used"]["train"].values())
-            print(f"fine-tuning block 5 + the trained head on {n_train} training images: val accuracy "
-                  f"{tuned['val_accuracy']:.4f} ({tuned['errors']} wrong of {tuned['n_valid']}), log loss "
-                  f"{tuned['val_log_loss']:.4f}; {tuned['seconds']:.0f} s, {tuned['images_per_s']:.2f} images/s "
-                  "(training and held-out passes together)")
+            print(
+                f"fine-tuning block 5 + the trained head on {n_train} training images: val accuracy "
+                f"{tuned['val_accuracy']:.4f} ({tuned['errors']} wrong of {tuned['n_valid']}), log loss "
+                f"{tuned['val_log_loss']:.4f}; {tuned['seconds']:.0f} s, {tuned['images_per_s']:.2f} images/s "
+                "(training and held-out passes together)"
+            )
             setting = f"{n_train} training images"
-            record(f"{tag}.finetune.val_accuracy", round(100 * tuned["val_accuracy"], 2),
-                   "VGG16 block 5 + the trained head fine-tuned, held-out accuracy", "%", fastai=FASTAI_ACCURACY,
-                   note=f"{setting}; {tuned['errors']} wrong of {tuned['n_valid']}, "
-                        f"log loss {tuned['val_log_loss']:.4f}")
-            record(f"{tag}.finetune.images_per_s", round(tuned["images_per_s"], 2), "block-5 fine-tuning speed "
-                   "(training and held-out passes together)", "images/s", note=f"{setting}; {tuned['seconds']:.0f} s")
+            record(
+                f"{tag}.finetune.val_accuracy",
+                round(100 * tuned["val_accuracy"], 2),
+                "VGG16 block 5 + the trained head fine-tuned, held-out accuracy",
+                "%",
+                fastai=FASTAI_ACCURACY,
+                note=f"{setting}; {tuned['errors']} wrong of {tuned['n_valid']}, log loss {tuned['val_log_loss']:.4f}",
+            )
+            record(
+                f"{tag}.finetune.images_per_s",
+                round(tuned["images_per_s"], 2),
+                "block-5 fine-tuning speed (training and held-out passes together)",
+                "images/s",
+                note=f"{setting}; {tuned['seconds']:.0f} s",
+            )
 
         trainings = [False, True] if args.flips else [False]  # dogscats.train.flips
         per_model: dict[tuple[str, bool], dict[str, list[float]]] = {}  # (head, dogscats.train.flips) -> figures
@@ -167,13 +227,17 @@ def main(argv: list[str] | None = None) -> None:
                     seconds = project.dvc("repro", "dogscats_evaluate")
                     reused = photo_features.stat().st_mtime_ns == written
                     reruns.setdefault(train_flips, []).append(seconds)
-                    print(f"seed {42 + seed}{', trained on the mirrored images too' if train_flips else ''}: "
-                          f"head-only re-run {seconds:.0f} s, "
-                          f"features {'reused' if reused else 'RECOMPUTED'}")
+                    print(
+                        f"seed {42 + seed}{', trained on the mirrored images too' if train_flips else ''}: "
+                        f"head-only re-run {seconds:.0f} s, "
+                        f"features {'reused' if reused else 'RECOMPUTED'}"
+                    )
                 metrics = json.loads((data / "metrics/evaluate.json").read_text())
                 averaged = " ({flip_averaged_errors} averaged with the mirrored image)" if args.flips else ""
-                print("  " + ", ".join(f"{name} {m['errors']} wrong" + averaged.format(**m)
-                                       for name, m in metrics.items()))
+                print(
+                    "  "
+                    + ", ".join(f"{name} {m['errors']} wrong" + averaged.format(**m) for name, m in metrics.items())
+                )
                 for name, m in metrics.items():
                     figures = per_model.setdefault((name, train_flips), {})
                     for key in ("val_accuracy", "val_log_loss", "flip_averaged_val_accuracy"):
@@ -183,22 +247,40 @@ def main(argv: list[str] | None = None) -> None:
         seeds = [42 + seed for seed in range(args.seeds)]
         for (name, trained), m in per_model.items():
             label, suffix = (f"{name} trained on photos + mirrored", ".trained_on_flips") if trained else (name, "")
-            print(f"{label}: val accuracy {mean_spread(m['val_accuracy'])}, log loss {mean_spread(m['val_log_loss'])}"
-                  + (f", averaged with the mirrored image {mean_spread(m['flip_averaged_val_accuracy'])}"
-                     if "flip_averaged_val_accuracy" in m else "") + f" on {n_valid} validation images")
+            print(
+                f"{label}: val accuracy {mean_spread(m['val_accuracy'])}, log loss {mean_spread(m['val_log_loss'])}"
+                + (
+                    f", averaged with the mirrored image {mean_spread(m['flip_averaged_val_accuracy'])}"
+                    if "flip_averaged_val_accuracy" in m
+                    else ""
+                )
+                + f" on {n_valid} validation images"
+            )
             for key, values in m.items():
                 what, unit = METRICS[key]
                 scale, digits = (100, 2) if unit == "%" else (1, 4)
                 mean, std = mean_and_spread([scale * v for v in values], digits)
-                record(f"{tag}.{name}{suffix}.{key}", mean, f"{HEADS.get(name, name)}, {what}"
-                       + (", trained on the photos + their mirror images" if trained else ""), unit, spread=std,
-                       seeds=seeds, per_seed=[round(scale * v, digits) for v in values],
-                       fastai=FASTAI_ACCURACY if unit == "%" else None, note=f"{n_valid} held-out images")
+                record(
+                    f"{tag}.{name}{suffix}.{key}",
+                    mean,
+                    f"{HEADS.get(name, name)}, {what}"
+                    + (", trained on the photos + their mirror images" if trained else ""),
+                    unit,
+                    spread=std,
+                    seeds=seeds,
+                    per_seed=[round(scale * v, digits) for v in values],
+                    fastai=FASTAI_ACCURACY if unit == "%" else None,
+                    note=f"{n_valid} held-out images",
+                )
         for train_flips, seconds in reruns.items():
-            record(f"{tag}{'.trained_on_flips' if train_flips else ''}.head_rerun_s", round(statistics.mean(seconds)),
-                   "head-only re-run (`dvc repro dogscats_evaluate`, features reused)"
-                   + (", heads trained on photos + mirror images" if train_flips else ""), "s",
-                   note="re-runs: " + ", ".join(f"{t:.0f} s" for t in seconds) + " (value: their mean)")
+            record(
+                f"{tag}{'.trained_on_flips' if train_flips else ''}.head_rerun_s",
+                round(statistics.mean(seconds)),
+                "head-only re-run (`dvc repro dogscats_evaluate`, features reused)"
+                + (", heads trained on photos + mirror images" if train_flips else ""),
+                "s",
+                note="re-runs: " + ", ".join(f"{t:.0f} s" for t in seconds) + " (value: their mean)",
+            )
     finally:
         project.cleanup(keep=args.keep)
 

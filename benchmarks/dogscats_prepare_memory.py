@@ -10,6 +10,7 @@ is needed.
     python -m benchmarks.dogscats_prepare_memory                    # 25,000 photos
     python -m benchmarks.dogscats_prepare_memory --per-class 1000   # a quick look
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def run_measured(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[fl
         wall = time.perf_counter() - started
         if process.returncode != 0:
             log.seek(0)
-            raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n"
-                               f"{log.read().decode(errors='replace')[-4000:]}")
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({process.returncode}):\n{log.read().decode(errors='replace')[-4000:]}"
+            )
     return usage.ru_maxrss / 1024, wall  # Linux reports kilobytes
 
 
@@ -54,9 +56,14 @@ def measure(project, per_class: int) -> dict:
     project.set_params({"dogscats.prepare.max_per_class": None})
     peak_mb, wall_s = run_measured(COMMAND, project.root, project.env)
     report = json.loads((project.root / PREPARED / "report.json").read_text())
-    return {"peak_rss_mb": round(peak_mb, 1), "wall_s": round(wall_s, 1), "photos": 2 * per_class,
-            "archive_mb": round(generated["archive_bytes"] / 2**20, 1),
-            "decoded_photos_mb": round(generated["decoded_bytes"] / 2**20), "report": report}
+    return {
+        "peak_rss_mb": round(peak_mb, 1),
+        "wall_s": round(wall_s, 1),
+        "photos": 2 * per_class,
+        "archive_mb": round(generated["archive_bytes"] / 2**20, 1),
+        "decoded_photos_mb": round(generated["decoded_bytes"] / 2**20),
+        "report": report,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,18 +79,36 @@ def main(argv: list[str] | None = None) -> None:
     report = figures.pop("report")
     print(json.dumps({**figures, "used": report["used"]}, indent=2))
     photos = figures["photos"]
-    note = (f"{photos:,} generated photos (archive {figures['archive_mb']} MB, {figures['decoded_photos_mb']:,} MB "
-            "once decoded), used: " + "; ".join(f"{split} " + ", ".join(f"{n:,} {c}" for c, n in used.items())
-                                                for split, used in report["used"].items())
-            + f"; load {load_before[0]:.2f} at the start; the stage ran with dogscats.prepare.max_per_class: null")
+    note = (
+        f"{photos:,} generated photos (archive {figures['archive_mb']} MB, {figures['decoded_photos_mb']:,} MB "
+        "once decoded), used: "
+        + "; ".join(
+            f"{split} " + ", ".join(f"{n:,} {c}" for c, n in used.items()) for split, used in report["used"].items()
+        )
+        + f"; load {load_before[0]:.2f} at the start; the stage ran with dogscats.prepare.max_per_class: null"
+    )
     command = benchmark_command("benchmarks.dogscats_prepare_memory", argv)
     stage = "`python -m stages.dogscats.prepare`"
     for figure, description, value, unit, bound in (
-            ("peak_rss", f"peak RSS of {stage} on {photos:,} generated photos", figures["peak_rss_mb"], "MB",
-             "< 2 GB (the test's bound)"),
-            ("wall_s", f"wall time of {stage} on {photos:,} generated photos", figures["wall_s"], "s", None)):
-        record_result("dogscats", f"dogscats.prepare_{photos}_photos.{figure}", value, description=description,
-                      unit=unit, fastai=bound, command=command, note=note)
+        (
+            "peak_rss",
+            f"peak RSS of {stage} on {photos:,} generated photos",
+            figures["peak_rss_mb"],
+            "MB",
+            "< 2 GB (the test's bound)",
+        ),
+        ("wall_s", f"wall time of {stage} on {photos:,} generated photos", figures["wall_s"], "s", None),
+    ):
+        record_result(
+            "dogscats",
+            f"dogscats.prepare_{photos}_photos.{figure}",
+            value,
+            description=description,
+            unit=unit,
+            fastai=bound,
+            command=command,
+            note=note,
+        )
     print("recorded in benchmarks/results/dogscats.json")
 
 

@@ -12,6 +12,7 @@ A seed whose model did not learn (the train stage refuses it) is reported and le
     python -m benchmarks.imdb --quality-models all --seeds 1  # every model once
     python -m benchmarks.imdb --seeds 9 --ensemble 3 --throughput-reviews 0 --skip-tokenize  # 3 ensembles of 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,13 @@ import numpy as np
 
 from benchmarks.common import benchmark_command, mean_and_spread, record_result, throwaway_mlflow_store
 
-LABELS = {"single": "single hidden layer", "cnn": "1-D CNN", "glove_cnn": "GloVe CNN", "multi_cnn": "multi-size CNN",
-          "lstm": "LSTM"}  # for the results records' descriptions
+LABELS = {
+    "single": "single hidden layer",
+    "cnn": "1-D CNN",
+    "glove_cnn": "GloVe CNN",
+    "multi_cnn": "multi-size CNN",
+    "lstm": "LSTM",
+}  # for the results records' descriptions
 
 
 def keras_tokenize(train_texts: list[str], test_texts: list[str], vocab_size: int):
@@ -44,7 +50,7 @@ def keras_tokenize(train_texts: list[str], test_texts: list[str], vocab_size: in
     def ids(texts):
         out = []
         for start in range(0, len(texts), 4096):
-            batch = vectorize(tf.constant(texts[start:start + 4096])).numpy()
+            batch = vectorize(tf.constant(texts[start : start + 4096])).numpy()
             # TextVectorization: 1 is [UNK], words from 2; here: words from 1, rare last
             out.extend(np.where(row == 1, vocab_size - 1, row - 1) for row in batch)
         return out
@@ -75,16 +81,21 @@ def bench_tokenizers(vocab_size: int, maxlen: int, command: str) -> None:
 
     same_words = len(set(vocab) & set(keras_vocab)) / len(vocab)
     same_ids = np.mean([np.mean(a == b) for a, b in zip(own, library)])
-    print(f"tokenize 50,000 reviews: reading {read_s:.1f} s; own tokenizer {own_s:.1f} s "
-          f"(total {read_s + own_s:.1f} s); Keras TextVectorization {keras_s:.1f} s (total {read_s + keras_s:.1f} s)")
-    print(f"  same vocabulary words: {same_words:.2%} (differences are ties in frequency at the cut-off); "
-          f"same ids: {same_ids:.2%} of positions")
+    print(
+        f"tokenize 50,000 reviews: reading {read_s:.1f} s; own tokenizer {own_s:.1f} s "
+        f"(total {read_s + own_s:.1f} s); Keras TextVectorization {keras_s:.1f} s (total {read_s + keras_s:.1f} s)"
+    )
+    print(
+        f"  same vocabulary words: {same_words:.2%} (differences are ties in frequency at the cut-off); "
+        f"same ids: {same_ids:.2%} of positions"
+    )
     for figure, description, value, unit in (
-            ("read_s", "reading the 50,000 reviews", round(read_s, 1), "s"),
-            ("own_s", "tokenizing 50,000 reviews with this project's tokenizer (after reading)", round(own_s, 1), "s"),
-            ("keras_s", "the same with Keras TextVectorization (after reading)", round(keras_s, 1), "s"),
-            ("same_vocabulary", "vocabulary words the two tokenizers share", round(100 * same_words, 2), "%"),
-            ("same_ids", "token positions where the two tokenizers give the same id", round(100 * same_ids, 2), "%")):
+        ("read_s", "reading the 50,000 reviews", round(read_s, 1), "s"),
+        ("own_s", "tokenizing 50,000 reviews with this project's tokenizer (after reading)", round(own_s, 1), "s"),
+        ("keras_s", "the same with Keras TextVectorization (after reading)", round(keras_s, 1), "s"),
+        ("same_vocabulary", "vocabulary words the two tokenizers share", round(100 * same_words, 2), "%"),
+        ("same_ids", "token positions where the two tokenizers give the same id", round(100 * same_ids, 2), "%"),
+    ):
         record_result("imdb", f"imdb.tokenize.{figure}", value, description=description, unit=unit, command=command)
 
 
@@ -94,11 +105,17 @@ def plain_keras_model(p, vocab_size: int, maxlen: int, glove):
     from keras import layers
 
     from stages.imdb.models import WordDropoutEmbedding
+
     init = keras.initializers.Constant(glove) if p.embedding == "glove" else "uniform"
-    embedding = WordDropoutEmbedding(vocab_size, p.embedding_dim, word_dropout=p.word_dropout,
-                                     embeddings_initializer=init, mask_zero=p.kind == "lstm",
-                                     embeddings_regularizer=keras.regularizers.l2(p.embedding_l2) if p.embedding_l2 else None,
-                                     trainable=p.phases[0].train_embedding)  # as the first phase trains
+    embedding = WordDropoutEmbedding(
+        vocab_size,
+        p.embedding_dim,
+        word_dropout=p.word_dropout,
+        embeddings_initializer=init,
+        mask_zero=p.kind == "lstm",
+        embeddings_regularizer=keras.regularizers.l2(p.embedding_l2) if p.embedding_l2 else None,
+        trainable=p.phases[0].train_embedding,
+    )  # as the first phase trains
     tokens = keras.Input(shape=(maxlen,), dtype="int32")
     x = embedding(tokens)
     if p.embedding_dropout:
@@ -107,9 +124,12 @@ def plain_keras_model(p, vocab_size: int, maxlen: int, glove):
         x = layers.LSTM(p.lstm_units)(x)
     else:
         if p.kind == "cnn":
-            convs = [layers.Flatten()(layers.MaxPooling1D()(layers.Conv1D(p.filters, k, padding="same",
-                                                                          activation="relu")(x)))
-                     for k in p.kernel_sizes]
+            convs = [
+                layers.Flatten()(
+                    layers.MaxPooling1D()(layers.Conv1D(p.filters, k, padding="same", activation="relu")(x))
+                )
+                for k in p.kernel_sizes
+            ]
             x = convs[0] if len(convs) == 1 else layers.concatenate(convs)
             if p.conv_dropout:
                 x = layers.Dropout(p.conv_dropout)(x)
@@ -117,8 +137,9 @@ def plain_keras_model(p, vocab_size: int, maxlen: int, glove):
             x = layers.Flatten()(x)
         x = layers.Dropout(p.hidden_dropout)(layers.Dense(p.hidden, activation="relu")(x))
     model = keras.Model(tokens, layers.Dense(1, activation="sigmoid")(x))
-    model.compile(optimizer=keras.optimizers.Adam(p.phases[0].learning_rate), loss="binary_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(p.phases[0].learning_rate), loss="binary_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
@@ -159,11 +180,15 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
         return (time.perf_counter() - started) / epochs
 
     arrays = functools.cache(load_arrays)  # the models differ at most in maxlen
-    print(f"training throughput, {n_reviews:,} training reviews per epoch + validation, second epoch (the first one "
-          f"also traces the graph), median of {repeats} alternated runs; reviews/s wall | reviews per CPU-second:")
+    print(
+        f"training throughput, {n_reviews:,} training reviews per epoch + validation, second epoch (the first one "
+        f"also traces the graph), median of {repeats} alternated runs; reviews/s wall | reviews per CPU-second:"
+    )
     with throwaway_mlflow_store():
         for name, p in models.items():
-            two_epochs = type(p).model_validate({**p.model_dump(), "phases": [p.phases[0].model_dump() | {"epochs": 2}]})
+            two_epochs = type(p).model_validate(
+                {**p.model_dump(), "phases": [p.phases[0].model_dump() | {"epochs": 2}]}
+            )
             train_x, train_y = arrays(split="train", maxlen=p.maxlen)
             valid = arrays(split="valid", maxlen=p.maxlen)
             subset = (train_x[:n_reviews], train_y[:n_reviews])
@@ -172,15 +197,27 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
             def plain_seconds() -> tuple[float, float]:
                 seconds = []
                 plain_keras_model(p, vocab_size, subset[0].shape[1], glove).fit(
-                    *subset, batch_size=p.batch_size, epochs=2, validation_data=valid, verbose=0,
-                    callbacks=[epoch_timer(seconds)])
+                    *subset,
+                    batch_size=p.batch_size,
+                    epochs=2,
+                    validation_data=valid,
+                    verbose=0,
+                    callbacks=[epoch_timer(seconds)],
+                )
                 return seconds[-1]
 
             def pipeline_seconds() -> tuple[float, float]:
                 seconds = []
                 with stage_run("imdb", f"benchmark@{name}") as run:
-                    model, _, _ = train(subset, valid, two_epochs, vocab_size, glove,
-                                        extra_callbacks=[run.keras_callback(), epoch_timer(seconds)], verbose=0)
+                    model, _, _ = train(
+                        subset,
+                        valid,
+                        two_epochs,
+                        vocab_size,
+                        glove,
+                        extra_callbacks=[run.keras_callback(), epoch_timer(seconds)],
+                        verbose=0,
+                    )
                     trained[:] = [model]
                 return seconds[-1]
 
@@ -189,26 +226,47 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
                 order = [(plain, plain_seconds), (pipeline, pipeline_seconds)]
                 for timings, measure in order if repeat % 2 == 0 else order[::-1]:
                     timings.append(measure())
-            (wall, cpu), (plain_wall, plain_cpu) = ([statistics.median(n_reviews / t[i] for t in runs) for i in (0, 1)]
-                                                    for runs in (pipeline, plain))
+            (wall, cpu), (plain_wall, plain_cpu) = (
+                [statistics.median(n_reviews / t[i] for t in runs) for i in (0, 1)] for runs in (pipeline, plain)
+            )
             with stage_run("imdb", f"benchmark@{name}") as run:
                 epoch_end = callback_seconds(trained[0], p.monitor, run)
             epoch_seconds = n_reviews / wall
-            print(f"  {name:>10}: pipeline {wall:6,.0f} | {cpu:6,.0f}   plain Keras {plain_wall:6,.0f} | {plain_cpu:6,.0f}"
-                  f"   pipeline cost {plain_cpu / cpu - 1:+.1%} CPU ({plain_wall / wall - 1:+.1%} wall); its epoch-end "
-                  f"callbacks {epoch_end * 1000:.0f} ms = {epoch_end / epoch_seconds:.2%} of a {epoch_seconds:.1f} s epoch",
-                  flush=True)
-            setting = (f"second of 2 epochs on {n_reviews:,} reviews, median of {repeats} alternated runs: pipeline "
-                       f"{wall:,.0f} reviews/s wall, {cpu:,.0f} per CPU-second; plain Keras {plain_wall:,.0f} | "
-                       f"{plain_cpu:,.0f}; wall cost {plain_wall / wall - 1:+.1%}")
-            record_result("imdb", f"imdb.{name}.pipeline_cpu_cost", round(100 * (plain_cpu / cpu - 1), 1),
-                          description=f"CPU cost of the pipeline's train() over a plain Keras script, {name} (median "
-                          "reviews per CPU-second)", unit="%", fastai="< 5% (goal)", command=command, note=setting)
-            record_result("imdb", f"imdb.{name}.epoch_end_share", round(100 * epoch_end / epoch_seconds, 2),
-                          description="the pipeline's epoch-end callbacks (phase log, best-weights copy, MLflow "
-                          f"metrics) timed directly, share of a {name} epoch", unit="%", fastai="< 5% (goal)",
-                          command=command, note=f"{epoch_end * 1000:.0f} ms of a {epoch_seconds:.1f} s epoch on "
-                          f"{n_reviews:,} reviews")
+            print(
+                f"  {name:>10}: pipeline {wall:6,.0f} | {cpu:6,.0f}   plain Keras {plain_wall:6,.0f} | "
+                f"{plain_cpu:6,.0f}   pipeline cost {plain_cpu / cpu - 1:+.1%} CPU "
+                f"({plain_wall / wall - 1:+.1%} wall); "
+                f"its epoch-end callbacks {epoch_end * 1000:.0f} ms = {epoch_end / epoch_seconds:.2%} of a "
+                f"{epoch_seconds:.1f} s epoch",
+                flush=True,
+            )
+            setting = (
+                f"second of 2 epochs on {n_reviews:,} reviews, median of {repeats} alternated runs: pipeline "
+                f"{wall:,.0f} reviews/s wall, {cpu:,.0f} per CPU-second; plain Keras {plain_wall:,.0f} | "
+                f"{plain_cpu:,.0f}; wall cost {plain_wall / wall - 1:+.1%}"
+            )
+            record_result(
+                "imdb",
+                f"imdb.{name}.pipeline_cpu_cost",
+                round(100 * (plain_cpu / cpu - 1), 1),
+                description=f"CPU cost of the pipeline's train() over a plain Keras script, {name} (median "
+                "reviews per CPU-second)",
+                unit="%",
+                fastai="< 5% (goal)",
+                command=command,
+                note=setting,
+            )
+            record_result(
+                "imdb",
+                f"imdb.{name}.epoch_end_share",
+                round(100 * epoch_end / epoch_seconds, 2),
+                description="the pipeline's epoch-end callbacks (phase log, best-weights copy, MLflow "
+                f"metrics) timed directly, share of a {name} epoch",
+                unit="%",
+                fastai="< 5% (goal)",
+                command=command,
+                note=f"{epoch_end * 1000:.0f} ms of a {epoch_seconds:.1f} s epoch on {n_reviews:,} reviews",
+            )
 
 
 def ensemble_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, size: int) -> list[float]:
@@ -216,12 +274,15 @@ def ensemble_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, siz
     rule like a single model); a remainder is left out."""
     from stages.imdb.evaluate import evaluate
 
-    return [evaluate(np.mean(probabilities[start:start + size], axis=0), labels.astype(int))[0]["test_accuracy"]
-            for start in range(0, len(probabilities) - size + 1, size)]
+    return [
+        evaluate(np.mean(probabilities[start : start + size], axis=0), labels.astype(int))[0]["test_accuracy"]
+        for start in range(0, len(probabilities) - size + 1, size)
+    ]
 
 
-def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], command: str, fastai: dict[str, float],
-                  ensemble: int = 1) -> None:
+def bench_quality(
+    models: dict, vocab_size: int, glove, seeds: list[int], command: str, fastai: dict[str, float], ensemble: int = 1
+) -> None:
     import keras
 
     from stages.common.cli import StageError
@@ -232,8 +293,10 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], comman
     def spread(values: list[float]) -> float:
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
-    print("test accuracy, mean +- standard deviation over seeds "
-          f"{seeds} (honest: epoch chosen on the validation split, test evaluated once):")
+    print(
+        "test accuracy, mean +- standard deviation over seeds "
+        f"{seeds} (honest: epoch chosen on the validation split, test evaluated once):"
+    )
     for name, p in models.items():
         train_data, valid_data, test = (load_arrays(split=s, maxlen=p.maxlen) for s in ("train", "valid", "test"))
         honest, fastai_protocol, times, probabilities, learned = [], [], [], [], []
@@ -247,11 +310,13 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], comman
             seeded = type(p).model_validate({**p.model_dump(), "seed": seed})
             started = time.perf_counter()
             try:
-                model, _, summary = train(train_data, valid_data, seeded, vocab_size, glove,
-                                          extra_callbacks=[TestEachEpoch()], verbose=0)
+                model, _, summary = train(
+                    train_data, valid_data, seeded, vocab_size, glove, extra_callbacks=[TestEachEpoch()], verbose=0
+                )
                 if seeded.refit:  # as imdb_train does: again on every training review, to the chosen epoch
-                    model, _ = refit(train_data, valid_data, seeded, summary["best_epoch"], vocab_size, glove,
-                                     verbose=0)
+                    model, _ = refit(
+                        train_data, valid_data, seeded, summary["best_epoch"], vocab_size, glove, verbose=0
+                    )
             except StageError as err:  # e.g. a seed whose model did not learn: reported, left out of the figures
                 print(f"  {name} seed {seed}: left out: {err}", flush=True)
                 continue
@@ -260,37 +325,65 @@ def bench_quality(models: dict, vocab_size: int, glove, seeds: list[int], comman
             probabilities.append(model.predict(test[0], batch_size=512, verbose=0).reshape(-1))
             honest.append(evaluate(probabilities[-1], test[1].astype(int))[0]["test_accuracy"])
             fastai_protocol.append(max(per_epoch))
-            print(f"  {name} seed {seed}: test {honest[-1]:.4f} (epoch {summary['best_epoch']} chosen on validation); "
-                  f"fast.ai protocol {fastai_protocol[-1]:.4f}; per-epoch test {[round(a, 4) for a in per_epoch]}",
-                  flush=True)
+            print(
+                f"  {name} seed {seed}: test {honest[-1]:.4f} (epoch {summary['best_epoch']} chosen on validation); "
+                f"fast.ai protocol {fastai_protocol[-1]:.4f}; per-epoch test {[round(a, 4) for a in per_epoch]}",
+                flush=True,
+            )
         if not honest:
             continue
-        print(f"  {name:>10}: {statistics.mean(honest):.2%} +- {spread(honest):.2%} honest | "
-              f"{statistics.mean(fastai_protocol):.2%} +- {spread(fastai_protocol):.2%} fast.ai protocol "
-              f"(best epoch on test) | {statistics.mean(times):.0f} s per run incl. per-epoch test passes")
+        print(
+            f"  {name:>10}: {statistics.mean(honest):.2%} +- {spread(honest):.2%} honest | "
+            f"{statistics.mean(fastai_protocol):.2%} +- {spread(fastai_protocol):.2%} fast.ai protocol "
+            f"(best epoch on test) | {statistics.mean(times):.0f} s per run incl. per-epoch test passes"
+        )
         left_out = f"; left out (did not learn): seeds {sorted(set(seeds) - set(learned))}" if learned != seeds else ""
         label, fastai_figure = LABELS.get(name, name), round(100 * fastai[name], 2) if name in fastai else None
         for figure, values, what in (
-                ("test_accuracy", honest, "test accuracy (epoch chosen on validation)"),
-                ("test_accuracy_fastai_protocol", fastai_protocol,
-                 "fast.ai's protocol (best epoch on the test set; reported, never used to choose)")):
+            ("test_accuracy", honest, "test accuracy (epoch chosen on validation)"),
+            (
+                "test_accuracy_fastai_protocol",
+                fastai_protocol,
+                "fast.ai's protocol (best epoch on the test set; reported, never used to choose)",
+            ),
+        ):
             mean, std = mean_and_spread([100 * a for a in values], 2)
-            record_result("imdb", f"imdb.{name}.{figure}", mean, description=f"{label} {what}", unit="%",
-                          spread=std, seeds=learned, per_seed=[round(100 * a, 2) for a in values],
-                          fastai=fastai_figure, command=command,
-                          note=f"{statistics.mean(times):.0f} s per run incl. per-epoch test passes{left_out}")
+            record_result(
+                "imdb",
+                f"imdb.{name}.{figure}",
+                mean,
+                description=f"{label} {what}",
+                unit="%",
+                spread=std,
+                seeds=learned,
+                per_seed=[round(100 * a, 2) for a in values],
+                fastai=fastai_figure,
+                command=command,
+                note=f"{statistics.mean(times):.0f} s per run incl. per-epoch test passes{left_out}",
+            )
         if 1 < ensemble <= len(probabilities):
             ensembles = ensemble_accuracies(probabilities, test[1], ensemble)
-            print(f"  {name:>10}: ensembles of {ensemble} (mean probability of consecutive seeds; not a single model): "
-                  f"{' '.join(f'{a:.4f}' for a in ensembles)} -> {statistics.mean(ensembles):.2%} +- "
-                  f"{spread(ensembles):.2%}", flush=True)
+            print(
+                f"  {name:>10}: ensembles of {ensemble} (mean probability of consecutive seeds; not a single model): "
+                f"{' '.join(f'{a:.4f}' for a in ensembles)} -> {statistics.mean(ensembles):.2%} +- "
+                f"{spread(ensembles):.2%}",
+                flush=True,
+            )
             mean, std = mean_and_spread([100 * a for a in ensembles], 2)
-            record_result("imdb", f"imdb.{name}.ensemble{ensemble}.test_accuracy", mean,
-                          description=f"ensembles of {ensemble} {label} models (mean probability of consecutive "
-                          "seeds; not a single model)", unit="%", spread=std,
-                          seeds=learned[:len(ensembles) * ensemble], per_seed=None,
-                          fastai=fastai_figure, command=command,
-                          note="ensembles: " + " / ".join(f"{100 * a:.2f}%" for a in ensembles))
+            record_result(
+                "imdb",
+                f"imdb.{name}.ensemble{ensemble}.test_accuracy",
+                mean,
+                description=f"ensembles of {ensemble} {label} models (mean probability of consecutive "
+                "seeds; not a single model)",
+                unit="%",
+                spread=std,
+                seeds=learned[: len(ensembles) * ensemble],
+                per_seed=None,
+                fastai=fastai_figure,
+                command=command,
+                note="ensembles: " + " / ".join(f"{100 * a:.2f}%" for a in ensembles),
+            )
 
 
 def selected(models: dict, spec: str) -> dict:
@@ -328,9 +421,15 @@ def main(argv: list[str] | None = None) -> None:
         bench_throughput(timed, p.tokenize.vocab_size, glove, args.throughput_reviews, args.repeats, command)
     quality = selected(p.models, args.quality_models)
     if quality:
-        bench_quality(quality, p.tokenize.vocab_size, glove, [next(iter(quality.values())).seed + i
-                                                              for i in range(args.seeds)], command,
-                      p.fastai_test_accuracy, args.ensemble)
+        bench_quality(
+            quality,
+            p.tokenize.vocab_size,
+            glove,
+            [next(iter(quality.values())).seed + i for i in range(args.seeds)],
+            command,
+            p.fastai_test_accuracy,
+            args.ensemble,
+        )
     print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
 
 

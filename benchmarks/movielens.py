@@ -1,7 +1,8 @@
 """MovieLens benchmark on the real data: quality over 3 seeds, throughput vs a plain Keras script, chain wall time.
 
-    LESSON5_MIRROR=../shared/data python -m benchmarks.movielens [--seeds 1 2 3]
+LESSON5_MIRROR=../shared/data python -m benchmarks.movielens [--seeds 1 2 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,13 @@ from stages.movielens import baselines, data, prepare, train
 from stages.movielens import params as movielens_params
 
 FASTAI_VAL_MSE = {"bias": "0.7979 (aim <= 0.77)", "nn": "<= 0.80 (goal)"}
-DESCRIPTIONS = {"global_mean": "baseline: the training mean rating", "movie_mean": "baseline: each movie's training "
-                "mean rating", "dot": "dot product", "bias": "dot + biases (the headline model)", "nn": "neural net"}
+DESCRIPTIONS = {
+    "global_mean": "baseline: the training mean rating",
+    "movie_mean": "baseline: each movie's training mean rating",
+    "dot": "dot product",
+    "bias": "dot + biases (the headline model)",
+    "nn": "neural net",
+}
 
 
 def load_real(p) -> tuple:
@@ -44,15 +50,23 @@ def quality(p, ratings, movies, seeds: list[int], command: str) -> None:
             print(f"  seed {seed} {name}: best val MSE {results[name][-1]:.4f}", flush=True)
     print(f"\nMovieLens validation MSE over seeds {seeds} (split and init seeded together):")
     for name, values in results.items():
-        rmse = [v ** 0.5 for v in values]
+        rmse = [v**0.5 for v in values]
         print(f"  {name:<12} MSE {mean_spread(values)}   RMSE {mean_spread(rmse)}")
         for metric, unit, figures in (("val_mse", "MSE", values), ("val_rmse", "RMSE", rmse)):
             mean, spread = mean_and_spread(figures, 4)
-            record_result("movielens", f"movielens.{name}.{metric}", mean,
-                          description=f"{DESCRIPTIONS.get(name, name)}, validation {unit}", unit=unit,
-                          spread=spread, seeds=seeds, per_seed=[round(v, 4) for v in figures],
-                          fastai=FASTAI_VAL_MSE.get(name) if metric == "val_mse" else None, command=command,
-                          note="split and initialisation seeded together")
+            record_result(
+                "movielens",
+                f"movielens.{name}.{metric}",
+                mean,
+                description=f"{DESCRIPTIONS.get(name, name)}, validation {unit}",
+                unit=unit,
+                spread=spread,
+                seeds=seeds,
+                per_seed=[round(v, 4) for v in figures],
+                fastai=FASTAI_VAL_MSE.get(name) if metric == "val_mse" else None,
+                command=command,
+                note="split and initialisation seeded together",
+            )
 
 
 def throughput(p, ratings, movies, command: str, name: str = "bias", epochs: int = 3) -> None:
@@ -60,6 +74,7 @@ def throughput(p, ratings, movies, command: str, name: str = "bias", epochs: int
     import keras
 
     from stages.common.tracking import stage_run
+
     encoded, users, table, _ = prepare.prepare(ratings, movies, p.prepare.valid_fraction, p.prepare.seed)
     mp = p.models[name].model_copy(update={"epochs": epochs, "early_stopping_patience": None})
     trn, val = encoded[~encoded["valid"]], encoded[encoded["valid"]]
@@ -68,23 +83,47 @@ def throughput(p, ratings, movies, command: str, name: str = "bias", epochs: int
     plain = train.build(mp, len(users), len(table))
     plain.compile(keras.optimizers.Adam(mp.lr_schedule[0][1]), loss="mse", metrics=["mse"])
     started = time.perf_counter()
-    plain.fit(train.inputs(trn), trn["rating"].to_numpy("float32"), batch_size=mp.batch_size, epochs=epochs,
-              validation_data=(train.inputs(val), val["rating"].to_numpy("float32")), verbose=0)
+    plain.fit(
+        train.inputs(trn),
+        trn["rating"].to_numpy("float32"),
+        batch_size=mp.batch_size,
+        epochs=epochs,
+        validation_data=(train.inputs(val), val["rating"].to_numpy("float32")),
+        verbose=0,
+    )
     plain_rate = len(trn) * epochs / (time.perf_counter() - started)
 
     with throwaway_mlflow_store(), stage_run("movielens", "benchmark") as run:
         _, _, pipeline_rate = train.train(encoded, len(users), len(table), mp, [run.keras_callback()])
-    print(f"\nTraining throughput ({name}, {epochs} epochs, batch {mp.batch_size}): plain Keras {plain_rate:,.0f} "
-          f"ratings/s, pipeline {pipeline_rate:,.0f} ratings/s, pipeline/plain = {pipeline_rate / plain_rate:.3f}")
+    print(
+        f"\nTraining throughput ({name}, {epochs} epochs, batch {mp.batch_size}): plain Keras {plain_rate:,.0f} "
+        f"ratings/s, pipeline {pipeline_rate:,.0f} ratings/s, pipeline/plain = {pipeline_rate / plain_rate:.3f}"
+    )
     setting = f"{epochs} epochs, batch {mp.batch_size}"
     for figure, description, value, unit in (
-            ("plain_keras_ratings_per_s", "training throughput of a bare Keras fit()", round(plain_rate), "ratings/s"),
-            ("pipeline_ratings_per_s", "training throughput of the pipeline's train() (schedule, early stopping, "
-             "MLflow per-epoch logging)", round(pipeline_rate), "ratings/s"),
-            ("pipeline_over_plain", "pipeline train() throughput / bare Keras fit() throughput",
-             round(pipeline_rate / plain_rate, 3), "")):
-        record_result("movielens", f"movielens.{name}.{figure}", value, description=f"{description}, {name} model",
-                      unit=unit, command=command, note=setting)
+        ("plain_keras_ratings_per_s", "training throughput of a bare Keras fit()", round(plain_rate), "ratings/s"),
+        (
+            "pipeline_ratings_per_s",
+            "training throughput of the pipeline's train() (schedule, early stopping, MLflow per-epoch logging)",
+            round(pipeline_rate),
+            "ratings/s",
+        ),
+        (
+            "pipeline_over_plain",
+            "pipeline train() throughput / bare Keras fit() throughput",
+            round(pipeline_rate / plain_rate, 3),
+            "",
+        ),
+    ):
+        record_result(
+            "movielens",
+            f"movielens.{name}.{figure}",
+            value,
+            description=f"{description}, {name} model",
+            unit=unit,
+            command=command,
+            note=setting,
+        )
 
 
 def chain_wall_time(command: str) -> None:
@@ -98,11 +137,19 @@ def chain_wall_time(command: str) -> None:
     print(f"\nWhole MovieLens chain with `dvc repro` (download from the mirror .. analyze): {full:.1f}s wall")
     print(f"No-op `dvc repro` of the chain: {noop:.1f}s; no-op Prefect flow (fresh ephemeral server): {flow_noop:.1f}s")
     for figure, description, seconds, goal in (
-            ("repro_s", "the whole MovieLens chain with `dvc repro` (mirror copy .. analyze, 3 models)", full, None),
-            ("noop_repro_s", "no-op `dvc repro` of the MovieLens chain", noop, "< 5 s (goal)"),
-            ("noop_flow_s", "no-op Prefect flow over the MovieLens chain (fresh ephemeral server)", flow_noop, None)):
-        record_result("movielens", f"movielens.chain.{figure}", round(seconds, 1), description=description, unit="s",
-                      fastai=goal, command=command)
+        ("repro_s", "the whole MovieLens chain with `dvc repro` (mirror copy .. analyze, 3 models)", full, None),
+        ("noop_repro_s", "no-op `dvc repro` of the MovieLens chain", noop, "< 5 s (goal)"),
+        ("noop_flow_s", "no-op Prefect flow over the MovieLens chain (fresh ephemeral server)", flow_noop, None),
+    ):
+        record_result(
+            "movielens",
+            f"movielens.chain.{figure}",
+            round(seconds, 1),
+            description=description,
+            unit="s",
+            fastai=goal,
+            command=command,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,8 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     require_mirror()
     p = movielens_params.load()
     ratings, movies = load_real(p)
-    print(f"MovieLens {p.dataset}: {len(ratings):,} ratings, {ratings['userId'].nunique():,} users, "
-          f"{ratings['movieId'].nunique():,} movies")
+    print(
+        f"MovieLens {p.dataset}: {len(ratings):,} ratings, {ratings['userId'].nunique():,} users, "
+        f"{ratings['movieId'].nunique():,} movies"
+    )
     command = benchmark_command("benchmarks.movielens", argv)
     quality(p, ratings, movies, args.seeds, command)
     throughput(p, ratings, movies, command)

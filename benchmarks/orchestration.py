@@ -7,6 +7,7 @@ nothing changed (each starting its ephemeral Prefect server), then against a run
 second run there is timed), then a no-op `dvc repro`; beside them, an empty Prefect flow (Prefect's own floor).
 `--keep` keeps the copy; `--noop-in COPY` times only the no-change runs there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,11 @@ def main(argv: list[str] | None = None) -> None:
     require_mirror()
     command = benchmark_command("benchmarks.orchestration", argv)
     # figures of some stages only get ids of their own: orchestration.full_run.targets_<stage>_<stage>.wall_s
-    scope, part = ((f"stages {', '.join(args.targets)} and their upstream", ".targets_" + "_".join(args.targets))
-                   if args.targets else ("the whole graph", ""))
+    scope, part = (
+        (f"stages {', '.join(args.targets)} and their upstream", ".targets_" + "_".join(args.targets))
+        if args.targets
+        else ("the whole graph", "")
+    )
     project = ProjectCopy(existing=args.noop_in)
     try:
         if not args.noop_in:
@@ -49,29 +53,62 @@ def main(argv: list[str] | None = None) -> None:
         noop_dvc = project.dvc("repro", *args.targets)
     finally:
         project.cleanup(keep=bool(args.keep or args.noop_in))
-    print("No-change flow run (everything up to date), with an ephemeral Prefect server started by the run: "
-          + ", ".join(f"{t:.1f}s" for t in noop_flows) + f" (an empty Prefect flow: {empty_flow:.1f}s)")
-    print(f"No-change flow run against a running local Prefect server (PREFECT_API_URL): {noop_served:.1f}s "
-          f"(an empty Prefect flow: {empty_flow_served:.1f}s)")
+    print(
+        "No-change flow run (everything up to date), with an ephemeral Prefect server started by the run: "
+        + ", ".join(f"{t:.1f}s" for t in noop_flows)
+        + f" (an empty Prefect flow: {empty_flow:.1f}s)"
+    )
+    print(
+        f"No-change flow run against a running local Prefect server (PREFECT_API_URL): {noop_served:.1f}s "
+        f"(an empty Prefect flow: {empty_flow_served:.1f}s)"
+    )
     print(f"No-op `dvc repro`: {noop_dvc:.1f}s")
     for figure, description, seconds, goal, note in (
-            ("flow_ephemeral_s", "no-change flow with the ephemeral Prefect server a bare `python -m pipelines.flow` "
-             "starts", sum(noop_flows) / len(noop_flows), "< 20 s (goal)",
-             "runs: " + ", ".join(f"{t:.1f} s" for t in noop_flows) + " (value: their mean)"),
-            ("empty_flow_ephemeral_s", "an empty Prefect flow with its own ephemeral server", empty_flow, None, None),
-            ("flow_served_s", "no-change flow against a running Prefect server (`PREFECT_API_URL`)", noop_served,
-             "< 20 s (goal)", None),
-            ("empty_flow_served_s", "an empty Prefect flow against the same server (Prefect's floor)",
-             empty_flow_served, None, None),
-            ("dvc_repro_s", "no-op `dvc repro`", noop_dvc, "< 5 s (goal)", None)):
-        record_result("orchestration", f"orchestration.noop{part}.{figure}", round(seconds, 1),
-                      description=f"{description}, {scope}", unit="s", fastai=goal, command=command, note=note)
+        (
+            "flow_ephemeral_s",
+            "no-change flow with the ephemeral Prefect server a bare `python -m pipelines.flow` starts",
+            sum(noop_flows) / len(noop_flows),
+            "< 20 s (goal)",
+            "runs: " + ", ".join(f"{t:.1f} s" for t in noop_flows) + " (value: their mean)",
+        ),
+        ("empty_flow_ephemeral_s", "an empty Prefect flow with its own ephemeral server", empty_flow, None, None),
+        (
+            "flow_served_s",
+            "no-change flow against a running Prefect server (`PREFECT_API_URL`)",
+            noop_served,
+            "< 20 s (goal)",
+            None,
+        ),
+        (
+            "empty_flow_served_s",
+            "an empty Prefect flow against the same server (Prefect's floor)",
+            empty_flow_served,
+            None,
+            None,
+        ),
+        ("dvc_repro_s", "no-op `dvc repro`", noop_dvc, "< 5 s (goal)", None),
+    ):
+        record_result(
+            "orchestration",
+            f"orchestration.noop{part}.{figure}",
+            round(seconds, 1),
+            description=f"{description}, {scope}",
+            unit="s",
+            fastai=goal,
+            command=command,
+            note=note,
+        )
 
 
 def full_run_report(project: ProjectCopy, full: float, command: str, scope: str, part: str) -> None:
     """Print the full run's metrics and its wall time against the time its stages took."""
-    metrics = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=project.root,
-                             env=project.env, capture_output=True, text=True).stdout
+    metrics = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--md"],
+        cwd=project.root,
+        env=project.env,
+        capture_output=True,
+        text=True,
+    ).stdout
     print("\nMetrics of the full run (`dvc metrics show`):\n" + metrics)
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesson5-pipeline")
@@ -83,16 +120,28 @@ def full_run_report(project: ProjectCopy, full: float, command: str, scope: str,
         branches[stage.split("_", 1)[0]] = branches.get(stage.split("_", 1)[0], 0.0) + seconds
     total = sum(stage_seconds.values())
     print("Per-branch stage time (s): " + json.dumps({k: round(v, 1) for k, v in branches.items()}))
-    print(f"Full flow wall time {full:.0f}s vs sum of its stages {total:.0f}s "
-          f"(parallel speed-up {total / full:.2f}x on this machine)", flush=True)
+    print(
+        f"Full flow wall time {full:.0f}s vs sum of its stages {total:.0f}s "
+        f"(parallel speed-up {total / full:.2f}x on this machine)",
+        flush=True,
+    )
     per_branch = "per branch: " + ", ".join(f"{k} {v:,.0f} s" for k, v in branches.items())
     goal = None if part else "about an hour (goal)"  # for the whole graph
     for figure, description, value, unit, fastai, note in (
-            ("wall_s", f"the flow over {scope} with the params in params.yaml", round(full), "s", goal, per_branch),
-            ("stage_seconds_sum", "the same run's stage times summed", round(total), "s", None, None),
-            ("parallel_speedup", "summed stage time / flow wall time", round(total / full, 2), "x", None, None)):
-        record_result("orchestration", f"orchestration.full_run{part}.{figure}", value, description=description,
-                      unit=unit, fastai=fastai, command=command, note=note)
+        ("wall_s", f"the flow over {scope} with the params in params.yaml", round(full), "s", goal, per_branch),
+        ("stage_seconds_sum", "the same run's stage times summed", round(total), "s", None, None),
+        ("parallel_speedup", "summed stage time / flow wall time", round(total / full, 2), "x", None, None),
+    ):
+        record_result(
+            "orchestration",
+            f"orchestration.full_run{part}.{figure}",
+            value,
+            description=description,
+            unit=unit,
+            fastai=fastai,
+            command=command,
+            note=note,
+        )
 
 
 def _stage_seconds(summary: str) -> dict[str, float]:

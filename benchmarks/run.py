@@ -1,7 +1,8 @@
 """`make bench`: every workload's benchmark on the real data, one after another.
 
-    LESSON5_MIRROR=../shared/data python -m benchmarks.run [WORKLOAD ...]
+LESSON5_MIRROR=../shared/data python -m benchmarks.run [WORKLOAD ...]
 """
+
 from __future__ import annotations
 
 import importlib

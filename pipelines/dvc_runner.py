@@ -9,6 +9,7 @@ lock. Only the stage commands run in parallel, each in its own subprocess. A
 `dvc repro` started by hand meanwhile fails fast with DVC's "Unable to acquire
 lock" and touches nothing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,12 +40,18 @@ class DvcInternalsError(RuntimeError):
 
 
 # The DVC internals used below, as DVC 3.67 has them: (where, what, the parameters it must take)
-INTERNALS = (("dvc.repo", "Repo._reset", ()), ("dvc.repo", "lock_repo", ("repo",)),
-             ("dvc.stage", "Stage.changed", ()), ("dvc.stage", "Stage.remove_outs", ("ignore_remove", "force")),
-             ("dvc.stage", "Stage.save", ("run_cache",)), ("dvc.stage", "Stage.commit", ()),
-             ("dvc.dvcfile", "ProjectFile.dump", ("update_pipeline",)),
-             ("dvc.stage.cache", "StageCache.restore", ("stage",)), ("dvc.stage.cache", "RunCacheNotFoundError", ()),
-             ("dvc.repo.stage", "StageLoad.collect", ("target",)))
+INTERNALS = (
+    ("dvc.repo", "Repo._reset", ()),
+    ("dvc.repo", "lock_repo", ("repo",)),
+    ("dvc.stage", "Stage.changed", ()),
+    ("dvc.stage", "Stage.remove_outs", ("ignore_remove", "force")),
+    ("dvc.stage", "Stage.save", ("run_cache",)),
+    ("dvc.stage", "Stage.commit", ()),
+    ("dvc.dvcfile", "ProjectFile.dump", ("update_pipeline",)),
+    ("dvc.stage.cache", "StageCache.restore", ("stage",)),
+    ("dvc.stage.cache", "RunCacheNotFoundError", ()),
+    ("dvc.repo.stage", "StageLoad.collect", ("target",)),
+)
 
 
 def check_dvc_internals() -> None:
@@ -69,7 +76,8 @@ def check_dvc_internals() -> None:
         raise DvcInternalsError(
             f"pipelines/dvc_runner.py drives DVC 3.67's stage internals, and the installed DVC {dvc.__version__} "
             f"lacks: {'; '.join(missing)}. Install the locked environment (`make install`, which installs uv.lock's "
-            "DVC), or run the stages with plain `dvc repro` until the runner is ported to this DVC.")
+            "DVC), or run the stages with plain `dvc repro` until the runner is ported to this DVC."
+        )
 
 
 class DvcRunner:
@@ -102,13 +110,20 @@ class DvcRunner:
             sub = graph.subgraph(pipeline)
             # DVC's graph points from a stage to the stages it depends on
             order = list(reversed(list(nx.topological_sort(sub))))
-            return {s.addressing: StageInfo(s.addressing, s.cmd, tuple(sorted(u.addressing for u in sub.successors(s))),
-                                            s.addressing.split("_", 1)[0])
-                    for s in order}
+            return {
+                s.addressing: StageInfo(
+                    s.addressing,
+                    s.cmd,
+                    tuple(sorted(u.addressing for u in sub.successors(s))),
+                    s.addressing.split("_", 1)[0],
+                )
+                for s in order
+            }
 
     @contextlib.contextmanager
     def _dvc(self) -> Iterator[None]:
         from dvc.repo import lock_repo
+
         with self._mutex, lock_repo(self.repo):
             yield
 
@@ -116,6 +131,7 @@ class DvcRunner:
     def hold_lock(self) -> Iterator[None]:
         """Hold DVC's repo lock for the whole run (nested DVC calls reuse it)."""
         from dvc.repo import lock_repo
+
         with lock_repo(self.repo):
             yield
 
@@ -160,15 +176,17 @@ class DvcRunner:
             stage.commit()
             self._dump(stage)
 
-    def run_command(self, info: StageInfo, env: dict[str, str], echo: Callable[[str], None],
-                    progress_every: float = 15.0) -> tuple[int, str]:
+    def run_command(
+        self, info: StageInfo, env: dict[str, str], echo: Callable[[str], None], progress_every: float = 15.0
+    ) -> tuple[int, str]:
         """Run the stage's cmd as DVC would (shell, repo root); stream its lines to `echo`; return (code, tail).
 
         Progress bars redraw a line with a carriage return and no newline: those redraws are echoed at most
         every `progress_every` seconds, so a long stage shows its progress without flooding the log."""
         env = {**env, "DVC_ROOT": str(self.root), "DVC_STAGE": info.name}  # as DVC sets them for stage commands
-        proc = subprocess.Popen(info.cmd, shell=True, cwd=self.root, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            info.cmd, shell=True, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         tail: list[str] = []
 
         def emit(raw: bytes) -> None:

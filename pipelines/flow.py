@@ -8,6 +8,7 @@ pipelines/dvc_runner.py for how this stays equivalent to `dvc repro`). A failing
 stage stops only the stages downstream of it; the flow ends with a summary of
 what ran, what was skipped and what failed, and why.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,8 +82,9 @@ def _retry_options(info: StageInfo, retries: int) -> dict:
     return {"retries": retries, "retry_delay_seconds": [10 * 3**i for i in range(retries)]}
 
 
-def schedule(runner: DvcRunner, stages: dict[str, StageInfo], params: PipelineParams,
-             env: dict[str, str]) -> list[StageResult]:
+def schedule(
+    runner: DvcRunner, stages: dict[str, StageInfo], params: PipelineParams, env: dict[str, str]
+) -> list[StageResult]:
     """Every stage submitted at once, each waiting for its upstream stages (Prefect's `wait_for`, which also draws
     the DVC graph in Prefect's UI): a failure leaves only its downstream stages not run. At most `max_parallel`
     stage commands run at once (a semaphore inside the task), so up-to-date checks are never throttled. Prefect's
@@ -90,10 +92,12 @@ def schedule(runner: DvcRunner, stages: dict[str, StageInfo], params: PipelinePa
     slots = threading.Semaphore(params.max_parallel)
     futures = {}
     for name, info in stages.items():  # dependency order: every upstream future exists already
-        task_run = reproduce_stage.with_options(name=name, task_run_name=name,
-                                                **_retry_options(info, params.download_retries))
-        futures[name] = task_run.submit(runner, info, env, slots,
-                                        wait_for=[futures[u] for u in info.upstream if u in futures])
+        task_run = reproduce_stage.with_options(
+            name=name, task_run_name=name, **_retry_options(info, params.download_retries)
+        )
+        futures[name] = task_run.submit(
+            runner, info, env, slots, wait_for=[futures[u] for u in info.upstream if u in futures]
+        )
     results = []
     for name, future in futures.items():
         future.wait()
@@ -140,15 +144,21 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
         # `dvc repro` meanwhile stops at once instead of racing the flow
         with runner.hold_lock():
             stages = runner.stages(targets)
-            with stage_run("pipeline", "pipeline", params={**params.model_dump(), "targets": targets or "all"},
-                           tags={"prefect.flow_run_id": env[FLOW_RUN_ENV]}) as parent:
+            with stage_run(
+                "pipeline",
+                "pipeline",
+                params={**params.model_dump(), "targets": targets or "all"},
+                tags={"prefect.flow_run_id": env[FLOW_RUN_ENV]},
+            ) as parent:
                 if parent.run_id:
                     env[PARENT_RUN_ENV] = parent.run_id
                 results = schedule(runner, stages, params, env)
                 wall = time.perf_counter() - started
                 summary = format_summary(results, wall)
-                counts = {f"stages_{s}": sum(r.status == s for r in results)
-                          for s in ("ran", "restored", "skipped", "failed", "blocked")}
+                counts = {
+                    f"stages_{s}": sum(r.status == s for r in results)
+                    for s in ("ran", "restored", "skipped", "failed", "blocked")
+                }
                 parent.log_metrics({"wall_seconds": wall, **counts})
                 parent.log_text(summary, "pipeline_summary.txt")
     finally:

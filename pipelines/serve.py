@@ -8,6 +8,7 @@ The serving process runs each scheduled flow run itself (in this folder), so kee
 A run against unchanged inputs trains nothing: DVC finds every stage up to date.
 `global_limit=1` keeps scheduled runs from overlapping (they would share DVC's repository lock).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,15 +30,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-parallel", type=int, default=None)
     args = parser.parse_args(argv)
     if not os.environ.get("PREFECT_API_URL"):
-        print("warning: PREFECT_API_URL is not set: an ephemeral Prefect server cannot run schedules. Start "
-              "`prefect server start --host 127.0.0.1` and export PREFECT_API_URL=http://127.0.0.1:4200/api",
-              file=sys.stderr)
+        print(
+            "warning: PREFECT_API_URL is not set: an ephemeral Prefect server cannot run schedules. Start "
+            "`prefect server start --host 127.0.0.1` and export PREFECT_API_URL=http://127.0.0.1:4200/api",
+            file=sys.stderr,
+        )
     # MLflow's import and store set-up, in the background while the deployment registers with the server
     threading.Thread(target=warm_up, args=(os.getcwd(),), name="mlflow-warm-up", daemon=True).start()
     schedule = {"interval": args.interval} if args.interval else {"cron": args.cron}
-    pipeline.serve(name=args.name, parameters={"targets": args.targets, "max_parallel": args.max_parallel,
-                                               "root": os.getcwd()},
-                   global_limit=1, **schedule)
+    pipeline.serve(
+        name=args.name,
+        parameters={"targets": args.targets, "max_parallel": args.max_parallel, "root": os.getcwd()},
+        global_limit=1,
+        **schedule,
+    )
 
 
 if __name__ == "__main__":

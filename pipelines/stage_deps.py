@@ -5,6 +5,7 @@
 
 tests/test_stage_deps.py fails on any difference, so a change to shared code reruns exactly the stages it affects.
 """
+
 from __future__ import annotations
 
 import argparse

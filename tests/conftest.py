@@ -1,4 +1,5 @@
 """Shared fixtures: a loopback HTTP server and throwaway copies of the project for real `dvc repro` runs."""
+
 from __future__ import annotations
 
 import functools
@@ -120,11 +121,13 @@ class Project:
         (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     def run(self, *args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
-        result = subprocess.run(list(args), cwd=self.root, env=self.env, capture_output=True, text=True,
-                                timeout=timeout)
+        result = subprocess.run(
+            list(args), cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
-                                 f"{result.stderr[-4000:]}")
+            raise AssertionError(
+                f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
         return result
 
     def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:

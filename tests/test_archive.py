@@ -1,5 +1,6 @@
 """Archive extraction refuses every unsafe or damaged archive before anything appears in the target folder:
 path traversal, absolute paths, symlinks, hard links, devices, fifos, zip bombs, lying headers, truncation."""
+
 from __future__ import annotations
 
 import io
@@ -63,18 +64,22 @@ def test_zip_and_tar_extract_with_member_selection(tmp_path):
         assert not (dest / "other").exists()
 
 
-@pytest.mark.parametrize("name, match", [
-    ("../evil.txt", "path traversal"),
-    ("safe/../../evil.txt", "path traversal"),
-    ("..\\evil.txt", "path traversal"),
-    ("/tmp/lesson5-evil.txt", "absolute path"),
-    ("C:/evil.txt", "absolute path"),
-])
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("../evil.txt", "path traversal"),
+        ("safe/../../evil.txt", "path traversal"),
+        ("..\\evil.txt", "path traversal"),
+        ("/tmp/lesson5-evil.txt", "absolute path"),
+        ("C:/evil.txt", "absolute path"),
+    ],
+)
 @pytest.mark.parametrize("kind", ["zip", "tar"])
 def test_member_names_that_escape_the_target_are_refused(tmp_path, name, match, kind):
     files = {"ok.txt": b"fine", name: b"owned"}
-    archive = (make_zip(tmp_path / "a.zip", files) if kind == "zip"
-               else make_tar(tmp_path / "a.tar.gz", list(files.items())))
+    archive = (
+        make_zip(tmp_path / "a.zip", files) if kind == "zip" else make_tar(tmp_path / "a.tar.gz", list(files.items()))
+    )
     dest = tmp_path / "work" / "out"
     dest.parent.mkdir()
     with pytest.raises(UnsafeArchiveError, match=match):
@@ -82,13 +87,16 @@ def test_member_names_that_escape_the_target_are_refused(tmp_path, name, match, 
     assert_nothing_extracted(tmp_path, dest)
 
 
-@pytest.mark.parametrize("member, match", [
-    (special("link", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
-    (special("hard", tarfile.LNKTYPE, "ok.txt"), "is a link"),
-    (special("dev", tarfile.CHRTYPE), "device, fifo"),
-    (special("disk", tarfile.BLKTYPE), "device, fifo"),
-    (special("pipe", tarfile.FIFOTYPE), "device, fifo"),
-])
+@pytest.mark.parametrize(
+    "member, match",
+    [
+        (special("link", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
+        (special("hard", tarfile.LNKTYPE, "ok.txt"), "is a link"),
+        (special("dev", tarfile.CHRTYPE), "device, fifo"),
+        (special("disk", tarfile.BLKTYPE), "device, fifo"),
+        (special("pipe", tarfile.FIFOTYPE), "device, fifo"),
+    ],
+)
 def test_tar_links_devices_and_fifos_are_refused(tmp_path, member, match):
     archive = make_tar(tmp_path / "a.tar", [("ok.txt", b"fine"), member], mode="w")
     dest = tmp_path / "work" / "out"
@@ -98,11 +106,14 @@ def test_tar_links_devices_and_fifos_are_refused(tmp_path, member, match):
     assert_nothing_extracted(tmp_path, dest)
 
 
-@pytest.mark.parametrize("mode, match", [
-    (stat.S_IFLNK | 0o777, "symbolic link"),
-    (stat.S_IFCHR | 0o644, "device, fifo"),
-    (stat.S_IFIFO | 0o644, "device, fifo"),
-])
+@pytest.mark.parametrize(
+    "mode, match",
+    [
+        (stat.S_IFLNK | 0o777, "symbolic link"),
+        (stat.S_IFCHR | 0o644, "device, fifo"),
+        (stat.S_IFIFO | 0o644, "device, fifo"),
+    ],
+)
 def test_zip_symlinks_and_special_files_are_refused(tmp_path, mode, match):
     archive = make_zip(tmp_path / "a.zip", {"ok.txt": b"fine", "odd": b"/etc/passwd"}, modes={"odd": mode})
     dest = tmp_path / "work" / "out"
@@ -146,8 +157,9 @@ def test_tar_bomb_by_compression_ratio_is_refused(tmp_path):
 @pytest.mark.parametrize("kind", ["zip", "tar"])
 def test_total_unpacked_size_over_the_limit_is_refused(tmp_path, kind):
     files = {f"f{i}.txt": bytes(range(256)) * 8 for i in range(4)}  # 8 KiB, barely compressible
-    archive = (make_zip(tmp_path / "a.zip", files) if kind == "zip"
-               else make_tar(tmp_path / "a.tar.gz", list(files.items())))
+    archive = (
+        make_zip(tmp_path / "a.zip", files) if kind == "zip" else make_tar(tmp_path / "a.tar.gz", list(files.items()))
+    )
     dest = tmp_path / "work" / "out"
     dest.parent.mkdir()
     with pytest.raises(UnsafeArchiveError, match="over the .*limit|over 5000 bytes"):
@@ -197,8 +209,9 @@ def _patch_tar_size(blob: bytes, size: int) -> bytes:
 
 @pytest.mark.parametrize("declared", [100, 50_000])
 def test_tar_header_lying_about_the_size_is_refused(tmp_path, declared):
-    blob = make_tar(tmp_path / "honest.tar", [("a.bin", bytes(range(256)) * 8), ("b.txt", b"next member")],
-                    mode="w").read_bytes()
+    blob = make_tar(
+        tmp_path / "honest.tar", [("a.bin", bytes(range(256)) * 8), ("b.txt", b"next member")], mode="w"
+    ).read_bytes()
     archive = tmp_path / "liar.tar"
     archive.write_bytes(_patch_tar_size(blob, declared))
     dest = tmp_path / "work" / "out"
@@ -211,8 +224,11 @@ def test_tar_header_lying_about_the_size_is_refused(tmp_path, declared):
 @pytest.mark.parametrize("kind", ["zip", "tar.gz", "tar"])
 def test_truncated_archive_is_a_clear_error_and_writes_nothing(tmp_path, kind):
     files = {f"d/{i}.txt": bytes(range(256)) * 20 for i in range(5)}
-    archive = (make_zip(tmp_path / "a.zip", files) if kind == "zip"
-               else make_tar(tmp_path / f"a.{kind}", list(files.items()), mode="w:gz" if kind == "tar.gz" else "w"))
+    archive = (
+        make_zip(tmp_path / "a.zip", files)
+        if kind == "zip"
+        else make_tar(tmp_path / f"a.{kind}", list(files.items()), mode="w:gz" if kind == "tar.gz" else "w")
+    )
     cut = tmp_path / f"cut.{kind}"
     cut.write_bytes(archive.read_bytes()[: archive.stat().st_size * 2 // 3])
     dest = tmp_path / "work" / "out"
@@ -223,24 +239,37 @@ def test_truncated_archive_is_a_clear_error_and_writes_nothing(tmp_path, kind):
 
 
 def test_read_members_reads_selected_regular_files_in_place_and_never_a_link(tmp_path):
-    files = [("d/a.txt", b"alpha"), ("d/b.txt", b"beta"), ("e/c.txt", b"gamma"),
-             special("d/link.txt", tarfile.SYMTYPE, "/etc/passwd"), special("d/hard.txt", tarfile.LNKTYPE, "d/a.txt")]
+    files = [
+        ("d/a.txt", b"alpha"),
+        ("d/b.txt", b"beta"),
+        ("e/c.txt", b"gamma"),
+        special("d/link.txt", tarfile.SYMTYPE, "/etc/passwd"),
+        special("d/hard.txt", tarfile.LNKTYPE, "d/a.txt"),
+    ]
     pick = lambda name: name.startswith("d/")  # noqa: E731
-    assert list(read_members(make_tar(tmp_path / "a.tar.gz", files), pick)) == [("d/a.txt", b"alpha"),
-                                                                                  ("d/b.txt", b"beta")]
-    archive = make_zip(tmp_path / "a.zip", {"d/a.txt": b"alpha", "d/odd": b"/etc/passwd", "e/c.txt": b"gamma"},
-                       modes={"d/odd": stat.S_IFLNK | 0o777})
+    assert list(read_members(make_tar(tmp_path / "a.tar.gz", files), pick)) == [
+        ("d/a.txt", b"alpha"),
+        ("d/b.txt", b"beta"),
+    ]
+    archive = make_zip(
+        tmp_path / "a.zip",
+        {"d/a.txt": b"alpha", "d/odd": b"/etc/passwd", "e/c.txt": b"gamma"},
+        modes={"d/odd": stat.S_IFLNK | 0o777},
+    )
     assert list(read_members(archive, pick)) == [("d/a.txt", b"alpha")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz", "a.zip"]  # nothing written
 
 
-@pytest.mark.parametrize("case, error, match", [
-    ("bomb", UnsafeArchiveError, "looks like a zip bomb"),
-    ("over the limit", UnsafeArchiveError, "over 5000 bytes"),
-    ("traversal", UnsafeArchiveError, "path traversal"),
-    ("truncated", CorruptArchiveError, "damaged archive"),
-    ("not an archive", CorruptArchiveError, "not a zip or tar archive"),
-])
+@pytest.mark.parametrize(
+    "case, error, match",
+    [
+        ("bomb", UnsafeArchiveError, "looks like a zip bomb"),
+        ("over the limit", UnsafeArchiveError, "over 5000 bytes"),
+        ("traversal", UnsafeArchiveError, "path traversal"),
+        ("truncated", CorruptArchiveError, "damaged archive"),
+        ("not an archive", CorruptArchiveError, "not a zip or tar archive"),
+    ],
+)
 def test_read_members_refuses_what_extract_refuses(tmp_path, case, error, match):
     archive = tmp_path / "a.tar.gz"
     if case == "bomb":
@@ -290,8 +319,9 @@ def test_truncated_download_stops_the_real_pipeline_before_any_output(project, h
     blob = movielens_zip()
     _, sha = http_server.add("ml-latest-small.zip", blob)
     http_server.add("ml-latest-small.zip", blob[: len(blob) // 2])
-    project.set_params({"movielens.sources.ml-latest-small": {"url": http_server.url("ml-latest-small.zip"),
-                                                               "sha256": sha}})
+    project.set_params(
+        {"movielens.sources.ml-latest-small": {"url": http_server.url("ml-latest-small.zip"), "sha256": sha}}
+    )
     result = project.dvc("repro", "movielens_prepare", check=False)
     assert result.returncode != 0
     assert "checksum mismatch" in result.stderr + result.stdout

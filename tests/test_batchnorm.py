@@ -1,4 +1,5 @@
 """insert_batchnorm: the model computes the same function after insertion; naive BN initialisations do not."""
+
 from __future__ import annotations
 
 import keras
@@ -37,9 +38,14 @@ def shifted_inputs(shape, seed, n=300):
     return (3.0 + 4.0 * rng.normal(size=(n, *shape))).astype("float32")
 
 
-@pytest.mark.parametrize("build,after,shape", [(dense_model, ["fc1", "fc2"], (20,)),
-                                               (conv_model, ["conv1", "conv2"], (12, 12, 3)),
-                                               (dense_model, ["out"], (20,))])
+@pytest.mark.parametrize(
+    "build,after,shape",
+    [
+        (dense_model, ["fc1", "fc2"], (20,)),
+        (conv_model, ["conv1", "conv2"], (12, 12, 3)),
+        (dense_model, ["out"], (20,)),
+    ],
+)
 def test_insertion_keeps_the_function(build, after, shape):
     model = build()
     calibration, probe = shifted_inputs(shape, 1), shifted_inputs(shape, 2)
@@ -57,10 +63,17 @@ def test_insertion_keeps_the_function(build, after, shape):
 def naive_variants(model, after, calibration):
     """The same insertion, then the BN weights replaced by three naive initialisations."""
     stats = activation_statistics(model, after, calibration)
-    keras_default = lambda mean, var: [np.ones_like(mean), np.zeros_like(mean), np.zeros_like(mean), np.ones_like(var)]
-    stats_only = lambda mean, var: [np.ones_like(mean), np.zeros_like(mean), mean, var]
-    fastai_bug = lambda mean, var: [var, mean, mean, var]  # gamma = variance instead of sqrt(variance + eps)
-    for name, init in {"keras default": keras_default, "stats only": stats_only, "gamma=variance": fastai_bug}.items():
+    inits = {
+        "keras default": lambda mean, var: [
+            np.ones_like(mean),
+            np.zeros_like(mean),
+            np.zeros_like(mean),
+            np.ones_like(var),
+        ],
+        "stats only": lambda mean, var: [np.ones_like(mean), np.zeros_like(mean), mean, var],
+        "gamma=variance": lambda mean, var: [var, mean, mean, var],  # gamma = variance instead of sqrt(variance + eps)
+    }
+    for name, init in inits.items():
         variant = insert_batchnorm(model, after, calibration)
         for layer in after:
             variant.get_layer(f"{layer}_bn").set_weights(init(*stats[layer]))
@@ -111,8 +124,11 @@ def test_calibrated_statistics_stay_while_gamma_and_beta_train(tmp_path):
     gamma, beta, mean, var = (w.copy() for w in layer.get_weights())
     # training mode computes what inference mode does (plain BN would use the batch's statistics)
     bn_only = keras.Model(with_bn.inputs, layer.output)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn_only(x[:50], training=True)),
-                               keras.ops.convert_to_numpy(bn_only(x[:50], training=False)), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn_only(x[:50], training=True)),
+        keras.ops.convert_to_numpy(bn_only(x[:50], training=False)),
+        atol=1e-5,
+    )
 
     with_bn.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
     first = with_bn.evaluate(x, y, verbose=0)

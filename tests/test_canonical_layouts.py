@@ -1,6 +1,7 @@
 """The readers on the canonical archives' layouts (../shared/canonical-sources.md), not only on the offline
 mirror's trimmed copies: each test serves a small generated archive laid out as the release over loopback and runs
 the real download and prepare/tokenize stages with `dvc repro` in a throwaway copy of the project."""
+
 from __future__ import annotations
 
 import io
@@ -43,6 +44,7 @@ def serve_imdb(project, http_server, imdb_release: bytes) -> None:
 
 # ---------------------------------------------------------------- MovieLens
 
+
 @pytest.mark.parametrize("dataset", ["ml-latest-small", "ml-100k", "ml-1m"])
 def test_movielens_release_layout_prepares_exactly_its_ratings(project, http_server, dataset):
     rows = ratings_table(n_users=25, n_movies=40, per_user=16)
@@ -54,9 +56,11 @@ def test_movielens_release_layout_prepares_exactly_its_ratings(project, http_ser
     stats = json.loads((prepared / "stats.json").read_text())
     assert (stats["n_ratings"], stats["n_users"], stats["n_movies"]) == (len(rows), 25, 40)
     # every rating, once: the README, links, tags, users and ml-100k's u1/ua splits (the same ratings again) unread
-    ratings = (pd.read_parquet(prepared / "ratings.parquet")
-               .merge(pd.read_parquet(prepared / "users.parquet"), on="user")
-               .merge(pd.read_parquet(prepared / "movies.parquet"), on="movie"))
+    ratings = (
+        pd.read_parquet(prepared / "ratings.parquet")
+        .merge(pd.read_parquet(prepared / "users.parquet"), on="user")
+        .merge(pd.read_parquet(prepared / "movies.parquet"), on="movie")
+    )
     got = sorted(zip(ratings["userId"], ratings["movieId"], ratings["rating"]))
     integer_stars = dataset != "ml-latest-small"  # ml-100k and ml-1m rate in whole stars
     assert got == sorted((u, m, max(1, round(r)) if integer_stars else r) for u, m, r, _ in rows)
@@ -65,6 +69,7 @@ def test_movielens_release_layout_prepares_exactly_its_ratings(project, http_ser
 
 
 # ---------------------------------------------------------------- IMDB
+
 
 def test_imdb_release_layout_tokenizes_only_the_labelled_reviews(project, http_server, imdb_release):
     serve_imdb(project, http_server, imdb_release)
@@ -85,12 +90,20 @@ def test_imdb_release_layout_tokenizes_only_the_labelled_reviews(project, http_s
 
 # ---------------------------------------------------------------- GloVe
 
+
 @pytest.mark.parametrize("dim", [100, 200, 300])
 def test_glove_release_zip_gives_only_the_configured_width(project, http_server, imdb_release, glove_release, dim):
     serve_imdb(project, http_server, imdb_release)
     url, sha = http_server.add("glove.6B.zip", glove_release)
-    project.set_params({"glove.source": {"url": url, "sha256": sha}, "glove.dim": dim,
-                        "glove.tsne.n_words": 40, "glove.tsne.n_labelled": 10, "glove.tsne.perplexity": 5})
+    project.set_params(
+        {
+            "glove.source": {"url": url, "sha256": sha},
+            "glove.dim": dim,
+            "glove.tsne.n_words": 40,
+            "glove.tsne.n_labelled": 10,
+            "glove.tsne.perplexity": 5,
+        }
+    )
     project.dvc("repro", "glove_matrix", "glove_tsne")
 
     root = project.root
@@ -126,23 +139,33 @@ def test_glove_release_zip_gives_only_the_configured_width(project, http_server,
 
 # ---------------------------------------------------------------- Dogs vs Cats
 
+
 def test_pet_release_layout_uses_the_photos_and_reports_every_other_file(project, http_server, tmp_path):
     per_class = 6
-    images_url, images_sha = http_server.add("kagglecatsanddogs_5340.zip",
-                                             release_pet_archive(tmp_path / "src", per_class))
+    images_url, images_sha = http_server.add(
+        "kagglecatsanddogs_5340.zip", release_pet_archive(tmp_path / "src", per_class)
+    )
     # dogscats_download fetches the VGG16 weights too; dogscats_prepare never reads them
     weights_url, weights_sha = http_server.add("vgg16_notop.h5", b"not read by dogscats_prepare")
-    project.set_params({"dogscats.sources.images": {"url": images_url, "sha256": images_sha},
-                        "dogscats.sources.weights": {"url": weights_url, "sha256": weights_sha},
-                        "dogscats.prepare.max_per_class": None})
+    project.set_params(
+        {
+            "dogscats.sources.images": {"url": images_url, "sha256": images_sha},
+            "dogscats.sources.weights": {"url": weights_url, "sha256": weights_sha},
+            "dogscats.prepare.max_per_class": None,
+        }
+    )
     project.dvc("repro", "dogscats_prepare")
 
     prepared = project.root / "data/dogscats/prepared"
     report = json.loads((prepared / "report.json").read_text())
     unknown = "not an image (unknown format)"
     assert {s["file"]: s["reason"] for s in report["skipped_files"]} == {
-        "Cat/666.jpg": "empty file", "Cat/Thumbs.db": unknown, "Dog/11702.jpg": "empty file", "Dog/Thumbs.db": unknown,
-        **{name: OUTSIDE for name in RELEASE_ROOT_FILES}}
+        "Cat/666.jpg": "empty file",
+        "Cat/Thumbs.db": unknown,
+        "Dog/11702.jpg": "empty file",
+        "Dog/Thumbs.db": unknown,
+        **{name: OUTSIDE for name in RELEASE_ROOT_FILES},
+    }
     assert report["skipped_by_reason"] == {"empty file": 2, unknown: 2, "not under PetImages/<class>/": 2}
     assert report["converted_to_rgb"] == {"JPEG CMYK": 1, "JPEG L": 1, "PNG RGB": 1}
     assert report["usable"] == 2 * per_class + 3 and report["scanned"] == report["usable"] + 6

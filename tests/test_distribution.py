@@ -1,4 +1,5 @@
 """TensorFlow distribution strategies behind the `distribution` param (stages/common/distribution.py)."""
+
 from __future__ import annotations
 
 import os
@@ -78,8 +79,14 @@ def test_two_replicas_train_exactly_like_one():
     """Two mirrored replicas (two logical CPUs) split each batch and average gradients: same weights as one device."""
     import json
 
-    out = subprocess.run([sys.executable, "-c", TWO_REPLICAS], cwd=REPO, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    out = subprocess.run(
+        [sys.executable, "-c", TWO_REPLICAS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert (result["one"]["replicas"], result["two"]["replicas"]) == (1, 2)
@@ -90,8 +97,17 @@ def test_two_replicas_train_exactly_like_one():
 
 
 def movielens_params(**changes) -> ModelParams:
-    base = {"kind": "bias", "factors": 4, "l2": 0.0001, "rating_range": [0.0, 5.5], "epochs": 2, "batch_size": 64,
-            "lr_schedule": [[0, 0.01]], "early_stopping_patience": None, "seed": 1}
+    base = {
+        "kind": "bias",
+        "factors": 4,
+        "l2": 0.0001,
+        "rating_range": [0.0, 5.5],
+        "epochs": 2,
+        "batch_size": 64,
+        "lr_schedule": [[0, 0.01]],
+        "early_stopping_patience": None,
+        "seed": 1,
+    }
     return ModelParams(**(base | changes))
 
 
@@ -101,8 +117,14 @@ def test_movielens_train_runs_under_the_mirrored_strategy():
     from stages.movielens.train import train
 
     rng = np.random.default_rng(0)
-    ratings = pd.DataFrame({"user": rng.integers(0, 20, 600), "movie": rng.integers(0, 30, 600),
-                            "rating": rng.uniform(0.5, 5.0, 600).astype("float32"), "valid": rng.random(600) < 0.2})
+    ratings = pd.DataFrame(
+        {
+            "user": rng.integers(0, 20, 600),
+            "movie": rng.integers(0, 30, 600),
+            "rating": rng.uniform(0.5, 5.0, 600).astype("float32"),
+            "valid": rng.random(600) < 0.2,
+        }
+    )
     model, history, throughput = train(ratings, 20, 30, movielens_params(distribution="mirrored"))
     assert all(isinstance(w.value, tf.distribute.DistributedValues) for w in model.weights)
     assert len(history["val_mse"]) == 2 and np.isfinite(history["val_mse"]).all() and throughput > 0
@@ -111,5 +133,6 @@ def test_movielens_train_runs_under_the_mirrored_strategy():
 def test_movielens_distribution_param_is_validated():
     assert movielens_params().distribution == "default"
     with pytest.raises(ParamsError, match="distribution = 'multi_gpu': Input should be 'default', 'auto'"):
-        validate_section("movielens.models.bias", movielens_params().model_dump() | {"distribution": "multi_gpu"},
-                         ModelParams)
+        validate_section(
+            "movielens.models.bias", movielens_params().model_dump() | {"distribution": "multi_gpu"}, ModelParams
+        )

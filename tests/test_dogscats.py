@@ -1,4 +1,5 @@
 """Dogs vs Cats: bad images, the split, the VGG16 weights check, features, heads, metrics and the real DVC chain."""
+
 from __future__ import annotations
 
 import io
@@ -28,6 +29,7 @@ PREP = PrepareParams(seed=0, valid_fraction=0.25, max_per_class=None, max_pixels
 
 # ---------------------------------------------------------------- generated images
 
+
 def png_with_alpha() -> bytes:
     image = Image.new("RGBA", (16, 16), (0, 0, 255, 255))
     image.paste((0, 0, 0, 0), (0, 0, 8, 16))  # left half fully transparent
@@ -42,9 +44,9 @@ def png_bomb(width=100_000, height=100_000) -> bytes:
     Image.new("L", (1, 1)).save(small, format="PNG")
     data = bytearray(small.getvalue())
     ihdr = 8  # after the signature: length(4) 'IHDR'(4) width(4) height(4) ...
-    data[ihdr + 8:ihdr + 16] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(data[ihdr + 4:ihdr + 8 + 13]))
-    data[ihdr + 8 + 13:ihdr + 8 + 17] = struct.pack(">I", crc)
+    data[ihdr + 8 : ihdr + 16] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr + 4 : ihdr + 8 + 13]))
+    data[ihdr + 8 + 13 : ihdr + 8 + 17] = struct.pack(">I", crc)
     return bytes(data)
 
 
@@ -80,10 +82,13 @@ def test_bad_file_is_skipped_and_counted(tmp_path, case):
     assert rel not in set(manifest["source"])
 
 
-@pytest.mark.parametrize("size,message", [
-    (5_000, r"5000x5000 pixels is over max_pixels=10000000"),  # our limit (a param)
-    (100_000, r"Image size \(10000000000 pixels\) exceeds limit"),  # Pillow's own, beyond any max_pixels
-])
+@pytest.mark.parametrize(
+    "size,message",
+    [
+        (5_000, r"5000x5000 pixels is over max_pixels=10000000"),  # our limit (a param)
+        (100_000, r"Image size \(10000000000 pixels\) exceeds limit"),  # Pillow's own, beyond any max_pixels
+    ],
+)
 def test_decompression_bomb_is_refused_from_its_header(size, message):
     bomb = png_bomb(size, size)
     assert len(bomb) < 1000
@@ -91,13 +96,20 @@ def test_decompression_bomb_is_refused_from_its_header(size, message):
         load_rgb(bomb, max_pixels=10_000_000)
 
 
-@pytest.mark.parametrize("name,data,original", [
-    ("Cat/alpha.png", png_with_alpha(), "PNG RGBA"),
-    ("Cat/grey.jpg", jpeg(128, mode="L"), "JPEG L"),
-    ("Dog/cmyk.jpg", jpeg((0, 255, 0, 0), mode="CMYK"), "JPEG CMYK"),
-    ("Dog/palette.gif", (lambda b: (Image.new("P", (8, 8), 3).save(b, format="GIF"), b.getvalue())[1])(io.BytesIO()),
-     "GIF P"),
-], ids=["png-alpha", "greyscale", "cmyk", "palette-gif"])
+@pytest.mark.parametrize(
+    "name,data,original",
+    [
+        ("Cat/alpha.png", png_with_alpha(), "PNG RGBA"),
+        ("Cat/grey.jpg", jpeg(128, mode="L"), "JPEG L"),
+        ("Dog/cmyk.jpg", jpeg((0, 255, 0, 0), mode="CMYK"), "JPEG CMYK"),
+        (
+            "Dog/palette.gif",
+            (lambda b: (Image.new("P", (8, 8), 3).save(b, format="GIF"), b.getvalue())[1])(io.BytesIO()),
+            "GIF P",
+        ),
+    ],
+    ids=["png-alpha", "greyscale", "cmyk", "palette-gif"],
+)
 def test_non_rgb_images_are_converted_to_rgb(tmp_path, name, data, original):
     manifest, report, out = run_prepare(tmp_path, pet_folder(tmp_path, extra={name: data}))
     assert report["skipped"] == 0 and report["converted_to_rgb"] == {original: 1}
@@ -126,8 +138,11 @@ def test_empty_or_missing_class_folder_is_a_clear_error(tmp_path, folder):
     if folder == "missing":
         (raw / "Dog").rmdir()
     # an archive's empty folder holds no photos: to prepare it is the same as a missing one
-    with pytest.raises(StageError, match=r"kagglecatsanddogs.zip: expected 2 class folders with files in "
-                                         r"PetImages/ \(Cat, Dog\), found 1: Cat \(the archive layout must be"):
+    with pytest.raises(
+        StageError,
+        match=r"kagglecatsanddogs.zip: expected 2 class folders with files in "
+        r"PetImages/ \(Cat, Dog\), found 1: Cat \(the archive layout must be",
+    ):
         run_prepare(tmp_path, raw)
 
 
@@ -135,24 +150,40 @@ def test_class_of_only_bad_files_is_a_clear_error(tmp_path):
     raw = pet_folder(tmp_path)
     for f in (raw / "Cat").iterdir():
         f.write_bytes(b"")
-    with pytest.raises(StageError, match=r"kagglecatsanddogs.zip: PetImages/Cat: no usable images in this class "
-                                         r"folder \(8 files; skipped: \{'empty file': 8\}\)"):
+    with pytest.raises(
+        StageError,
+        match=r"kagglecatsanddogs.zip: PetImages/Cat: no usable images in this class "
+        r"folder \(8 files; skipped: \{'empty file': 8\}\)",
+    ):
         run_prepare(tmp_path, raw)
 
 
 def test_photos_are_taken_in_the_extracted_folders_order_whatever_the_archive_order(tmp_path):
     # "a/b.jpg" sorts before "a.jpg" as a path, after it as a string: the split depends on this order
-    raw = pet_folder(tmp_path, n_per_class=3, extra={"Cat/a.jpg": noisy_jpeg(1, (200, 0, 0)),
-                                                     "Cat/a/b.jpg": noisy_jpeg(2, (200, 0, 0)),
-                                                     "readme.txt": b"not a class folder", "Dog/Thumbs.db": b"x"})
+    raw = pet_folder(
+        tmp_path,
+        n_per_class=3,
+        extra={
+            "Cat/a.jpg": noisy_jpeg(1, (200, 0, 0)),
+            "Cat/a/b.jpg": noisy_jpeg(2, (200, 0, 0)),
+            "readme.txt": b"not a class folder",
+            "Dog/Thumbs.db": b"x",
+        },
+    )
     (tmp_path / "pets.zip").write_bytes(zipped(raw, reverse=True))
     usable, skipped, classes = scan(tmp_path / "pets.zip", PREP.max_pixels)
-    folder_order = [f.relative_to(raw).as_posix() for c in ("Cat", "Dog") for f in sorted((raw / c).rglob("*"))
-                    if f.is_file() and f.name != "Thumbs.db"]
+    folder_order = [
+        f.relative_to(raw).as_posix()
+        for c in ("Cat", "Dog")
+        for f in sorted((raw / c).rglob("*"))
+        if f.is_file() and f.name != "Thumbs.db"
+    ]
     assert usable["source"].tolist() == folder_order and folder_order[:2] == ["Cat/0.jpg", "Cat/1.jpg"]
     assert folder_order.index("Cat/a/b.jpg") < folder_order.index("Cat/a.jpg")
-    assert skipped == [{"file": "Dog/Thumbs.db", "reason": "not an image (unknown format)"},
-                       {"file": "PetImages/readme.txt", "reason": "not under PetImages/<class>/"}]
+    assert skipped == [
+        {"file": "Dog/Thumbs.db", "reason": "not an image (unknown format)"},
+        {"file": "PetImages/readme.txt", "reason": "not under PetImages/<class>/"},
+    ]
     assert classes == ["Cat", "Dog"]
 
 
@@ -168,9 +199,15 @@ def test_missing_or_damaged_archive_is_a_clear_error(tmp_path):
 
 # ---------------------------------------------------------------- the split
 
+
 def test_split_is_stratified_seeded_and_capped():
-    images = pd.DataFrame({"source": [f"{c}/{i}.jpg" for c in ("Cat", "Dog") for i in range(40)],
-                           "label": [0] * 40 + [1] * 40, "class": ["Cat"] * 40 + ["Dog"] * 40})
+    images = pd.DataFrame(
+        {
+            "source": [f"{c}/{i}.jpg" for c in ("Cat", "Dog") for i in range(40)],
+            "label": [0] * 40 + [1] * 40,
+            "class": ["Cat"] * 40 + ["Dog"] * 40,
+        }
+    )
     a = split(images, 0.25, max_per_class=20, seed=1)
     assert len(a) == 40
     counts = a.groupby(["split", "label"]).size().to_dict()
@@ -181,13 +218,15 @@ def test_split_is_stratified_seeded_and_capped():
 
 
 def test_too_few_images_for_a_split_is_a_clear_error():
-    images = pd.DataFrame({"source": ["Cat/1.jpg", "Dog/1.jpg", "Dog/2.jpg"], "label": [0, 1, 1],
-                           "class": ["Cat", "Dog", "Dog"]})
+    images = pd.DataFrame(
+        {"source": ["Cat/1.jpg", "Dog/1.jpg", "Dog/2.jpg"], "label": [0, 1, 1], "class": ["Cat", "Dog", "Dog"]}
+    )
     with pytest.raises(StageError, match="class 'Cat' has only 1 usable image"):
         split(images, 0.25, None, 0)
 
 
 # ---------------------------------------------------------------- the VGG16 weights file
+
 
 def write_legacy_weights(model, path: Path, replace: dict[str, list[np.ndarray]] | None = None) -> Path:
     """A Keras HDF5 weights file laid out like vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5."""
@@ -229,10 +268,16 @@ def test_weights_of_the_wrong_shape_name_the_layer(vgg_weights, tmp_path):
     from stages.dogscats.vgg import conv_base
 
     _, source = vgg_weights
-    bad = write_legacy_weights(source, tmp_path / "bad.h5", replace={
-        "block3_conv2": [np.zeros((3, 3, 128, 256), "float32"), np.zeros(256, "float32")]})
-    with pytest.raises(StageError, match=r"weights for layer 'block3_conv2' have shapes \[\(3, 3, 128, 256\), "
-                                         r"\(256,\)\] .* needs \[\(3, 3, 256, 256\), \(256,\)\]"):
+    bad = write_legacy_weights(
+        source,
+        tmp_path / "bad.h5",
+        replace={"block3_conv2": [np.zeros((3, 3, 128, 256), "float32"), np.zeros(256, "float32")]},
+    )
+    with pytest.raises(
+        StageError,
+        match=r"weights for layer 'block3_conv2' have shapes \[\(3, 3, 128, 256\), "
+        r"\(256,\)\] .* needs \[\(3, 3, 256, 256\), \(256,\)\]",
+    ):
         conv_base(32, bad)
 
 
@@ -255,6 +300,7 @@ def test_a_file_that_is_not_hdf5_is_a_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------- features, heads, metrics
+
 
 @pytest.mark.parametrize("flips", [False, True])
 def test_features_match_the_conv_base_on_each_image(tmp_path, vgg_weights, flips):
@@ -291,8 +337,9 @@ def test_load_image_resizes_and_uses_vgg_preprocessing(tmp_path):
     np.testing.assert_allclose(x[20, 20], [0 - 103.939, 0 - 116.779, 255 - 123.68], atol=1e-3)  # BGR, means off
 
 
-@pytest.mark.parametrize("bn_statistics,bn_class", [("calibrated", "CalibratedBatchNormalization"),
-                                                     ("batch", "BatchNormalization")])
+@pytest.mark.parametrize(
+    "bn_statistics,bn_class", [("calibrated", "CalibratedBatchNormalization"), ("batch", "BatchNormalization")]
+)
 def test_the_three_heads_train_and_insertion_keeps_the_function(bn_statistics, bn_class):
     from stages.dogscats.params import TrainParams
     from stages.dogscats.train import train_head
@@ -301,18 +348,29 @@ def test_the_three_heads_train_and_insertion_keeps_the_function(bn_statistics, b
     labels = (np.arange(240) % 2).astype("float32")
     x = rng.normal(size=(240, 2, 2, 8)).astype("float32") + labels[:, None, None, None] * 0.8
     train, valid = (x[:180], labels[:180]), (x[180:], labels[180:])
-    p = TrainParams.model_validate({
-        "seed": 0, "batch_size": 32, "flips": False, "calibration_images": 64, "bn_statistics": bn_statistics,
-        "head": {"hidden": 16, "dropout": 0.2, "l2": 0.0},
-        "dense": {"epochs": 6, "learning_rate": 0.01}, "bn_inserted": {"epochs": 3, "learning_rate": 0.001},
-        "bn_scratch": {"epochs": 6, "learning_rate": 0.01}})
+    p = TrainParams.model_validate(
+        {
+            "seed": 0,
+            "batch_size": 32,
+            "flips": False,
+            "calibration_images": 64,
+            "bn_statistics": bn_statistics,
+            "head": {"hidden": 16, "dropout": 0.2, "l2": 0.0},
+            "dense": {"epochs": 6, "learning_rate": 0.01},
+            "bn_inserted": {"epochs": 3, "learning_rate": 0.001},
+            "bn_scratch": {"epochs": 6, "learning_rate": 0.01},
+        }
+    )
     results = {}
     for name in ("dense", "bn_inserted", "bn_scratch"):
         results[name] = train_head(name, train, valid, p, dense=results.get("dense", (None,))[0])
     assert results["bn_inserted"][2]["insertion_max_abs_change"] < 1e-4
-    for name, (model, history, _) in results.items():
+    for name, (_, history, _) in results.items():
         assert history["val_accuracy"][-1] > 0.8, name
-    names = lambda m: [layer.name for layer in m.layers]
+
+    def names(model):
+        return [layer.name for layer in model.layers]
+
     assert names(results["bn_inserted"][0]) == names(results["bn_scratch"][0])
     assert "fc1_bn" not in names(results["dense"][0])
     assert type(results["bn_inserted"][0].get_layer("fc1_bn")).__name__ == bn_class
@@ -329,8 +387,9 @@ def test_finetuning_trains_block5_and_the_head_and_leaves_blocks_1_to_4(tmp_path
     _, _, prepared = run_prepare(tmp_path, raw)
     head = dense_head((1, 1, 512), hidden=8, dropout=0.0, l2=0.0, name="dense")
     save_keras(tmp_path / "dense.keras", head)
-    p = FinetuneParams(enabled=True, head="dense", seed=0, epochs=2, learning_rate=0.01, batch_size=4, flip=True,
-                       shift=0.1)
+    p = FinetuneParams(
+        enabled=True, head="dense", seed=0, epochs=2, learning_rate=0.01, batch_size=4, flip=True, shift=0.1
+    )
     model, history, result = finetune(prepared, vgg_weights[0], tmp_path / "dense.keras", 32, p, 1e-15)
 
     before = {w.path: np.asarray(w) for w in conv_base(32, vgg_weights[0]).weights}
@@ -366,8 +425,11 @@ def test_scores_and_confidently_wrong():
     # averaged with the mirrored images' predictions: 0.45, 0.45, 0.85, 0.7, 0.405
     mirrored = np.array([0.8, 0.0, 0.9, 1.0, 0.8])
     averaged = flip_averaged_scores(labels, p_dog, mirrored, 1e-15)
-    assert averaged == {"flip_averaged_val_accuracy": pytest.approx(0.8), "flip_averaged_errors": 1,
-                        "flip_averaged_val_log_loss": pytest.approx(log_loss(labels, (p_dog + mirrored) / 2, 1e-15))}
+    assert averaged == {
+        "flip_averaged_val_accuracy": pytest.approx(0.8),
+        "flip_averaged_errors": 1,
+        "flip_averaged_val_log_loss": pytest.approx(log_loss(labels, (p_dog + mirrored) / 2, 1e-15)),
+    }
 
 
 def test_training_on_flips_needs_the_flipped_features():
@@ -386,33 +448,45 @@ def test_training_on_flips_needs_the_flipped_features():
 
 # ---------------------------------------------------------------- the real DVC chain
 
+
 def only_dogscats(dvc_yaml: Path) -> None:
     """Keep this workload's stages and plots: the other workloads' stages are not this test's subject."""
     import yaml
 
     graph = yaml.safe_load(dvc_yaml.read_text())
     graph["stages"] = {k: v for k, v in graph["stages"].items() if k.startswith("dogscats_")}
-    graph["plots"] = [p for p in graph.get("plots", []) if str(next(iter(p)) if isinstance(p, dict) else p)
-                      .startswith("data/dogscats/")]
+    graph["plots"] = [
+        p
+        for p in graph.get("plots", [])
+        if str(next(iter(p)) if isinstance(p, dict) else p).startswith("data/dogscats/")
+    ]
     dvc_yaml.write_text(yaml.safe_dump(graph, sort_keys=False))
 
 
 @pytest.mark.slow
 def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_server, tmp_path, vgg_weights):
     only_dogscats(project.root / "dvc.yaml")
-    raw = pet_folder(tmp_path / "src", n_per_class=12, extra={"Dog/broken.jpg": b"", "Cat/grey.jpg": jpeg(90, mode="L")})
+    raw = pet_folder(
+        tmp_path / "src", n_per_class=12, extra={"Dog/broken.jpg": b"", "Cat/grey.jpg": jpeg(90, mode="L")}
+    )
     images_url, images_sha = http_server.add("kagglecatsanddogs_5340.zip", zipped(raw))
     weights_url, weights_sha = http_server.add("vgg16_notop.h5", vgg_weights[0].read_bytes())
     fit = {"epochs": 2, "learning_rate": 0.001}
-    project.set_params({
-        "dogscats.sources.images": {"url": images_url, "sha256": images_sha},
-        "dogscats.sources.weights": {"url": weights_url, "sha256": weights_sha},
-        "dogscats.prepare.max_per_class": 10,
-        "dogscats.features.input_size": 32, "dogscats.features.batch_size": 8,
-        "dogscats.train.calibration_images": 16, "dogscats.train.head": {"hidden": 8, "dropout": 0.0, "l2": 0.0},
-        "dogscats.train.dense": fit, "dogscats.train.bn_inserted": fit, "dogscats.train.bn_scratch": fit,
-        "dogscats.evaluate.gallery_size": 4,
-    })
+    project.set_params(
+        {
+            "dogscats.sources.images": {"url": images_url, "sha256": images_sha},
+            "dogscats.sources.weights": {"url": weights_url, "sha256": weights_sha},
+            "dogscats.prepare.max_per_class": 10,
+            "dogscats.features.input_size": 32,
+            "dogscats.features.batch_size": 8,
+            "dogscats.train.calibration_images": 16,
+            "dogscats.train.head": {"hidden": 8, "dropout": 0.0, "l2": 0.0},
+            "dogscats.train.dense": fit,
+            "dogscats.train.bn_inserted": fit,
+            "dogscats.train.bn_scratch": fit,
+            "dogscats.evaluate.gallery_size": 4,
+        }
+    )
     project.dvc("repro", "dogscats_evaluate")
     root = project.root / "data/dogscats"
     report = json.loads((root / "prepared/report.json").read_text())
@@ -429,16 +503,25 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     rerun = project.dvc("repro", "dogscats_evaluate").stdout
     assert "Running stage 'dogscats_train'" in rerun and "Running stage 'dogscats_evaluate'" in rerun
     assert "Running stage 'dogscats_features'" not in rerun
-    runs = project.run(str(Path(project.env["PATH"].split(":")[0]) / "python"), "-c",
-                       "import mlflow; print(len(mlflow.search_runs(experiment_names=['lesson5-dogscats'])))").stdout
+    runs = project.run(
+        str(Path(project.env["PATH"].split(":")[0]) / "python"),
+        "-c",
+        "import mlflow; print(len(mlflow.search_runs(experiment_names=['lesson5-dogscats'])))",
+    ).stdout
     assert int(runs.strip()) == 8  # 3 heads + evaluate, twice
 
     # fine-tuning block 5 on images: off by default (a note, no training), then on, on the trained head
     project.dvc("repro", "dogscats_finetune")
     assert json.loads((root / "metrics/finetune.json").read_text()) == {"enabled": False}
     assert "enabled is false" in (root / "finetune/DISABLED.txt").read_text()
-    project.set_params({"dogscats.finetune.enabled": True, "dogscats.finetune.epochs": 1,
-                        "dogscats.finetune.batch_size": 4, "dogscats.finetune.head": "dense"})
+    project.set_params(
+        {
+            "dogscats.finetune.enabled": True,
+            "dogscats.finetune.epochs": 1,
+            "dogscats.finetune.batch_size": 4,
+            "dogscats.finetune.head": "dense",
+        }
+    )
     rerun = project.dvc("repro", "dogscats_finetune").stdout
     assert "Running stage 'dogscats_finetune'" in rerun and "Running stage 'dogscats_train'" not in rerun
     finetuned = json.loads((root / "metrics/finetune.json").read_text())

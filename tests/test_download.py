@@ -1,6 +1,7 @@
 """The download layer against real servers and files: every source kind, checksums, the mirror, retries,
 resume over HTTP Range, a SIGKILLed download, trust on first use (and its strict refusal), md5 pins and the
 unreachable-URL message."""
+
 from __future__ import annotations
 
 import datetime
@@ -52,7 +53,7 @@ class FaultyHandler(RangeHandler):
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         for i in range(start, len(data), 1 << 16):
-            self.wfile.write(data[i:i + (1 << 16)])
+            self.wfile.write(data[i : i + (1 << 16)])
             time.sleep(server.throttle)
 
 
@@ -87,17 +88,24 @@ def _self_signed_cert(folder: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_file, key_file
 
 
@@ -227,8 +235,10 @@ def test_killed_download_leaves_nothing_complete_and_a_rerun_resumes(server, tmp
     server.httpd.throttle = 0.05  # ~1.3 MB/s: the kill lands mid-way
     dest = tmp_path / "big.bin"
     part = tmp_path / "big.bin.part"
-    code = (f"from stages.common.download import fetch; from stages.common.params import Source; "
-            f"fetch(Source(url={url!r}, sha256={sha!r}), {str(dest)!r})")
+    code = (
+        f"from stages.common.download import fetch; from stages.common.params import Source; "
+        f"fetch(Source(url={url!r}, sha256={sha!r}), {str(dest)!r})"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.monotonic() + 120
@@ -273,8 +283,9 @@ def test_unpinned_source_is_trusted_on_first_use_recorded_and_verified_later(ser
     assert lock["text"] == {url: {"sha256": sha, "bytes": len(PAYLOAD)}}
     assert all(lock[section] == {} for section in ("movielens", "imdb", "glove", "dogscats"))  # sections apart
     # what DVC depends on for the other download stages is unchanged, byte for byte
-    assert (tmp_path / "sources.lock.yaml").read_text().split("text:")[0] == \
-        (REPO / "sources.lock.yaml").read_text().split("text:")[0]
+    assert (tmp_path / "sources.lock.yaml").read_text().split("text:")[0] == (
+        REPO / "sources.lock.yaml"
+    ).read_text().split("text:")[0]
 
     # a later download must match the record: a changed file is refused and deleted, naming both hashes
     changed = PAYLOAD[::-1]
@@ -332,7 +343,8 @@ def test_a_real_download_stage_trusts_on_first_use_and_dvc_records_the_hash(proj
     project.set_params({"text.source": {"url": url, "sha256": None}})
     project.dvc("repro", "text_download")
     assert yaml.safe_load((project.root / "sources.lock.yaml").read_text())["text"] == {
-        url: {"sha256": sha, "bytes": len(corpus)}}
+        url: {"sha256": sha, "bytes": len(corpus)}
+    }
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())["stages"]["text_download"]
     assert lock["params"]["sources.lock.yaml"]["text"][url]["sha256"] == sha
     assert "changed" not in project.dvc("status", "text_download").stdout

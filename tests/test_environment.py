@@ -1,6 +1,7 @@
 """The locked environment: the two TensorFlow builds resolve apart, and the DVC runner refuses a DVC whose
-internals it does not know. The process environment: defaults in one place, native noise kept out of the terminal. (`make install` runs `uv sync --locked`, which fails when pyproject.toml and
-uv.lock disagree.)"""
+internals it does not know (`make install` runs `uv sync --locked`, which fails when pyproject.toml and uv.lock
+disagree). The process environment: defaults in one place, native noise kept out of the terminal."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,13 @@ UV = Path(sys.executable).parent / "uv"
 
 
 def locked_requirements(extra: str) -> set[str]:
-    out = subprocess.run([str(UV), "export", "--frozen", "--no-hashes", "--no-emit-project", "--extra", extra],
-                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(UV), "export", "--frozen", "--no-hashes", "--no-emit-project", "--extra", extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {line.split("==")[0] for line in out.splitlines() if "==" in line}
 
 
@@ -30,8 +36,9 @@ def test_cpu_and_gpu_builds_resolve_apart_from_the_lock():
     cpu, gpu = locked_requirements("cpu"), locked_requirements("gpu")
     assert "tensorflow-cpu" in cpu and not any(name.startswith("nvidia-") for name in cpu)
     assert "tensorflow-cpu" not in gpu and "tensorflow" in gpu and "nvidia-cudnn-cu12" in gpu
-    conflict = subprocess.run([str(UV), "export", "--frozen", "--extra", "cpu", "--extra", "gpu"], cwd=REPO,
-                              capture_output=True, text=True)
+    conflict = subprocess.run(
+        [str(UV), "export", "--frozen", "--extra", "cpu", "--extra", "gpu"], cwd=REPO, capture_output=True, text=True
+    )
     assert conflict.returncode != 0 and "conflict" in conflict.stderr.lower()
 
 
@@ -54,11 +61,17 @@ def test_a_dvc_whose_internals_changed_is_refused_naming_each_missing_one(monkey
 
 def test_a_stage_process_keeps_tensorflows_import_noise_out_of_the_terminal_and_its_errors_in(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    noisy = subprocess.run([sys.executable, "-c", "import tensorflow"], cwd=tmp_path, env=env, capture_output=True,
-                           text=True)
+    noisy = subprocess.run(
+        [sys.executable, "-c", "import tensorflow"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert any(environment.HARMLESS.match(line) for line in noisy.stderr.splitlines())  # the noise is real
-    stage = subprocess.run([sys.executable, "-m", "stages.movielens.evaluate", "bias"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True)
+    stage = subprocess.run(
+        [sys.executable, "-m", "stages.movielens.evaluate", "bias"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert stage.returncode == 1
     lines = stage.stderr.splitlines()
     assert not any(environment.HARMLESS.match(line) for line in lines), stage.stderr
@@ -78,8 +91,13 @@ def test_the_filter_passes_progress_redraws_at_once_and_drops_only_whole_harmles
 
     assert written(b"\r 10%|#   | 1/10") == b"\r 10%|#   | 1/10"  # a bar redrawn without a newline: shown now
     assert written(b"I0000 00:00:1795901358.684509   28958 port.cc:153] oneDNN custom ") == b""  # held, judged whole
-    assert written(b"operations are on. You may see slightly different numerical results\nEpoch 1/2\n") == b"Epoch 1/2\n"
-    assert written(b"I0000 00:00:1.2   7 other.cc:1] something else\n") == b"I0000 00:00:1.2   7 other.cc:1] something else\n"
+    assert (
+        written(b"operations are on. You may see slightly different numerical results\nEpoch 1/2\n") == b"Epoch 1/2\n"
+    )
+    assert (
+        written(b"I0000 00:00:1.2   7 other.cc:1] something else\n")
+        == b"I0000 00:00:1.2   7 other.cc:1] something else\n"
+    )
     os.close(write_end)
     forwarder.join(timeout=5)
     assert not forwarder.is_alive()

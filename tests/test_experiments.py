@@ -1,5 +1,6 @@
 """Experiments the DVC way on the real params.yaml: DVC's own `-S` rewrite keeps the file valid for every key,
 and a real `dvc exp run -S` / `dvc exp show` works on it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -105,6 +106,10 @@ def test_dvc_exp_run_and_exp_show_on_the_real_params_file(project, tmp_path):
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     names = {run["name"] for exp in experiments for run in exp["revs"]}
     assert "fewer-words" in names
-    params = [run["data"]["params"]["params.yaml"]["data"] for exp in experiments for run in exp["revs"]
-              if run["name"] == "fewer-words"]
+    params = [
+        run["data"]["params"]["params.yaml"]["data"]
+        for exp in experiments
+        for run in exp["revs"]
+        if run["name"] == "fewer-words"
+    ]
     assert params[0]["text"]["prepare"]["max_words"] == 5

@@ -1,5 +1,6 @@
 """Faults in real runs of the MovieLens chain: a training stage killed with SIGKILL mid-epoch resumes and ends
 within noise of an uninterrupted run; a dead MLflow server costs no output and no minutes."""
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,21 @@ def prepared(tmp_path_factory):
     project = Project(root)
     project.run("git", "init", "-q")
     project.dvc("init", "-q")
-    bias = {**project.params["movielens"]["models"]["bias"], "factors": 8, "epochs": 6, "batch_size": 16,
-            "lr_schedule": [[0, 0.01]], "early_stopping_patience": None}
-    project.set_params({"movielens.sources.ml-latest-small": {"url": url, "sha256": sha},
-                        "movielens.models": {"bias": bias}, "movielens.analyze.model": "bias"})
+    bias = {
+        **project.params["movielens"]["models"]["bias"],
+        "factors": 8,
+        "epochs": 6,
+        "batch_size": 16,
+        "lr_schedule": [[0, 0.01]],
+        "early_stopping_patience": None,
+    }
+    project.set_params(
+        {
+            "movielens.sources.ml-latest-small": {"url": url, "sha256": sha},
+            "movielens.models": {"bias": bias},
+            "movielens.analyze.model": "bias",
+        }
+    )
     project.dvc("repro", "movielens_prepare")
     yield project
     server.close()
@@ -49,10 +61,19 @@ def train_metrics(project: Project) -> dict:
 def test_killed_training_resumes_and_matches_an_uninterrupted_run(prepared):
     project = prepared
     backup = project.root / ".cache" / "backup" / STAGE
-    outputs = [project.root / "data/movielens/models/bias.keras", project.root / "data/movielens/metrics/train_bias.json",
-               project.root / "data/movielens/history/bias.csv"]
-    proc = subprocess.Popen([str(VENV_BIN / "dvc"), "repro", STAGE], cwd=project.root, env=project.env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    outputs = [
+        project.root / "data/movielens/models/bias.keras",
+        project.root / "data/movielens/metrics/train_bias.json",
+        project.root / "data/movielens/history/bias.csv",
+    ]
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "dvc"), "repro", STAGE],
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not list(backup.glob("*/epoch_logs.json")):  # at least one epoch finished and backed up
@@ -97,8 +118,14 @@ def test_unreachable_mlflow_costs_no_output_and_relogging_works(prepared):
     for path in (project.root / "data/movielens/metrics").glob("train_bias.json"):
         path.unlink()
     env = {**project.env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
-    result = subprocess.run([sys.executable, "-m", "stages.movielens.train", "bias"], cwd=project.root, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.movielens.train", "bias"],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNING: MLflow start_run failed" in result.stderr
     assert "the stage goes on, its DVC outputs are written" in result.stderr
@@ -132,8 +159,9 @@ def test_tracking_gives_up_on_a_dead_server_in_seconds(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         env.pop(key, None)
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     elapsed, active = result.stdout.split("ELAPSED")[1].split()
     assert active == "False" and "WARNING: MLflow start_run failed" in result.stderr
     assert float(elapsed) < 20  # MLflow's own defaults (7 retries, backoff x2) would retry for over 4 minutes
@@ -156,8 +184,9 @@ def test_a_stage_that_loses_the_experiment_creation_race_still_tracks_into_its_e
         print("EXPERIMENTS", existing, mlflow.MlflowClient().get_run(run.run_id).info.experiment_id, len(misses))
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     created, used, misses_left = result.stdout.split("EXPERIMENTS")[1].split()
     assert misses_left == "0", result.stderr  # the creation race was taken
     assert used == created  # not "0", MLflow's Default experiment
@@ -181,8 +210,9 @@ def test_a_benchmarks_throwaway_mlflow_store_takes_its_runs_and_leaves_the_users
     """)
     user_store = f"sqlite:///{tmp_path / 'user.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": user_store}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.stdout.split("RESULT")[1].split() == ["1.0", "False", user_store], result.stderr
     assert not (tmp_path / "user.db").exists()  # nothing was logged into the user's store
 
@@ -226,8 +256,11 @@ def test_a_truncated_backup_is_discarded_not_fatal(tmp_path, monkeypatch, capsys
     with pytest.raises(KeyboardInterrupt):
         tiny_fit(tmp_path, monkeypatch, epochs=4, extra_callback=KillAfterTwoEpochs())
     (folder,) = (tmp_path / "backup" / "tiny").iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == ["epoch_logs.json", "latest.weights.h5",
-                                                        "training_metadata.json"]  # no temporary left behind
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "epoch_logs.json",
+        "latest.weights.h5",
+        "training_metadata.json",
+    ]  # no temporary left behind
     weights = folder / "latest.weights.h5"
     weights.write_bytes(weights.read_bytes()[:96])
 
@@ -245,6 +278,7 @@ def test_a_kill_while_the_backup_is_written_keeps_the_previous_epochs_backup(tmp
     class KillDuringTheSecondBackup(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 0:
+
                 def half_written(filepath, overwrite=True):
                     Path(filepath).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)
                     raise KeyboardInterrupt

@@ -1,6 +1,7 @@
 """Fuzzing (hypothesis) the parsers that read user-supplied input: params.yaml and its schema, the MovieLens
 ratings files, and archives. Each either succeeds or fails with the project's own clear error type,
 never with another exception and never by writing outside its target folder."""
+
 from __future__ import annotations
 
 import copy
@@ -29,11 +30,14 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 REAL_MOVIELENS = yaml.safe_load((REPO / "params.yaml").read_text())["movielens"]
 
 # ---------------------------------------------------------------- params.yaml
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
-                    st.text(max_size=12))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                      max_leaves=8)
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(allow_nan=True), st.text(max_size=12)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 def paths(node, prefix=()):
@@ -81,8 +85,13 @@ def test_params_schema_accepts_or_names_the_problem(section):
 
 
 @FUZZ
-@given(st.one_of(st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")), st.binary(max_size=100),
-                 st.builds(lambda v: yaml.safe_dump({"movielens": v}).encode(), values)))
+@given(
+    st.one_of(
+        st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.binary(max_size=100),
+        st.builds(lambda v: yaml.safe_dump({"movielens": v}).encode(), values),
+    )
+)
 @example(b"movielens: &a [*a]\n")
 @example(b"a: " + b"[" * 2000)
 @example(b"\x00\x01")
@@ -102,12 +111,23 @@ def test_params_file_parser_never_crashes(tmp_path, blob):
 
 
 # ---------------------------------------------------------------- MovieLens ratings
-cells = st.one_of(st.integers(-5, 10**6).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
-                  st.sampled_from(["", " ", "NA", "nan", "3.5", "1e3", "0x10", '"4"', "five", "1,5", '"', "\t"]),
-                  st.text(max_size=6))
+cells = st.one_of(
+    st.integers(-5, 10**6).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["", " ", "NA", "nan", "3.5", "1e3", "0x10", '"4"', "five", "1,5", '"', "\t"]),
+    st.text(max_size=6),
+)
 rows = st.lists(st.lists(cells, min_size=0, max_size=6).map(",".join), max_size=12)
-headers = st.sampled_from(["userId,movieId,rating,timestamp", "userId,movieId,rating", "movieId,rating",
-                           "userId,userId,movieId,rating", "", "userId;movieId;rating"])
+headers = st.sampled_from(
+    [
+        "userId,movieId,rating,timestamp",
+        "userId,movieId,rating",
+        "movieId,rating",
+        "userId,userId,movieId,rating",
+        "",
+        "userId;movieId;rating",
+    ]
+)
 
 
 def check_ratings(raw_dir: Path, dataset: str) -> None:
@@ -190,7 +210,7 @@ def damaged_archives(draw):
         if action == "flip" and blob:
             blob[at] ^= draw(st.integers(1, 255))
         elif action == "cut":
-            del blob[at:at + draw(st.integers(1, 64))]
+            del blob[at : at + draw(st.integers(1, 64))]
         else:
             blob[at:at] = draw(st.binary(min_size=1, max_size=16))
     return bytes(blob)
@@ -230,6 +250,7 @@ def workload_schemas():
     from stages.glove.params import GloveParams
     from stages.imdb.params import ImdbParams
     from stages.text.params import TextParams
+
     return {"imdb": ImdbParams, "glove": GloveParams, "dogscats": DogsCatsParams, "text": TextParams}
 
 
@@ -267,9 +288,17 @@ def test_every_workload_schema_accepts_or_names_the_problem(case):
 
 
 @FUZZ
-@given(st.lists(st.one_of(st.binary(max_size=40),
-                          st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=2, max_size=4)
-                          .map(lambda xs: ("w " + " ".join(map(str, xs))).encode())), max_size=6))
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=2, max_size=4).map(
+                lambda xs: ("w " + " ".join(map(str, xs))).encode()
+            ),
+        ),
+        max_size=6,
+    )
+)
 @example([b"the 0.1 0.2 0.3", b"caf\xe9 1 2 3"])
 @example([b"the 0.1 0.2 0.3", b"a 1 2 x"])
 def test_glove_reader(tmp_path, lines):
@@ -338,8 +367,11 @@ IMAGES = image_samples()
 
 
 @FUZZ
-@given(st.sampled_from(range(len(IMAGES))), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
-                                                     max_size=4), st.integers(0, 400))
+@given(
+    st.sampled_from(range(len(IMAGES))),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+    st.integers(0, 400),
+)
 def test_image_loader(which, flips, cut):
     from stages.dogscats.images import Unusable, load_rgb
 

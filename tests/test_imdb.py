@@ -1,4 +1,5 @@
 """IMDB + GloVe: pure steps on tiny generated data, real Keras, bad input, and the real `dvc repro` chain."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,15 @@ def write_archive(path: Path, blob: bytes) -> Path:
 
 # ------------------------------------------------------------------ tokenize
 
+
 def test_words_strip_markup_and_punctuation_like_keras_textvectorization():
     from benchmarks.imdb import keras_tokenize
 
     texts = ["This movie was GREAT!<br /><br />Don't miss it... 10/10", "Awful, awful film;<br/>a WASTE-of-time."]
-    assert words(texts) == [["this", "movie", "was", "great", "dont", "miss", "it", "1010"],
-                            ["awful", "awful", "film", "a", "wasteoftime"]]
+    assert words(texts) == [
+        ["this", "movie", "was", "great", "dont", "miss", "it", "1010"],
+        ["awful", "awful", "film", "a", "wasteoftime"],
+    ]
     vocab, train_ids, _ = keras_tokenize(texts, texts[:1], vocab_size=14)  # all 12 distinct words
     assert set(vocab) == {w for w, _ in build_vocab(words(texts), 14)}
     index = {w: i for i, w in enumerate(vocab, start=1)}
@@ -41,13 +45,19 @@ def test_words_strip_markup_and_punctuation_like_keras_textvectorization():
 
 
 def test_keras_style_keeps_apostrophes_inside_words_and_a_br_word_per_line_break():
-    texts = ["This movie was GREAT!<br /><br />Don't miss it... 10/10", "'Awful' film,<br/>the boys' boy's WASTE-of-time."]
-    assert words(texts, "keras") == [["this", "movie", "was", "great", "br", "br", "don't", "miss", "it", "1010"],
-                                     ["awful", "film", "br", "the", "boys", "boy's", "wasteoftime"]]
+    texts = [
+        "This movie was GREAT!<br /><br />Don't miss it... 10/10",
+        "'Awful' film,<br/>the boys' boy's WASTE-of-time.",
+    ]
+    assert words(texts, "keras") == [
+        ["this", "movie", "was", "great", "br", "br", "don't", "miss", "it", "1010"],
+        ["awful", "film", "br", "the", "boys", "boy's", "wasteoftime"],
+    ]
     with pytest.raises(KeyError):  # an unknown style is refused, not read as plain
         words(texts, "spacy")
-    p = TokenizeParams(style="keras", vocab_size=17, maxlen=8, padding="pre", truncating="pre", valid_fraction=0.1,
-                       seed=0)
+    p = TokenizeParams(
+        style="keras", vocab_size=17, maxlen=8, padding="pre", truncating="pre", valid_fraction=0.1, seed=0
+    )
     _, vocab, _ = tokenize(texts, texts, p)  # the stage's step honours the param
     assert ("br", 3) in vocab and ("don't", 1) in vocab and len(vocab) == 15
 
@@ -66,9 +76,13 @@ def test_benchmark_ensembles_average_the_probabilities_of_consecutive_models_and
     from benchmarks.imdb import ensemble_accuracies
 
     labels = np.array([1, 1, 0, 0])
-    models = [np.array([0.9, 0.4, 0.2, 0.1]), np.array([0.8, 0.7, 0.6, 0.2]),  # each 3/4 right, together 4/4
-              np.array([0.2, 0.2, 0.9, 0.9]), np.array([0.4, 0.9, 0.7, 0.3]),  # 0/4 and 2/4, together 1/4
-              np.array([1.0, 1.0, 0.0, 0.0])]                                  # a remainder: not scored
+    models = [
+        np.array([0.9, 0.4, 0.2, 0.1]),
+        np.array([0.8, 0.7, 0.6, 0.2]),  # each 3/4 right, together 4/4
+        np.array([0.2, 0.2, 0.9, 0.9]),
+        np.array([0.4, 0.9, 0.7, 0.3]),  # 0/4 and 2/4, together 1/4
+        np.array([1.0, 1.0, 0.0, 0.0]),
+    ]  # a remainder: not scored
     assert ensemble_accuracies(models, labels, 2) == [1.0, 0.25]
     assert ensemble_accuracies(models, labels, 1) == [0.75, 0.75, 0.0, 0.5, 1.0]
 
@@ -87,7 +101,9 @@ def test_vocabulary_ranks_by_frequency_and_reserves_padding_and_rare_ids():
 
 
 def test_vocab_size_larger_than_the_distinct_words_is_a_clear_error():
-    with pytest.raises(StageError, match=r"vocab_size = 10 but the training reviews have only 3 distinct words.*at most 5"):
+    with pytest.raises(
+        StageError, match=r"vocab_size = 10 but the training reviews have only 3 distinct words.*at most 5"
+    ):
         build_vocab([["a", "b"], ["c"]], vocab_size=10)
 
 
@@ -102,9 +118,17 @@ def test_maxlen_not_positive_is_rejected_before_any_work(maxlen):
 
 
 def test_reviews_are_read_from_the_archive_and_empty_and_non_utf8_ones_are_counted_skips(tmp_path):
-    archive = write_archive(tmp_path / "a.tar.gz", imdb_archive(3, extra={
-        "aclImdb/train/pos/90_10.txt": b"  \n", "aclImdb/train/neg/91_1.txt": b"caf\xe9 was \xff awful",
-        "aclImdb/train/unsup/5_0.txt": b"unlabelled: not read"}))
+    archive = write_archive(
+        tmp_path / "a.tar.gz",
+        imdb_archive(
+            3,
+            extra={
+                "aclImdb/train/pos/90_10.txt": b"  \n",
+                "aclImdb/train/neg/91_1.txt": b"caf\xe9 was \xff awful",
+                "aclImdb/train/unsup/5_0.txt": b"unlabelled: not read",
+            },
+        ),
+    )
     reviews = read_reviews(archive)
     texts, labels, skipped = reviews["train"]
     assert len(texts) == 6 and labels.tolist() == [0, 0, 0, 1, 1, 1]
@@ -143,6 +167,7 @@ def test_validation_split_is_stratified_and_seeded():
 
 # ------------------------------------------------------------------ GloVe
 
+
 def test_glove_line_with_wrong_number_of_floats_names_the_line(tmp_path):
     lines = glove_text(dim=5).splitlines(keepends=True)
     lines[3] = lines[3].rsplit(" ", 1)[0] + "\n"  # 4 floats instead of 5
@@ -178,7 +203,9 @@ def test_embedding_matrix_follows_the_fastai_recipe():
     glove_words = ["good", "bad", "film"]
     glove_vectors = np.arange(15, dtype="float32").reshape(3, 5)
     vocab = ["film", "good"] + [f"unseen{i}" for i in range(4000)]
-    matrix, found = embedding_matrix(vocab, glove_words, glove_vectors, MatrixParams(oov_scale=0.6, divide_by=3, seed=1))
+    matrix, found = embedding_matrix(
+        vocab, glove_words, glove_vectors, MatrixParams(oov_scale=0.6, divide_by=3, seed=1)
+    )
     assert matrix.shape == (len(vocab) + 2, 5)
     assert (matrix[0] == 0).all()  # padding
     np.testing.assert_allclose(matrix[1], glove_vectors[2] / 3)
@@ -189,9 +216,19 @@ def test_embedding_matrix_follows_the_fastai_recipe():
 
 # ------------------------------------------------------------------ models
 
+
 def model_params(**overrides) -> ModelParams:
-    base = {"kind": "cnn", "embedding": "learned", "embedding_dim": 8, "filters": 4, "kernel_sizes": [3],
-            "hidden": 8, "batch_size": 16, "phases": [{"epochs": 1, "learning_rate": 0.01}], "seed": 3}
+    base = {
+        "kind": "cnn",
+        "embedding": "learned",
+        "embedding_dim": 8,
+        "filters": 4,
+        "kernel_sizes": [3],
+        "hidden": 8,
+        "batch_size": 16,
+        "phases": [{"epochs": 1, "learning_rate": 0.01}],
+        "seed": 3,
+    }
     return ModelParams.model_validate({**base, **overrides})
 
 
@@ -200,13 +237,19 @@ def toy_data(n: int = 96, maxlen: int = 12, vocab_size: int = 20, seed: int = 0)
     y = rng.integers(0, 2, n).astype("float32")
     x = rng.integers(3, vocab_size, (n, maxlen)).astype("int32")
     x[:, -1] = np.where(y == 1, 1, 2)  # the sentiment word
-    return (x[: n * 3 // 4], y[: n * 3 // 4]), (x[n * 3 // 4:], y[n * 3 // 4:])
+    return (x[: n * 3 // 4], y[: n * 3 // 4]), (x[n * 3 // 4 :], y[n * 3 // 4 :])
 
 
-@pytest.mark.parametrize("overrides", [
-    {"kind": "dense"}, {"kind": "cnn", "word_dropout": 0.2, "embedding_dropout": 0.2, "conv_dropout": 0.2},
-    {"kind": "cnn", "kernel_sizes": [2, 3, 4], "embedding": "glove"}, {"kind": "lstm", "lstm_units": 4, "embedding_l2": 1e-6},
-], ids=["dense", "cnn", "multi_cnn_glove", "lstm"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"kind": "dense"},
+        {"kind": "cnn", "word_dropout": 0.2, "embedding_dropout": 0.2, "conv_dropout": 0.2},
+        {"kind": "cnn", "kernel_sizes": [2, 3, 4], "embedding": "glove"},
+        {"kind": "lstm", "lstm_units": 4, "embedding_l2": 1e-6},
+    ],
+    ids=["dense", "cnn", "multi_cnn_glove", "lstm"],
+)
 def test_every_model_kind_trains_saves_and_loads(tmp_path, overrides):
     from stages.common.io import load_keras, save_keras
     from stages.imdb.train import train
@@ -220,8 +263,9 @@ def test_every_model_kind_trains_saves_and_loads(tmp_path, overrides):
         assert model.get_layer("embedding").trainable
     save_keras(tmp_path / "m.keras", model)
     loaded = load_keras(tmp_path / "m.keras")
-    np.testing.assert_allclose(loaded.predict(valid_data[0], verbose=0), model.predict(valid_data[0], verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(valid_data[0], verbose=0), model.predict(valid_data[0], verbose=0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_word_dropout_drops_whole_words_only_while_training():
@@ -239,6 +283,7 @@ def test_word_dropout_drops_whole_words_only_while_training():
 
 def test_glove_matrix_of_the_wrong_shape_is_a_clear_error():
     from stages.imdb.train import train
+
     train_data, valid_data = toy_data()
     with pytest.raises(StageError, match=r"needs a 20 x 8 matrix, got \(20, 50\)"):
         train(train_data, valid_data, model_params(embedding="glove"), 20, np.zeros((20, 50), "float32"), verbose=0)
@@ -255,8 +300,13 @@ def test_phase_change_freeze_then_unfreeze_at_a_new_rate_really_takes_effect():
     from stages.imdb.train import train
 
     glove = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
-    p = model_params(embedding="glove", phases=[{"epochs": 2, "learning_rate": 1e-3, "train_embedding": False},
-                                                {"epochs": 1, "learning_rate": 1e-4, "train_embedding": True}])
+    p = model_params(
+        embedding="glove",
+        phases=[
+            {"epochs": 2, "learning_rate": 1e-3, "train_embedding": False},
+            {"epochs": 1, "learning_rate": 1e-4, "train_embedding": True},
+        ],
+    )
     snapshots = []
 
     class Watch(keras.callbacks.Callback):
@@ -271,9 +321,11 @@ def test_phase_change_freeze_then_unfreeze_at_a_new_rate_really_takes_effect():
             snapshots.append(("end", self._weights()))
 
         def _weights(self):
-            return (self.model.get_layer("embedding").get_weights()[0].copy(),
-                    self.model.get_layer("hidden").get_weights()[0].copy(),
-                    float(self.model.optimizer.learning_rate.numpy()))
+            return (
+                self.model.get_layer("embedding").get_weights()[0].copy(),
+                self.model.get_layer("hidden").get_weights()[0].copy(),
+                float(self.model.optimizer.learning_rate.numpy()),
+            )
 
     train_data, valid_data = toy_data()
     _, history, _ = train(train_data, valid_data, p, 20, glove, extra_callbacks=[Watch()], verbose=0)
@@ -305,8 +357,11 @@ def test_a_model_whose_relu_units_all_died_is_refused_with_a_clear_error():
             self.model.get_layer("hidden").set_weights([np.zeros_like(kernel), np.full_like(bias, -100.0)])
 
     train_data, valid_data = toy_data()
-    with pytest.raises(StageError, match=r"the cnn model \(seed 3\) did not learn: it scores every validation review "
-                                         r"0\.\d{4} \(e\.g\. all its ReLU units died"):
+    with pytest.raises(
+        StageError,
+        match=r"the cnn model \(seed 3\) did not learn: it scores every validation review "
+        r"0\.\d{4} \(e\.g\. all its ReLU units died",
+    ):
         train(train_data, valid_data, model_params(), 20, extra_callbacks=[KillHiddenUnits()], verbose=0)
     with pytest.raises(StageError, match="did not learn"):  # the refit on every training review is checked too
         refit(train_data, valid_data, model_params(), 1, 20, extra_callbacks=[KillHiddenUnits()], verbose=0)
@@ -342,8 +397,13 @@ def test_refit_trains_again_on_every_review_through_the_chosen_epoch_of_the_phas
     from stages.imdb.train import refit, train
 
     glove = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
-    p = model_params(embedding="glove", phases=[{"epochs": 2, "learning_rate": 1e-3, "train_embedding": False},
-                                                {"epochs": 2, "learning_rate": 1e-4, "train_embedding": True}])
+    p = model_params(
+        embedding="glove",
+        phases=[
+            {"epochs": 2, "learning_rate": 1e-3, "train_embedding": False},
+            {"epochs": 2, "learning_rate": 1e-4, "train_embedding": True},
+        ],
+    )
     train_data, valid_data = toy_data()
     seen, logs, last = [], [], []
 
@@ -378,10 +438,14 @@ def test_refit_trains_again_on_every_review_through_the_chosen_epoch_of_the_phas
     # the same seed: the refit starts from the selection run's initial weights
     np.testing.assert_array_equal(
         initial_hidden_weights(lambda cb: train(train_data, valid_data, p, 20, glove, extra_callbacks=cb, verbose=0)),
-        initial_hidden_weights(lambda cb: refit(train_data, valid_data, p, 1, 20, glove, extra_callbacks=cb, verbose=0)))
+        initial_hidden_weights(
+            lambda cb: refit(train_data, valid_data, p, 1, 20, glove, extra_callbacks=cb, verbose=0)
+        ),
+    )
 
 
 # ------------------------------------------------------------------ evaluate and embeddings
+
 
 def test_evaluation_metrics_on_known_predictions():
     from stages.imdb.evaluate import evaluate
@@ -411,12 +475,31 @@ def test_nearest_neighbours_skip_padding_rare_and_unknown_probes():
 # ------------------------------------------------------------------ the real DVC chain
 
 TINY_MODELS = {
-    "single": {"kind": "dense", "embedding": "learned", "embedding_dim": 8, "hidden": 8, "batch_size": 32,
-               "phases": [{"epochs": 1, "learning_rate": 0.01}], "seed": 1},
-    "glove_cnn": {"kind": "cnn", "embedding": "glove", "embedding_dim": 50, "word_dropout": 0.2, "filters": 4,
-                  "kernel_sizes": [3], "hidden": 8, "batch_size": 32, "seed": 1, "refit": True,
-                  "phases": [{"epochs": 1, "learning_rate": 0.01, "train_embedding": False},
-                             {"epochs": 1, "learning_rate": 0.001, "train_embedding": True}]},
+    "single": {
+        "kind": "dense",
+        "embedding": "learned",
+        "embedding_dim": 8,
+        "hidden": 8,
+        "batch_size": 32,
+        "phases": [{"epochs": 1, "learning_rate": 0.01}],
+        "seed": 1,
+    },
+    "glove_cnn": {
+        "kind": "cnn",
+        "embedding": "glove",
+        "embedding_dim": 50,
+        "word_dropout": 0.2,
+        "filters": 4,
+        "kernel_sizes": [3],
+        "hidden": 8,
+        "batch_size": 32,
+        "seed": 1,
+        "refit": True,
+        "phases": [
+            {"epochs": 1, "learning_rate": 0.01, "train_embedding": False},
+            {"epochs": 1, "learning_rate": 0.001, "train_embedding": True},
+        ],
+    },
 }
 
 
@@ -424,14 +507,24 @@ TINY_MODELS = {
 def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_model(project, http_server):
     imdb_url, imdb_sha = http_server.add("aclImdb_v1.tar.gz", imdb_archive(40))
     glove_url, glove_sha = http_server.add("glove.6B.zip", glove_archive())
-    project.set_params({
-        "imdb.source": {"url": imdb_url, "sha256": imdb_sha}, "glove.source": {"url": glove_url, "sha256": glove_sha},
-        "imdb.tokenize.vocab_size": 27, "imdb.tokenize.maxlen": 24, "imdb.models": TINY_MODELS,
-        "imdb.fastai_test_accuracy": {"single": 0.8694, "glove_cnn": 0.9008},
-        "imdb.embeddings.n_words": 15, "imdb.embeddings.n_labelled": 10, "imdb.embeddings.perplexity": 4,
-        "imdb.embeddings.probes": ["great", "awful", "nonexistent"], "imdb.embeddings.n_neighbours": 3,
-        "glove.tsne.n_words": 20, "glove.tsne.n_labelled": 10, "glove.tsne.perplexity": 5,
-    })
+    project.set_params(
+        {
+            "imdb.source": {"url": imdb_url, "sha256": imdb_sha},
+            "glove.source": {"url": glove_url, "sha256": glove_sha},
+            "imdb.tokenize.vocab_size": 27,
+            "imdb.tokenize.maxlen": 24,
+            "imdb.models": TINY_MODELS,
+            "imdb.fastai_test_accuracy": {"single": 0.8694, "glove_cnn": 0.9008},
+            "imdb.embeddings.n_words": 15,
+            "imdb.embeddings.n_labelled": 10,
+            "imdb.embeddings.perplexity": 4,
+            "imdb.embeddings.probes": ["great", "awful", "nonexistent"],
+            "imdb.embeddings.n_neighbours": 3,
+            "glove.tsne.n_words": 20,
+            "glove.tsne.n_labelled": 10,
+            "glove.tsne.perplexity": 5,
+        }
+    )
     targets = ["imdb_compare", "imdb_embeddings", "glove_tsne"]
     project.dvc("repro", *targets)
     root = project.root
@@ -450,7 +543,10 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     assert len(pd.read_csv(root / "data/glove/tsne/glove_tsne.csv")) == 20
     assert (root / "data/glove/tsne/glove_tsne.png").stat().st_size > 0
     neighbours = pd.read_csv(root / "data/imdb/embeddings/neighbours.csv")
-    val = {m: json.loads((root / f"data/imdb/metrics/train_{m}.json").read_text())["best_val_accuracy"] for m in TINY_MODELS}
+    val = {
+        m: json.loads((root / f"data/imdb/metrics/train_{m}.json").read_text())["best_val_accuracy"]
+        for m in TINY_MODELS
+    }
     assert set(neighbours["embedding"]) == {"glove", f"learned:{max(val, key=val.get)}"}  # auto: best on validation
     assert set(neighbours["probe"]) == {"great", "awful"}
     history = pd.read_csv(root / "data/imdb/history/glove_cnn.csv")
@@ -466,7 +562,9 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     assert any("imdb.models.single" in json.dumps(entry) for entry in changed["imdb_train@single"])
 
     # bad input through the real CLI: a clear message, exit 1, no traceback
-    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("vocab_size: 27", "vocab_size: 100000"))
+    (root / "params.yaml").write_text(
+        (root / "params.yaml").read_text().replace("vocab_size: 27", "vocab_size: 100000")
+    )
     failed = project.run("python", "-m", "stages.imdb.tokenize", check=False)
     assert failed.returncode == 1
     assert "error: imdb.tokenize.vocab_size = 100000 but the training reviews have only" in failed.stderr

@@ -2,6 +2,7 @@
 
 Disk full is real: the writing process runs with RLIMIT_FSIZE (each file may hold only a few KiB), so the
 operating system refuses the write exactly as a full disk would (EFBIG instead of ENOSPC)."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,15 @@ def limited_file_size():
 
 def run_limited(code: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300, preexec_fn=limited_file_size)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limited_file_size,
+    )
 
 
 def test_atomic_path_failure_keeps_the_previous_file(tmp_path):
@@ -75,8 +83,14 @@ def test_disk_full_during_each_writer_is_a_clear_error_and_keeps_previous_output
     import keras
     import matplotlib.pyplot as plt
 
-    small = {"json": tmp_path / "m.json", "csv": tmp_path / "t.csv", "parquet": tmp_path / "t.parquet",
-             "npy": tmp_path / "a.npy", "keras": tmp_path / "model.keras", "png": tmp_path / "fig.png"}
+    small = {
+        "json": tmp_path / "m.json",
+        "csv": tmp_path / "t.csv",
+        "parquet": tmp_path / "t.parquet",
+        "npy": tmp_path / "a.npy",
+        "keras": tmp_path / "model.keras",
+        "png": tmp_path / "fig.png",
+    }
     write_json(small["json"], {"version": 1})
     write_csv(small["csv"], pd.DataFrame({"v": [1]}))
     write_parquet(small["parquet"], pd.DataFrame({"v": [1]}))
@@ -87,7 +101,8 @@ def test_disk_full_during_each_writer_is_a_clear_error_and_keeps_previous_output
     plt.close(fig)
     before = {name: path.read_bytes() for name, path in small.items()}
 
-    result = run_limited(f"""
+    result = run_limited(
+        f"""
         import json, numpy as np, pandas as pd
         from stages.common import io
         from stages.common.io import DiskFullError
@@ -123,7 +138,9 @@ def test_disk_full_during_each_writer_is_a_clear_error_and_keeps_previous_output
             except Exception as err:
                 report[name] = f"{{type(err).__name__}}: {{err}}"
         print("REPORT" + json.dumps(report))
-    """, cwd=tmp_path)
+    """,
+        cwd=tmp_path,
+    )
     report = json.loads(result.stdout.split("REPORT", 1)[1]) if "REPORT" in result.stdout else result.stderr
     for name, path in small.items():
         assert report[name].startswith(f"DiskFullError: [Errno 28] no space left while writing {path}"), report[name]
@@ -147,7 +164,9 @@ def test_disk_full_in_a_real_stage_keeps_its_previous_output(tmp_path):
     before = {p.name: p.read_bytes() for p in prepared.iterdir()}
     assert (prepared / "ratings.parquet").stat().st_size > LIMIT
 
-    params = (tmp_path / "params.yaml").read_text().replace("seed: 42\n    valid_fraction", "seed: 7\n    valid_fraction")
+    params = (
+        (tmp_path / "params.yaml").read_text().replace("seed: 42\n    valid_fraction", "seed: 7\n    valid_fraction")
+    )
     (tmp_path / "params.yaml").write_text(params)  # the rerun would write a different split
     result = run_limited("import runpy; runpy.run_module('stages.movielens.prepare', run_name='__main__')", tmp_path)
     assert result.returncode == 1
@@ -171,8 +190,14 @@ def tiny_model(x: np.ndarray):
 
     keras.utils.set_random_seed(0)
     policy = keras.DTypePolicy("float32")
-    model = keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(4, "relu", dtype=policy, name="hidden"),
-                              keras.layers.Dense(1, dtype=policy, name="out")], name="tiny")
+    model = keras.Sequential(
+        [
+            keras.Input((3,), name="x"),
+            keras.layers.Dense(4, "relu", dtype=policy, name="hidden"),
+            keras.layers.Dense(1, dtype=policy, name="out"),
+        ],
+        name="tiny",
+    )
     model.compile(keras.optimizers.Adam(0.01, name="adam"), "mse")
     model.fit(x, x.sum(axis=1), epochs=1, verbose=0)  # the optimizer's state is saved too
     return model
@@ -191,8 +216,9 @@ def test_save_keras_writes_the_same_bytes_for_the_same_model_and_it_loads_back(t
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
 
     loaded = load_keras(tmp_path / "a.keras")  # safe_mode
-    for got, want in zip(loaded.weights + loaded.optimizer.variables, model.weights + model.optimizer.variables,
-                         strict=True):
+    for got, want in zip(
+        loaded.weights + loaded.optimizer.variables, model.weights + model.optimizer.variables, strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras"]  # no temporary file left
@@ -213,9 +239,22 @@ def test_write_metrics_puts_timings_apart_from_the_metrics_later_stages_read(tmp
     from stages.common.io import write_metrics
 
     metrics, timings = tmp_path / "data/w/metrics/train_m.json", tmp_path / "data/w/timings/train_m.json"
-    write_metrics(metrics, timings, {"best_val_mse": 0.8, "train_ratings_per_s": 1e4, "train_seconds": 2.5,
-                            "heads": {"dense": {"val_accuracy": 0.9, "seconds": 1.5}, "bn": {"val_accuracy": 0.8}}})
-    assert read_json(metrics) == {"best_val_mse": 0.8, "heads": {"dense": {"val_accuracy": 0.9},
-                                                                 "bn": {"val_accuracy": 0.8}}}
+    write_metrics(
+        metrics,
+        timings,
+        {
+            "best_val_mse": 0.8,
+            "train_ratings_per_s": 1e4,
+            "train_seconds": 2.5,
+            "heads": {"dense": {"val_accuracy": 0.9, "seconds": 1.5}, "bn": {"val_accuracy": 0.8}},
+        },
+    )
+    assert read_json(metrics) == {
+        "best_val_mse": 0.8,
+        "heads": {"dense": {"val_accuracy": 0.9}, "bn": {"val_accuracy": 0.8}},
+    }
     assert read_json(timings) == {
-        "train_ratings_per_s": 1e4, "train_seconds": 2.5, "heads": {"dense": {"seconds": 1.5}}}
+        "train_ratings_per_s": 1e4,
+        "train_seconds": 2.5,
+        "heads": {"dense": {"seconds": 1.5}},
+    }

@@ -1,4 +1,5 @@
 """MovieLens: model builders, the bias arithmetic, reading every variant, prepare, baselines and the analysis."""
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,12 @@ def test_bias_model_computes_dot_plus_biases():
     u_emb = np.arange(6, dtype="float32").reshape(3, 2) / 10
     m_emb = np.arange(8, dtype="float32").reshape(4, 2) / 10
     u_bias, m_bias = np.array([[0.1], [0.2], [0.3]], "float32"), np.array([[1.0], [2.0], [3.0], [4.0]], "float32")
-    for name, value in [("user_embedding", u_emb), ("movie_embedding", m_emb), ("user_bias", u_bias),
-                        ("movie_bias", m_bias)]:
+    for name, value in [
+        ("user_embedding", u_emb),
+        ("movie_embedding", m_emb),
+        ("user_bias", u_bias),
+        ("movie_bias", m_bias),
+    ]:
         model.get_layer(name).set_weights([value])
     users, movies = np.array([0, 2, 1], "int32"), np.array([3, 0, 2], "int32")
     got = model.predict({"user": users, "movie": movies}, verbose=0)
@@ -66,13 +71,16 @@ def test_each_variant_is_read_in_its_own_format(tmp_path, dataset):
     assert movies.loc[movies["untitled"], "title"].iloc[0].startswith("movie ")
 
 
-@pytest.mark.parametrize("body, needle", [
-    ("userId,movieId,rating,timestamp\n1,2,3.0,5\n1,3,abc,6\n", "line 3"),
-    ("userId,movieId,rating,timestamp\n1,2,3.0,5\n2,3,7.5,6\n", "line 3"),
-    ("userId,movieId,rating,timestamp\n1,2,0.0,5\n", "line 2"),
-    ("userId,movieId,timestamp\n1,2,5\n", "missing column(s) rating"),
-    ("userId,movieId,rating,timestamp\n1,x,3.0,5\n", "line 2"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ("userId,movieId,rating,timestamp\n1,2,3.0,5\n1,3,abc,6\n", "line 3"),
+        ("userId,movieId,rating,timestamp\n1,2,3.0,5\n2,3,7.5,6\n", "line 3"),
+        ("userId,movieId,rating,timestamp\n1,2,0.0,5\n", "line 2"),
+        ("userId,movieId,timestamp\n1,2,5\n", "missing column(s) rating"),
+        ("userId,movieId,rating,timestamp\n1,x,3.0,5\n", "line 2"),
+    ],
+)
 def test_malformed_ratings_name_file_and_line(tmp_path, body, needle):
     folder = tmp_path / "ml-latest-small"
     folder.mkdir()
@@ -97,8 +105,13 @@ def test_prepare_gives_contiguous_ids_and_a_seeded_split(tmp_path):
 
 
 def test_baselines_arithmetic():
-    ratings = pd.DataFrame({"movie": [0, 0, 1, 1, 0, 1, 2], "rating": [4.0, 2.0, 5.0, 5.0, 4.0, 3.0, 1.0],
-                            "valid": [False, False, False, False, True, True, True]})
+    ratings = pd.DataFrame(
+        {
+            "movie": [0, 0, 1, 1, 0, 1, 2],
+            "rating": [4.0, 2.0, 5.0, 5.0, 4.0, 3.0, 1.0],
+            "valid": [False, False, False, False, True, True, True],
+        }
+    )
     result = baselines.baselines(ratings)
     global_mean = 4.0
     assert result["global_mean"]["val_mse"] == pytest.approx(((4 - 4) ** 2 + (3 - 4) ** 2 + (1 - 4) ** 2) / 3)
@@ -112,9 +125,14 @@ def test_analysis_exports_biases_and_pca_with_untitled_movies_labelled():
     rng = np.random.default_rng(0)
     model.get_layer("movie_embedding").set_weights([rng.normal(size=(n_movies, 6)).astype("float32")])
     model.get_layer("movie_bias").set_weights([np.arange(n_movies, dtype="float32")[:, None]])
-    movies = pd.DataFrame({"movie": np.arange(n_movies), "movieId": np.arange(n_movies) + 100,
-                           "title": [f"movie {i + 100}" if i < 2 else f"T{i}" for i in range(n_movies)],
-                           "n_ratings": np.arange(n_movies)[::-1] + 1})
+    movies = pd.DataFrame(
+        {
+            "movie": np.arange(n_movies),
+            "movieId": np.arange(n_movies) + 100,
+            "title": [f"movie {i + 100}" if i < 2 else f"T{i}" for i in range(n_movies)],
+            "n_ratings": np.arange(n_movies)[::-1] + 1,
+        }
+    )
     p = AnalyzeParams(model="bias", top_movies=20, n_extremes=3, pca_components=3, n_plotted=10)
     extremes, coords, ends, variance = analyze.analyze(model, movies, p)
     assert len(coords) == 20 and list(coords.columns[-3:]) == ["pc1", "pc2", "pc3"]
@@ -130,21 +148,26 @@ def test_analysis_exports_biases_and_pca_with_untitled_movies_labelled():
 
 def test_repo_params_match_the_schema():
     import yaml
+
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     validate_section("movielens", raw["movielens"], MovieLensParams)
 
 
-@pytest.mark.parametrize("path, value, expected", [
-    ("models.bias.epochs", -1, "movielens.models.bias.epochs = -1: Input should be greater than or equal to 1"),
-    ("models.bias.factors", "fifty", "movielens.models.bias.factors = 'fifty'"),
-    ("prepare.valid_fraction", 1.5, "movielens.prepare.valid_fraction = 1.5: Input should be less than 1"),
-    ("prepare.sede", 1, "movielens.prepare.sede = 1: unknown key; allowed keys here: seed, valid_fraction"),
-    ("dataset", "ml-10m", "movielens.dataset = 'ml-10m'"),
-])
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        ("models.bias.epochs", -1, "movielens.models.bias.epochs = -1: Input should be greater than or equal to 1"),
+        ("models.bias.factors", "fifty", "movielens.models.bias.factors = 'fifty'"),
+        ("prepare.valid_fraction", 1.5, "movielens.prepare.valid_fraction = 1.5: Input should be less than 1"),
+        ("prepare.sede", 1, "movielens.prepare.sede = 1: unknown key; allowed keys here: seed, valid_fraction"),
+        ("dataset", "ml-10m", "movielens.dataset = 'ml-10m'"),
+    ],
+)
 def test_bad_params_name_key_value_and_what_is_allowed(path, value, expected):
     import yaml
 
     from benchmarks.common import set_nested
+
     raw = yaml.safe_load((REPO / "params.yaml").read_text())["movielens"]
     set_nested(raw, path, value)
     with pytest.raises(ParamsError) as err:

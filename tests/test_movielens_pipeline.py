@@ -1,4 +1,5 @@
 """The real MovieLens chain: `dvc repro` and the Prefect flow, on generated data served from loopback."""
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,10 @@ def test_a_param_change_reruns_only_what_it_affects_by_the_flow_and_by_dvc_repro
     project.set_params({"movielens.models.bias.epochs": 3})
     out = project.dvc("repro", *TARGETS).stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
-        "movielens_train@bias", "movielens_evaluate@bias", "movielens_analyze"}
+        "movielens_train@bias",
+        "movielens_evaluate@bias",
+        "movielens_analyze",
+    }
     project.dvc("plots", "show", "-o", "plots-html")
     assert (project.root / "plots-html" / "index.html").is_file()
 
@@ -84,13 +88,16 @@ def test_logged_model_loads_back_and_an_experiment_reruns_only_its_model(moviele
     client = mlflow.MlflowClient(movielens_chain.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesson5-movielens")
     dot_run = {r.data.tags["dvc.stage"]: r for r in client.search_runs([experiment.experiment_id])}[
-        "movielens_train@dot"]
-    (model_info,) = [m for m in client.search_logged_models([experiment.experiment_id])
-                     if m.source_run_id == dot_run.info.run_id]
+        "movielens_train@dot"
+    ]
+    (model_info,) = [
+        m for m in client.search_logged_models([experiment.experiment_id]) if m.source_run_id == dot_run.info.run_id
+    ]
     mlflow.set_tracking_uri(movielens_chain.env["MLFLOW_TRACKING_URI"])
     import numpy as np
 
     import stages.movielens.models  # noqa: F401  custom layer registration
+
     model = mlflow.keras.load_model(f"models:/{model_info.model_id}")
     out = model.predict({"user": np.array([0, 1], "int32"), "movie": np.array([0, 1], "int32")}, verbose=0)
     assert out.shape == (2,) and np.all((out >= 0) & (out <= 5.5))

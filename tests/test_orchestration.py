@@ -1,5 +1,6 @@
 """The Prefect flow over a toy dvc.yaml of shell stages: the graph in Prefect, max_parallel, a failing branch,
 a manual `dvc repro` meanwhile, a kill mid-run; against the session's Prefect server."""
+
 from __future__ import annotations
 
 import json
@@ -19,27 +20,45 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def flow_env(prefect_api, tmp_path) -> dict[str, str]:
-    return {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    return {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "PYTHONPATH": str(REPO),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
 
 
 def run_flow(root, env, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "pipelines.flow", "--root", str(root), *args], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.flow", "--root", str(root), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"flow failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
 
 
 def stale(root, *targets: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *targets], cwd=root, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", *targets],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out or "{}")
 
 
 def test_a_failing_branch_stops_only_its_downstream_and_the_summary_says_why(flow_env, tmp_path):
-    stages = {**CHAIN, "broken": write_file_stage("data/broken.txt", fail="no space left on the toy device"),
-              "after_broken": write_file_stage("data/after.txt", deps=("data/broken.txt",))}
+    stages = {
+        **CHAIN,
+        "broken": write_file_stage("data/broken.txt", fail="no space left on the toy device"),
+        "after_broken": write_file_stage("data/after.txt", deps=("data/broken.txt",)),
+    }
     root = toy_project(tmp_path / "toy", stages)
     result = run_flow(root, flow_env, check=False)
     log = result.stdout + result.stderr
@@ -70,8 +89,13 @@ def test_the_prefect_run_graph_is_the_dvc_graph(flow_env, tmp_path):
 
 def test_independent_stages_run_concurrently_up_to_max_parallel(flow_env, tmp_path):
     names = ["wide_a", "wide_b", "narrow_a", "narrow_b"]
-    root = toy_project(tmp_path / "toy", {name: write_file_stage(f"data/{name}.json", sleep=3, record_times=True,
-                                                                 deps=("input.txt",)) for name in names})
+    root = toy_project(
+        tmp_path / "toy",
+        {
+            name: write_file_stage(f"data/{name}.json", sleep=3, record_times=True, deps=("input.txt",))
+            for name in names
+        },
+    )
 
     def intervals(*stages: str) -> list[list[float]]:
         return [json.loads((root / f"data/{s}.json").read_text()) for s in stages]
@@ -89,16 +113,23 @@ def test_independent_stages_run_concurrently_up_to_max_parallel(flow_env, tmp_pa
 
 def test_manual_dvc_repro_during_a_flow_gets_a_clear_message_and_changes_nothing(flow_env, tmp_path):
     root = toy_project(tmp_path / "toy", {"slow": write_file_stage("data/slow.txt", sleep=20, deps=("input.txt",))})
-    flow = subprocess.Popen([sys.executable, "-m", "pipelines.flow", "--root", str(root)], cwd=root, env=flow_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.flow", "--root", str(root)],
+        cwd=root,
+        env=flow_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (_running("time.sleep(20)") and _lock_held(root)):
             if flow.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the flow never held DVC's lock:\n{flow.communicate()[0][-3000:]}")
             time.sleep(0.3)
-        manual = subprocess.run([sys.executable, "-m", "dvc", "repro", "slow"], cwd=root, capture_output=True,
-                                text=True)
+        manual = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "slow"], cwd=root, capture_output=True, text=True
+        )
         assert manual.returncode != 0
         assert "Unable to acquire lock" in manual.stdout + manual.stderr
         out, _ = flow.communicate(timeout=300)
@@ -113,8 +144,14 @@ def test_manual_dvc_repro_during_a_flow_gets_a_clear_message_and_changes_nothing
 def test_flow_killed_mid_run_finishes_when_started_again(flow_env, tmp_path):
     stages = {"slow": write_file_stage("data/slow.txt", sleep=20, deps=("input.txt",)), **CHAIN}
     root = toy_project(tmp_path / "toy", stages)
-    flow = subprocess.Popen([sys.executable, "-m", "pipelines.flow", "--root", str(root)], cwd=root, env=flow_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.flow", "--root", str(root)],
+        cwd=root,
+        env=flow_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not _running("time.sleep(20)"):
         assert time.monotonic() < deadline and flow.poll() is None, "the slow stage never started"
@@ -131,6 +168,7 @@ def test_flow_killed_mid_run_finishes_when_started_again(flow_env, tmp_path):
 def _lock_held(root) -> bool:
     """True while some process holds DVC's repo lock (zc.lockfile takes an flock on it)."""
     import fcntl
+
     with open(root / ".dvc/tmp/lock", "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

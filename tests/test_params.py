@@ -1,5 +1,6 @@
 """params.yaml validation in the common layer: unreadable files, missing sections, unknown keys, wrong types
 and out-of-range values all stop a stage, before any work, with the key, the value and what is allowed."""
+
 from __future__ import annotations
 
 import os
@@ -19,12 +20,15 @@ def repo_movielens() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())["movielens"]
 
 
-@pytest.mark.parametrize("text, match", [
-    (None, "not found; run stages from the project root"),
-    ("movielens: [unclosed", "not valid YAML"),
-    ("- just\n- a list\n", "expected a mapping of sections at the top level, got list"),
-    ("", "expected a mapping of sections at the top level, got NoneType"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (None, "not found; run stages from the project root"),
+        ("movielens: [unclosed", "not valid YAML"),
+        ("- just\n- a list\n", "expected a mapping of sections at the top level, got list"),
+        ("", "expected a mapping of sections at the top level, got NoneType"),
+    ],
+)
 def test_unreadable_params_file(tmp_path, text, match):
     path = tmp_path / "params.yaml"
     if text is not None:
@@ -39,17 +43,26 @@ def test_missing_section_lists_the_sections_present(tmp_path):
         load_params("movielens", MovieLensParams, tmp_path / "params.yaml")
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("prepare.seeds", 1, "movielens.prepare.seeds = 1: unknown key; allowed keys here: seed, valid_fraction"),
-    ("prepare.valid_fraction", "lots", "movielens.prepare.valid_fraction = 'lots': Input should be a valid number"),
-    ("prepare.valid_fraction", 1.5, "movielens.prepare.valid_fraction = 1.5: Input should be less than 1"),
-    ("models.bias.epochs", 0, "movielens.models.bias.epochs = 0: Input should be greater than or equal to 1"),
-    ("models.bias.kind", "svd", "movielens.models.bias.kind = 'svd': Input should be 'dot', 'bias' or 'nn'"),
-    ("sources.ml-latest-small.sha256", "abc", "movielens.sources.ml-latest-small.sha256 = 'abc': Value error, "
-                                              "must be 64 hex digits (a sha256) or null"),
-    ("sources.ml-latest-small.mirror", "x", "movielens.sources.ml-latest-small.mirror = 'x': unknown key; "
-                                            "allowed keys here: md5, sha256, url"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("prepare.seeds", 1, "movielens.prepare.seeds = 1: unknown key; allowed keys here: seed, valid_fraction"),
+        ("prepare.valid_fraction", "lots", "movielens.prepare.valid_fraction = 'lots': Input should be a valid number"),
+        ("prepare.valid_fraction", 1.5, "movielens.prepare.valid_fraction = 1.5: Input should be less than 1"),
+        ("models.bias.epochs", 0, "movielens.models.bias.epochs = 0: Input should be greater than or equal to 1"),
+        ("models.bias.kind", "svd", "movielens.models.bias.kind = 'svd': Input should be 'dot', 'bias' or 'nn'"),
+        (
+            "sources.ml-latest-small.sha256",
+            "abc",
+            "movielens.sources.ml-latest-small.sha256 = 'abc': Value error, must be 64 hex digits (a sha256) or null",
+        ),
+        (
+            "sources.ml-latest-small.mirror",
+            "x",
+            "movielens.sources.ml-latest-small.mirror = 'x': unknown key; allowed keys here: md5, sha256, url",
+        ),
+    ],
+)
 def test_bad_value_names_key_value_and_what_is_allowed(key, value, expected):
     section = repo_movielens()
     node = section
@@ -91,8 +104,14 @@ def test_bad_params_stop_a_real_stage_before_any_work(tmp_path):
     text = (tmp_path / "params.yaml").read_text().replace("valid_fraction: 0.2", "valid_fraction: 1.5")
     (tmp_path / "params.yaml").write_text(text)
     (tmp_path / "data" / "movielens" / "raw").mkdir(parents=True)  # raw data is not even needed to fail
-    result = subprocess.run([sys.executable, "-m", "stages.movielens.prepare"], cwd=tmp_path, capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.movielens.prepare"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
     assert result.returncode == 1
     assert "error: params.yaml: invalid params" in result.stderr
     assert "movielens.prepare.valid_fraction = 1.5: Input should be less than 1" in result.stderr
@@ -104,5 +123,7 @@ def test_a_model_name_not_under_the_section_names_the_models_there():
     from stages.common.params import pick_model
 
     assert pick_model({"dot": 1, "bias": 2}, "bias", "movielens.models") == 2
-    with pytest.raises(ParamsError, match=r"no model 'nope' under movielens.models in params.yaml \(models: dot, bias\)"):
+    with pytest.raises(
+        ParamsError, match=r"no model 'nope' under movielens.models in params.yaml \(models: dot, bias\)"
+    ):
         pick_model({"dot": 1, "bias": 2}, "nope", "movielens.models")

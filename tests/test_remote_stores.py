@@ -3,6 +3,7 @@
 Real servers on loopback: PostgreSQL from the Debian package (scripts/ensure-postgres.sh installs it),
 `mlflow server` from the venv. Everything binds 127.0.0.1 and lives in temporary folders.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,11 @@ SERVER_START_TIMEOUT = 300  # s: a cold `mlflow server` took ~160 s on this 2-co
 
 def postgres_bin_dir() -> Path | None:
     """The newest Debian PostgreSQL server binaries (/usr/lib/postgresql/<version>/bin), else initdb on PATH."""
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                      key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
     for folder in versions:
         if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
             return folder
@@ -42,8 +46,10 @@ def postgres():
     """A throwaway PostgreSQL cluster on a free loopback port; yields the database URI."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin or on "
-                    "PATH: run scripts/ensure-postgres.sh (installs Debian's postgresql package)")
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin or on "
+            "PATH: run scripts/ensure-postgres.sh (installs Debian's postgresql package)"
+        )
     # PostgreSQL refuses to run as root: run the server as `nobody` in a folder it owns
     as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
     home = Path(tempfile.mkdtemp(prefix="lesson5-pg-"))
@@ -57,8 +63,19 @@ def postgres():
 
     pg("initdb", "-D", str(data), "-U", "lesson5", "--auth=trust", "-E", "UTF8", "--no-locale")
     # -F (no fsync): a test database that is thrown away
-    pg("pg_ctl", "-D", str(data), "-l", str(home / "server.log"), "-w", "-t", "120",
-       "-o", f"-h 127.0.0.1 -p {port} -k {home} -F", "start")
+    pg(
+        "pg_ctl",
+        "-D",
+        str(data),
+        "-l",
+        str(home / "server.log"),
+        "-w",
+        "-t",
+        "120",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {home} -F",
+        "start",
+    )
     try:
         pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "lesson5", "mlflow")
         yield f"postgresql://lesson5@127.0.0.1:{port}/mlflow"
@@ -74,24 +91,42 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
-                [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
-                 "--workers", "1", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts)],
-                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                [
+                    str(VENV_BIN / "mlflow"),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    self.url.rsplit(":", 1)[1],
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    backend,
+                    "--artifacts-destination",
+                    str(artifacts),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
 
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"mlflow server exited ({self.process.returncode}):\n"
-                                     f"{self.log.read_text()[-4000:]}")
+                raise AssertionError(
+                    f"mlflow server exited ({self.process.returncode}):\n{self.log.read_text()[-4000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
                     if response.status == 200:
                         return
             except OSError:
                 time.sleep(1)
-        raise AssertionError(f"mlflow server not healthy after {SERVER_START_TIMEOUT} s:\n"
-                             f"{self.log.read_text()[-4000:]}")
+        raise AssertionError(
+            f"mlflow server not healthy after {SERVER_START_TIMEOUT} s:\n{self.log.read_text()[-4000:]}"
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -150,8 +185,9 @@ def test_dvc_local_remote_push_wipe_pull(project, http_server, tmp_path):
     outputs = [project.root / "data/movielens" / name for name in ("raw", "prepared")]  # the chain's DVC outs
 
     def contents() -> dict[str, bytes]:
-        return {str(p.relative_to(project.root)): p.read_bytes() for out in outputs for p in out.rglob("*")
-                if p.is_file()}
+        return {
+            str(p.relative_to(project.root)): p.read_bytes() for out in outputs for p in out.rglob("*") if p.is_file()
+        }
 
     before = contents()
     assert {"data/movielens/raw/ml-latest-small/ratings.csv", "data/movielens/prepared/ratings.parquet"} <= set(before)

@@ -1,5 +1,6 @@
 """Same result, same bytes: a forced rerun of a deterministic stage rewrites its outputs byte for byte, so DVC
 reruns nothing downstream; only the timings (data/<workload>/timings/, which nothing depends on) change."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,11 @@ DOWNSTREAM = ["movielens_evaluate@bias", "movielens_analyze"]
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and "timings" not in p.parts}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "timings" not in p.parts
+    }
 
 
 def test_forced_rerun_of_training_rewrites_the_same_bytes_and_leaves_downstream_up_to_date(movielens_chain, tmp_path):
@@ -26,7 +30,8 @@ def test_forced_rerun_of_training_rewrites_the_same_bytes_and_leaves_downstream_
     before = digests(data)
     timings = json.loads((data / "timings/train_bias.json").read_text())
     assert timings["train_ratings_per_s"] > 0 and "train_ratings_per_s" not in json.loads(
-        (data / "metrics/train_bias.json").read_text())
+        (data / "metrics/train_bias.json").read_text()
+    )
 
     project.dvc("repro", "--force", "--single-item", "movielens_train@bias")  # seconds later: other save times
     after = digests(data)

@@ -1,6 +1,7 @@
 """Results are data: the records in benchmarks/results/*.json follow one schema, docs/results.md and the README's
 headline table are exactly what they render to, and `record_result` keeps each file sorted and byte-stable.
 Also: every test a doc cites exists, and every results record a doc cites exists. Fast: no training, no DVC."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,14 @@ def test_every_record_follows_the_schema_and_each_file_is_in_its_one_spelling(pa
     assert {r["workload"] for r in records} == {path.stem}, f"{path.name}: records of another workload"
     figures = [r["figure"] for r in records]
     assert len(figures) == len(set(figures)), f"{path.name}: a figure recorded twice"
-    assert text == common.results_bytes(records), \
-        f"{path.name} is not sorted/indented as record_result writes it"
+    assert text == common.results_bytes(records), f"{path.name} is not sorted/indented as record_result writes it"
 
 
 def test_the_rendered_results_page_and_readme_table_match_the_records():
     for path, text in render.outputs().items():
-        assert path.read_text(encoding="utf-8") == text, \
+        assert path.read_text(encoding="utf-8") == text, (
             f"{path.relative_to(REPO)} is not what the records render: run `python -m benchmarks.render` (make docs)"
+        )
 
 
 def test_every_headline_figure_has_a_record():
@@ -43,8 +44,16 @@ def test_every_headline_figure_has_a_record():
 
 def test_record_result_replaces_a_figures_record_and_writes_stable_bytes(tmp_path):
     def record(figure: str, value: float, **fields):
-        return common.record_result("movielens", figure, value, description="d", unit="MSE",
-                                    command="python -m benchmarks.movielens", results_dir=tmp_path, **fields)
+        return common.record_result(
+            "movielens",
+            figure,
+            value,
+            description="d",
+            unit="MSE",
+            command="python -m benchmarks.movielens",
+            results_dir=tmp_path,
+            **fields,
+        )
 
     path = tmp_path / "movielens.json"
     record("movielens.z.val_mse", 1.0)
@@ -64,11 +73,20 @@ def test_record_result_replaces_a_figures_record_and_writes_stable_bytes(tmp_pat
 
 def test_record_result_refuses_a_record_that_breaks_the_schema_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="per_seed needs seeds"):
-        common.record_result("text", "text.x.val_loss", 1.0, description="d", unit="nats/char", command="c",
-                             per_seed=[1.0], results_dir=tmp_path)
+        common.record_result(
+            "text",
+            "text.x.val_loss",
+            1.0,
+            description="d",
+            unit="nats/char",
+            command="c",
+            per_seed=[1.0],
+            results_dir=tmp_path,
+        )
     with pytest.raises(ValueError, match="starting with '<workload>.'"):
-        common.record_result("text", "imdb.x.val_loss", 1.0, description="d", unit="", command="c",
-                             results_dir=tmp_path)
+        common.record_result(
+            "text", "imdb.x.val_loss", 1.0, description="d", unit="", command="c", results_dir=tmp_path
+        )
     assert not list(tmp_path.iterdir())
 
 
@@ -81,8 +99,7 @@ def test_the_renderer_formats_values_with_one_number_of_decimals():
 
 def cited_tests() -> dict[str, set[str]]:
     # test_ names not inside a record id (imdb.cnn.test_accuracy)
-    return {path.name: set(re.findall(r"(?<![\w.])test_[a-z0-9_]+", path.read_text(encoding="utf-8")))
-            for path in DOCS}
+    return {path.name: set(re.findall(r"(?<![\w.])test_[a-z0-9_]+", path.read_text(encoding="utf-8"))) for path in DOCS}
 
 
 def test_every_test_the_docs_cite_exists():

@@ -1,6 +1,7 @@
 """Contract of the DVC runner behind the flow, on a toy dvc.yaml of shell stages: the graph as DVC reads it,
 up-to-date checks, dvc.lock entries `dvc status` agrees with, the run-cache, DVC's repo lock, and streamed output.
 Fast: no Prefect, no TensorFlow."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,11 @@ def test_a_stage_runs_once_is_recorded_as_dvc_would_and_is_then_up_to_date(tmp_p
     (root / "input.txt").write_text("another input\n")
     runner = DvcRunner(root)
     assert {name: reproduce(runner, name) for name in runner.stages()} == {
-        "first": "run", "second": "skipped", "third": "skipped", "apart": "run"}
+        "first": "run",
+        "second": "skipped",
+        "third": "skipped",
+        "apart": "run",
+    }
 
 
 def test_a_stage_whose_outputs_are_gone_is_restored_from_the_run_cache(tmp_path):
@@ -108,8 +113,9 @@ def test_stage_output_streams_lines_and_throttled_progress_bar_redraws(tmp_path)
     """)
     (tmp_path / "stage.py").write_text(script)
     seen: list[str] = []
-    code, tail = DvcRunner(tmp_path).run_command(StageInfo("s", f"{sys.executable} stage.py", ()), dict(os.environ),
-                                                 seen.append, progress_every=3600)
+    code, tail = DvcRunner(tmp_path).run_command(
+        StageInfo("s", f"{sys.executable} stage.py", ()), dict(os.environ), seen.append, progress_every=3600
+    )
     assert code == 0
     assert seen == ["start", "bar 0", "bar 199", "done", "last"]
     assert tail.splitlines() == seen

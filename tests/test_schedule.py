@@ -1,4 +1,5 @@
 """A real local Prefect server, a served deployment, and scheduled runs that execute and finish."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,12 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 def api(env: dict, path: str, body: dict | None = None) -> list | dict:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{env['PREFECT_API_URL']}/{path}", data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{env['PREFECT_API_URL']}/{path}",
+        data=data,
+        method="POST" if data else "GET",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request) as response:
         return json.loads(response.read())
 
@@ -43,17 +48,24 @@ def finished_pipeline_runs(project) -> list:
     experiment = client.get_experiment_by_name("lesson5-pipeline")
     if not experiment:
         return []
-    return [r for r in client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
-            if r.info.status == "FINISHED"]
+    return [
+        r
+        for r in client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+        if r.info.status == "FINISHED"
+    ]
 
 
 def test_scheduled_runs_execute_and_a_rerun_trains_nothing(project, http_server, prefect_api):
     url, sha = http_server.add("ml-latest-small.zip", movielens_zip())
     project.set_params({"movielens.sources.ml-latest-small": {"url": url, "sha256": sha}})
     env = {**project.env, "PREFECT_API_URL": prefect_api}
-    serve = subprocess.Popen([sys.executable, "-m", "pipelines.serve", "--interval", "20",
-                              "--targets", "movielens_prepare"], cwd=project.root, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.serve", "--interval", "20", "--targets", "movielens_prepare"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 420
         runs = []
@@ -81,17 +93,34 @@ def test_a_work_pool_worker_runs_the_deployed_pipeline(project, http_server, pre
     env = {**project.env, "PREFECT_API_URL": prefect_api}
 
     def cli(*args: str) -> str:
-        result = subprocess.run([*prefect, *args], cwd=project.root, env=env, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            [*prefect, *args], cwd=project.root, env=env, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
         return result.stdout
 
     cli("work-pool", "create", "lesson5", "--type", "process")
-    cli("--no-prompt", "deploy", "pipelines/flow.py:pipeline", "--name", "nightly", "--pool", "lesson5",
-        "--cron", "0 3 * * *", "--concurrency-limit", "1")
+    cli(
+        "--no-prompt",
+        "deploy",
+        "pipelines/flow.py:pipeline",
+        "--name",
+        "nightly",
+        "--pool",
+        "lesson5",
+        "--cron",
+        "0 3 * * *",
+        "--concurrency-limit",
+        "1",
+    )
     cli("deployment", "run", "lesson5-pipeline/nightly", "--params", '{"targets": ["movielens_prepare"]}')
-    worker = subprocess.Popen([*prefect, "worker", "start", "--pool", "lesson5", "--limit", "1"],
-                              cwd=project.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [*prefect, "worker", "start", "--pool", "lesson5", "--limit", "1"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 420
         states = []

@@ -1,5 +1,6 @@
 """Security: nothing loads pickles or model code from data, no credentials reach params, logs or the MLflow
 store, and the servers the project starts listen on 127.0.0.1 only."""
+
 from __future__ import annotations
 
 import ast
@@ -16,9 +17,21 @@ from tests.conftest import REPO
 from tests.factories.movielens import movielens_zip, ratings_table
 
 CODE_DIRS = ("stages", "pipelines", "benchmarks")
-UNSAFE_LOADERS = {("pickle", "load"), ("pickle", "loads"), ("joblib", "load"), ("dill", "load"), ("dill", "loads"),
-                  ("cloudpickle", "load"), ("cloudpickle", "loads"), ("torch", "load"), ("pd", "read_pickle"),
-                  ("pandas", "read_pickle"), ("yaml", "unsafe_load"), ("yaml", "full_load"), ("marshal", "loads")}
+UNSAFE_LOADERS = {
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("joblib", "load"),
+    ("dill", "load"),
+    ("dill", "loads"),
+    ("cloudpickle", "load"),
+    ("cloudpickle", "loads"),
+    ("torch", "load"),
+    ("pd", "read_pickle"),
+    ("pandas", "read_pickle"),
+    ("yaml", "unsafe_load"),
+    ("yaml", "full_load"),
+    ("marshal", "loads"),
+}
 
 
 def project_sources() -> list[Path]:
@@ -71,11 +84,17 @@ def test_no_code_loads_pickles_or_unsafe_models():
 
 def test_the_checker_catches_unsafe_calls(tmp_path):
     bad = tmp_path / "probe.py"
-    bad.write_text("import numpy as np, pickle, keras\nnp.load('x')\npickle.loads(b'')\n"
-                   "keras.models.load_model('m.keras', safe_mode=False)\nnp.load('y', allow_pickle=True)\n")
+    bad.write_text(
+        "import numpy as np, pickle, keras\nnp.load('x')\npickle.loads(b'')\n"
+        "keras.models.load_model('m.keras', safe_mode=False)\nnp.load('y', allow_pickle=True)\n"
+    )
     found = "\n".join(unsafe_calls(bad, root=tmp_path))
-    for needle in ("np.load(): needs allow_pickle=False", "pickle.loads(): executes code",
-                   "load_model(): needs safe_mode=True", "unsafe flag"):
+    for needle in (
+        "np.load(): needs allow_pickle=False",
+        "pickle.loads(): executes code",
+        "load_model(): needs safe_mode=True",
+        "unsafe flag",
+    ):
         assert needle in found
 
 
@@ -119,29 +138,41 @@ def test_params_file_holds_no_credentials():
 
 def test_servers_listen_on_loopback_by_default():
     makefile = (REPO / "Makefile").read_text()
-    server_lines = [line for line in makefile.splitlines()
-                    if re.search(r"mlflow (ui|server)|prefect server start", line)]
+    server_lines = [
+        line for line in makefile.splitlines() if re.search(r"mlflow (ui|server)|prefect server start", line)
+    ]
     assert server_lines, "expected the Makefile's ui target"
     for line in server_lines:
         host = re.search(r"--host[ =](\S+)", line)
         assert host, f"no --host in: {line}"
         value = host.group(1)
-        default = re.search(rf"^{re.escape(value[2:-1])}\s*\??=\s*(\S+)", makefile, re.M) if value.startswith("$(") else None
+        default = (
+            re.search(rf"^{re.escape(value[2:-1])}\s*\??=\s*(\S+)", makefile, re.M) if value.startswith("$(") else None
+        )
         assert (default.group(1) if default else value) == "127.0.0.1", line
     for path in [*project_sources(), REPO / "Makefile"]:
         assert "0.0.0.0" not in path.read_text(), f"{path} binds all interfaces"
 
 
-FAKE = {"AWS_SECRET_ACCESS_KEY": "fakeAwsSecret-7d1c9e2b", "MLFLOW_TRACKING_TOKEN": "fakeMlflowToken-4f8a0b6c",
-        "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKE12345678", "HF_TOKEN": "hf_fakeHuggingFace-93e1"}
+FAKE = {
+    "AWS_SECRET_ACCESS_KEY": "fakeAwsSecret-7d1c9e2b",
+    "MLFLOW_TRACKING_TOKEN": "fakeMlflowToken-4f8a0b6c",
+    "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKE12345678",
+    "HF_TOKEN": "hf_fakeHuggingFace-93e1",
+}
 
 
 @pytest.mark.slow
 def test_a_run_with_tokens_in_the_environment_leaves_no_trace_of_them(project, http_server):
     url, sha = http_server.add("ml-latest-small.zip", movielens_zip(ratings_table(n_users=30, per_user=20)))
     bias = {**project.params["movielens"]["models"]["bias"], "factors": 4, "epochs": 2}
-    project.set_params({"movielens.sources.ml-latest-small": {"url": url, "sha256": sha},
-                        "movielens.models": {"bias": bias}, "movielens.analyze.model": "bias"})
+    project.set_params(
+        {
+            "movielens.sources.ml-latest-small": {"url": url, "sha256": sha},
+            "movielens.models": {"bias": bias},
+            "movielens.analyze.model": "bias",
+        }
+    )
     project.env.update(FAKE)
     result = project.dvc("repro", "movielens_evaluate@bias", "movielens_baselines")
     logs = result.stdout + result.stderr

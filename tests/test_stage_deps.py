@@ -1,5 +1,6 @@
 """A code change reruns exactly the stages it affects: each stage's deps in dvc.yaml hold every project module its
 command imports, directly or through other modules, and no other; derived here from the code itself."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,10 @@ from tests.factories.movielens import CHAIN
 
 def test_every_stage_depends_on_exactly_the_modules_its_command_imports():
     problems = differences()
-    assert not problems, ("dvc.yaml deps out of step with the code (`python -m pipelines.stage_deps --write` fixes "
-                          "them):\n  " + "\n  ".join(problems))
+    assert not problems, (
+        "dvc.yaml deps out of step with the code (`python -m pipelines.stage_deps --write` fixes "
+        "them):\n  " + "\n  ".join(problems)
+    )
 
 
 def test_the_closure_follows_imports_inside_functions_and_through_packages(tmp_path):
@@ -29,15 +32,23 @@ def test_the_closure_follows_imports_inside_functions_and_through_packages(tmp_p
     (tmp_path / "stages" / "w" / "deep.py").write_text("VALUE = 1\n")
     (tmp_path / "stages" / "w" / "unused.py").write_text("")
     assert import_closure("stages.w.main", tmp_path) == {
-        "stages/w/__init__.py", "stages/w/main.py", "stages/w/helper.py", "stages/w/deep.py"}
+        "stages/w/__init__.py",
+        "stages/w/main.py",
+        "stages/w/helper.py",
+        "stages/w/deep.py",
+    }
 
 
 def dvc_yaml_paths(root: Path = REPO) -> set[str]:
     """Every data path dvc.yaml names (stage deps, outs, metrics and plots, and the top-level plots), with its
     `${...}` interpolations written as the paths modules write them: `{name}`."""
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
-    entries = [entry for stage in stage_definitions(root).values()
-               for field in ("deps", "outs", "metrics", "plots") for entry in stage.get(field, [])]
+    entries = [
+        entry
+        for stage in stage_definitions(root).values()
+        for field in ("deps", "outs", "metrics", "plots")
+        for entry in stage.get(field, [])
+    ]
     entries += dvc.get("plots", [])
     names = (next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries)
     return {re.sub(r"\$\{[^}]+\}", "{name}", name) for name in names if name.startswith("data/")}
@@ -49,8 +60,11 @@ def paths_module_values(root: Path = REPO) -> set[str]:
     for module in sorted(root.glob("stages/*/paths.py")):
         namespace: dict = {}
         exec(compile(module.read_text(), str(module), "exec"), namespace)
-        values |= {value for name, value in namespace.items() if name.isupper() and isinstance(value, str)
-                   and value.startswith("data/")}
+        values |= {
+            value
+            for name, value in namespace.items()
+            if name.isupper() and isinstance(value, str) and value.startswith("data/")
+        }
     return values
 
 
@@ -81,18 +95,24 @@ def changed_stages(project) -> set[str]:
 def importers(module: str, stages: list[str], root: Path) -> set[str]:
     """The stages (foreach items expanded) whose command's import closure holds `module`."""
     definitions = stage_definitions(root)
-    return {stage for stage in stages
-            if module in import_closure(command_module(definitions[stage.split("@")[0]]["cmd"]), root)}
+    return {
+        stage
+        for stage in stages
+        if module in import_closure(command_module(definitions[stage.split("@")[0]]["cmd"]), root)
+    }
 
 
 @pytest.mark.slow
 def test_editing_shared_code_or_a_params_default_marks_exactly_the_stages_that_import_it(movielens_chain, tmp_path):
     project = clone_project(movielens_chain, tmp_path / "project")
     assert changed_stages(project) == set()
-    edits = {"stages/common/training.py": ("BACKUP_ROOT = Path(\".cache/backup\")",
-                                          "BACKUP_ROOT = Path(\".cache/backups\")"),
-             "stages/movielens/params.py": ("dropout_hidden: float = Field(default=0.75",
-                                            "dropout_hidden: float = Field(default=0.7")}
+    edits = {
+        "stages/common/training.py": ('BACKUP_ROOT = Path(".cache/backup")', 'BACKUP_ROOT = Path(".cache/backups")'),
+        "stages/movielens/params.py": (
+            "dropout_hidden: float = Field(default=0.75",
+            "dropout_hidden: float = Field(default=0.7",
+        ),
+    }
     for module, (old, new) in edits.items():
         path = project.root / module
         original = path.read_text()
@@ -104,5 +124,8 @@ def test_editing_shared_code_or_a_params_default_marks_exactly_the_stages_that_i
         assert changed_stages(project) == set()
     # the code change touches training only, the params schema every stage that validates params
     assert importers("stages/common/training.py", CHAIN, project.root) == {
-        "movielens_train@dot", "movielens_train@bias", "movielens_train@nn"}
+        "movielens_train@dot",
+        "movielens_train@bias",
+        "movielens_train@nn",
+    }
     assert "movielens_download" in importers("stages/movielens/params.py", CHAIN, project.root)

@@ -1,4 +1,5 @@
 """Text workload: robust decoding, vocabularies, sequences, the lesson's models and evaluation, on generated text."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,26 @@ from stages.text.prepare import prepare
 from stages.text.train import train
 from tests.conftest import REPO
 
-WORDS = ["the", "philosophy", "of", "truth", "and", "will", "to", "power", "is", "a", "woman", "free", "spirit",
-         "that", "morality", "thinks", "in", "itself"]
+WORDS = [
+    "the",
+    "philosophy",
+    "of",
+    "truth",
+    "and",
+    "will",
+    "to",
+    "power",
+    "is",
+    "a",
+    "woman",
+    "free",
+    "spirit",
+    "that",
+    "morality",
+    "thinks",
+    "in",
+    "itself",
+]
 
 
 def generated_text(n_words: int = 3000, seed: int = 0) -> str:
@@ -28,19 +47,39 @@ def generated_text(n_words: int = 3000, seed: int = 0) -> str:
     return " ".join(w + ("." if i % 9 == 8 else "") for i, w in enumerate(words))
 
 
-PREPARE = PrepareParams(decode_errors="repair", replacement="\ufffd", lowercase=True, valid_fraction=0.1,
-                        max_words=50, min_word_count=1)
-EVALUATE = EvaluateParams(probes=[["phi", "l"], [" th", "e"], ["q!", "x"]], word_probes=[["the will to", "power"]],
-                          seed_text="the philosophy", temperatures=[0.5, 1.0], sample_length=15, seed=0)
+PREPARE = PrepareParams(
+    decode_errors="repair", replacement="\ufffd", lowercase=True, valid_fraction=0.1, max_words=50, min_word_count=1
+)
+EVALUATE = EvaluateParams(
+    probes=[["phi", "l"], [" th", "e"], ["q!", "x"]],
+    word_probes=[["the will to", "power"]],
+    seed_text="the philosophy",
+    temperatures=[0.5, 1.0],
+    sample_length=15,
+    seed=0,
+)
 
 
 def lstm_params(**changes) -> LSTMParams:
-    values = dict(kind="char_lstm", seq_len=12, embedding=8, units=[32], dropout=0.0, epochs=2, batch_size=32,
-                  lr_schedule=[[0, 0.01]], seed=0) | changes
+    values = (
+        dict(
+            kind="char_lstm",
+            seq_len=12,
+            embedding=8,
+            units=[32],
+            dropout=0.0,
+            epochs=2,
+            batch_size=32,
+            lr_schedule=[[0, 0.01]],
+            seed=0,
+        )
+        | changes
+    )
     return LSTMParams(**values)
 
 
 # ---------------------------------------------------------------- decoding (the real file is not valid UTF-8)
+
 
 def test_repair_undoes_latin1_lowercasing_of_utf8():
     # the byte patterns of nietzsche.txt: 'werthschätzung', 'mérimée', 'Æschylus' with 0xC3 lowered to 0xE3
@@ -72,6 +111,7 @@ def test_valid_utf8_is_untouched():
 
 
 # ---------------------------------------------------------------- prepare
+
 
 def test_prepare_holds_out_the_tail_with_both_vocabularies():
     text = generated_text()
@@ -117,6 +157,7 @@ def test_word_vocabulary_is_ranked_and_capped():
 
 # ---------------------------------------------------------------- sequences and params
 
+
 def test_sequences_are_windows_and_next_tokens():
     x, y = corpus.sequences(np.arange(10), seq_len=3, stride=2)
     assert x.tolist() == [[0, 1, 2], [2, 3, 4], [4, 5, 6], [6, 7, 8]]
@@ -145,8 +186,9 @@ def test_params_reject_sequence_length_below_one(seq_len):
 
 def test_three_char_model_must_read_three_characters():
     with pytest.raises(ValueError, match="exactly 3 characters"):
-        MergeParams(kind="three_char", seq_len=4, embedding=4, hidden=8, epochs=1, batch_size=8,
-                    lr_schedule=[[0, 0.01]], seed=0)
+        MergeParams(
+            kind="three_char", seq_len=4, embedding=4, hidden=8, epochs=1, batch_size=8, lr_schedule=[[0, 0.01]], seed=0
+        )
 
 
 def test_short_corpus_stops_training_before_tensorflow():
@@ -157,11 +199,12 @@ def test_short_corpus_stops_training_before_tensorflow():
 
 # ---------------------------------------------------------------- models
 
+
 def test_three_char_model_shares_its_dense_layers_like_the_drawing():
     model = merge_model(vocab_size=20, seq_len=3, embedding=4, hidden=8)
     assert [t.name for t in model.inputs] == ["c1", "c2", "c3"]
     assert model.get_layer("dense_in").kernel.shape == (4, 8)  # one layer, applied to all three characters
-    assert len({l.name for l in model.layers if l.name.endswith("_embedding")}) == 3
+    assert len({layer.name for layer in model.layers if layer.name.endswith("_embedding")}) == 3
     assert model.get_layer("dense_hidden").activation.__name__ == "tanh"
     out = model.predict([np.array([1, 2]), np.array([3, 4]), np.array([5, 6])], verbose=0)
     assert out.shape == (2, 20) and np.allclose(out.sum(axis=1), 1, atol=1e-5)
@@ -182,6 +225,7 @@ def test_simple_rnn_and_lstm_output_shapes():
 
 
 # ---------------------------------------------------------------- evaluation
+
 
 def test_uniform_model_scores_ln_vocab_once_per_token():
     model = lstm_model(vocab_size=7, embedding=3, units=(4,), dropout=0.0)

@@ -1,4 +1,5 @@
 """The real text chain with `dvc repro`, on a generated corpus (with a broken UTF-8 character) served from loopback."""
+
 from __future__ import annotations
 
 import json
@@ -10,15 +11,25 @@ from tests.test_text import generated_text
 
 pytestmark = pytest.mark.slow
 TINY = {"epochs": 1, "batch_size": 32, "lr_schedule": [[0, 0.01]], "seed": 0}
-MODELS = {"three_char": {"kind": "three_char", "seq_len": 3, "embedding": 4, "hidden": 8, **TINY},
-          "char_lstm": {"kind": "char_lstm", "seq_len": 16, "embedding": 4, "units": [8, 8], "dropout": 0.1,
-                        "max_minutes": 5, **TINY}}
+MODELS = {
+    "three_char": {"kind": "three_char", "seq_len": 3, "embedding": 4, "hidden": 8, **TINY},
+    "char_lstm": {
+        "kind": "char_lstm",
+        "seq_len": 16,
+        "embedding": 4,
+        "units": [8, 8],
+        "dropout": 0.1,
+        "max_minutes": 5,
+        **TINY,
+    },
+}
 
 
 def serve(project, http_server, data: bytes, name: str = "nietzsche.txt") -> None:
     url, sha = http_server.add(name, data)
-    project.set_params({"text.source": {"url": url, "sha256": sha}, "text.models": MODELS,
-                        "text.evaluate.sample_length": 20})
+    project.set_params(
+        {"text.source": {"url": url, "sha256": sha}, "text.models": MODELS, "text.evaluate.sample_length": 20}
+    )
 
 
 def test_dvc_repro_text_chain_tracks_samples_in_mlflow(project, http_server):

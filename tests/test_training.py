@@ -1,4 +1,5 @@
 """The shared Keras helpers: the per-epoch learning-rate schedule from params really sets the optimizer's rate."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -2,6 +2,7 @@
 device files and decompression bombs are refused before anything is written, and
 a damaged archive is a clear error. Extraction is atomic: the target folder
 appears, complete, only when every member was written."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,16 @@ COPY_BLOCK = 1 << 20
 TAR_TRAILER_CHECKED = 1 << 20
 
 # what zipfile/tarfile and their decompressors raise on damaged input
-_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile,
-            NotImplementedError, UnicodeDecodeError)
+_DAMAGED = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    gzip.BadGzipFile,
+    NotImplementedError,
+    UnicodeDecodeError,
+)
 # OSErrors that damaged archives cause: seeks to bad offsets, bad compressed streams (no errno), member names
 # that clash (a file where a folder must be) or that no file system accepts
 _CONTENT_ERRNOS = {None, errno.EINVAL, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EILSEQ}
@@ -57,8 +66,12 @@ def _check_name(archive: Path, name: str) -> str:
     return normal
 
 
-def extract(archive: str | os.PathLike, dest: str | os.PathLike, members: list[str] | None = None,
-            max_total_bytes: int = MAX_TOTAL_BYTES) -> Path:
+def extract(
+    archive: str | os.PathLike,
+    dest: str | os.PathLike,
+    members: list[str] | None = None,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+) -> Path:
     """Extract `archive` (zip or tar, any compression) into `dest`, atomically.
 
     `members`: extract only these names (and everything under them when they are folders);
@@ -84,8 +97,9 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, members: list[s
     return dest
 
 
-def read_members(archive: str | os.PathLike, selected: Callable[[str], bool],
-                 max_total_bytes: int = MAX_TOTAL_BYTES) -> Iterator[tuple[str, bytes]]:
+def read_members(
+    archive: str | os.PathLike, selected: Callable[[str], bool], max_total_bytes: int = MAX_TOTAL_BYTES
+) -> Iterator[tuple[str, bytes]]:
     """Yield (normalised name, content) of the regular-file members `selected` picks, in archive order,
     without writing anything: for data read straight from its verified archive (one file for DVC to hash
     instead of thousands). Bombs and damage are refused as in `extract`; links and special files are
@@ -97,8 +111,11 @@ def read_members(archive: str | os.PathLike, selected: Callable[[str], bool],
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
                     name = _check_name(archive, info.filename)
-                    if info.is_dir() or stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG) \
-                            or not selected(name):
+                    if (
+                        info.is_dir()
+                        or stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG)
+                        or not selected(name)
+                    ):
                         continue
                     _check_ratio(archive, f"member '{info.filename}'", info.file_size, info.compress_size)
                     total += info.file_size
@@ -130,8 +147,10 @@ def _damage_reported(archive: Path):
     except (*_DAMAGED, OSError) as err:
         if isinstance(err, OSError) and err.errno not in _CONTENT_ERRNOS:
             raise  # disk full, permissions: not the archive's fault
-        raise CorruptArchiveError(f"{archive}: damaged archive ({type(err).__name__}: {err}); delete it and "
-                                  "download it again (pin its sha256 so a damaged copy is caught earlier)") from None
+        raise CorruptArchiveError(
+            f"{archive}: damaged archive ({type(err).__name__}: {err}); delete it and "
+            "download it again (pin its sha256 so a damaged copy is caught earlier)"
+        ) from None
 
 
 def _not_an_archive(archive: Path) -> CorruptArchiveError:
@@ -140,14 +159,17 @@ def _not_an_archive(archive: Path) -> CorruptArchiveError:
 
 def _check_ratio(archive: Path, what: str, unpacked: int, packed: int) -> None:
     if unpacked > RATIO_FLOOR and unpacked > MAX_RATIO * max(packed, 1):
-        raise UnsafeArchiveError(f"{archive}: {what} expands {unpacked / max(packed, 1):.0f}x "
-                                 f"(limit {MAX_RATIO}x): looks like a zip bomb; refusing to extract")
+        raise UnsafeArchiveError(
+            f"{archive}: {what} expands {unpacked / max(packed, 1):.0f}x "
+            f"(limit {MAX_RATIO}x): looks like a zip bomb; refusing to extract"
+        )
 
 
 def _check_total(archive: Path, total: int, max_total: int) -> None:
     if total > max_total:
-        raise UnsafeArchiveError(f"{archive}: unpacks to over {max_total} bytes (limit; a zip bomb?); "
-                                 "refusing to extract")
+        raise UnsafeArchiveError(
+            f"{archive}: unpacks to over {max_total} bytes (limit; a zip bomb?); refusing to extract"
+        )
 
 
 def _copy_capped(src, out, limit: int, archive: Path, name: str) -> None:
@@ -174,8 +196,9 @@ def _extract_zip(archive: Path, dest: Path, selected, max_total: int) -> list[st
             if stat.S_ISLNK(mode):
                 raise UnsafeArchiveError(f"{archive}: member '{info.filename}' is a symbolic link; refusing to extract")
             if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise UnsafeArchiveError(f"{archive}: member '{info.filename}' is a device, fifo or other special "
-                                         "file; refusing to extract")
+                raise UnsafeArchiveError(
+                    f"{archive}: member '{info.filename}' is a device, fifo or other special file; refusing to extract"
+                )
             if info.flag_bits & 0x1:
                 raise CorruptArchiveError(f"{archive}: member '{info.filename}' is encrypted; expected a plain archive")
             _check_ratio(archive, f"member '{info.filename}'", info.file_size, info.compress_size)
@@ -207,8 +230,9 @@ def _extract_tar(archive: Path, dest: Path, selected, max_total: int) -> list[st
             if member.issym() or member.islnk():
                 raise UnsafeArchiveError(f"{archive}: member '{member.name}' is a link; refusing to extract")
             if not (member.isfile() or member.isdir()):
-                raise UnsafeArchiveError(f"{archive}: member '{member.name}' is a device, fifo or other special "
-                                         "file; refusing to extract")
+                raise UnsafeArchiveError(
+                    f"{archive}: member '{member.name}' is a device, fifo or other special file; refusing to extract"
+                )
             if member.isfile() and member.size < 0:
                 raise CorruptArchiveError(f"{archive}: member '{member.name}' has a negative size")
             if selected(name):
@@ -239,5 +263,7 @@ def _check_tar_end(archive: Path, tf: tarfile.TarFile) -> None:
     tf.fileobj.seek(end)
     rest = tf.fileobj.read(TAR_TRAILER_CHECKED)
     if rest.strip(b"\0"):
-        raise CorruptArchiveError(f"{archive}: data that is not a valid member follows byte {end} (a member header "
-                                  "that understates its size, or a damaged archive)")
+        raise CorruptArchiveError(
+            f"{archive}: data that is not a valid member follows byte {end} (a member header "
+            "that understates its size, or a damaged archive)"
+        )

@@ -8,6 +8,7 @@ calibration ones, so fine-tuning starts from the trained function and lets the o
 gamma and beta. (fast.ai's 2017 notebook set gamma to the variance, not its square root, and lost
 accuracy on insertion.)
 """
+
 from __future__ import annotations
 
 import keras
@@ -23,8 +24,9 @@ class CalibratedBatchNormalization(keras.layers.BatchNormalization):
         return super().call(inputs, training=False, mask=mask)
 
 
-def activation_statistics(model, layer_names: list[str], calibration, batch_size: int = 256,
-                          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def activation_statistics(
+    model, layer_names: list[str], calibration, batch_size: int = 256
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-channel (mean, variance) of each named layer's output over the calibration inputs."""
     probe = keras.Model(model.inputs, [model.get_layer(name).output for name in layer_names])
     outputs = probe.predict(calibration, batch_size=batch_size, verbose=0)
@@ -37,8 +39,15 @@ def activation_statistics(model, layer_names: list[str], calibration, batch_size
     return stats
 
 
-def insert_batchnorm(model, after: list[str], calibration, epsilon: float = 1e-3, momentum: float = 0.99,
-                     batch_size: int = 256, frozen_statistics: bool = False):
+def insert_batchnorm(
+    model,
+    after: list[str],
+    calibration,
+    epsilon: float = 1e-3,
+    momentum: float = 0.99,
+    batch_size: int = 256,
+    frozen_statistics: bool = False,
+):
     """A copy of `model` with a BatchNormalization layer after each layer named in `after`.
 
     The copy has the original's weights and each new layer (named `<layer>_bn`) is initialised from
@@ -50,8 +59,10 @@ def insert_batchnorm(model, after: list[str], calibration, epsilon: float = 1e-3
     names = {layer.name for layer in model.layers}
     missing = [name for name in after if name not in names]
     if missing:
-        raise ValueError(f"insert_batchnorm: no layer named {', '.join(missing)} in model '{model.name}' "
-                         f"(its layers: {', '.join(layer.name for layer in model.layers)})")
+        raise ValueError(
+            f"insert_batchnorm: no layer named {', '.join(missing)} in model '{model.name}' "
+            f"(its layers: {', '.join(layer.name for layer in model.layers)})"
+        )
     stats = activation_statistics(model, list(after), calibration, batch_size)
     targets = set(after)
 

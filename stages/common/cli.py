@@ -2,6 +2,7 @@
 
 Every stage module imports this one before anything heavy (TensorFlow), so importing it sets the process's
 environment defaults, and in a stage process (`python -m stages....`) filters native libraries' harmless noise."""
+
 from __future__ import annotations
 
 import sys

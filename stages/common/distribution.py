@@ -4,6 +4,7 @@ Build and compile the model inside `strategy(name).scope()`; `model.fit` then ru
 one replica per device and averages the gradients. The batch size stays the
 global batch (split across replicas), so results are comparable across machines.
 """
+
 from __future__ import annotations
 
 from stages.common.params import Distribution

@@ -17,6 +17,7 @@ that deletes the bad file. A network file is verified against
      refuses this step instead (for those who want every source pinned).
 A local path or file:// URL is your own file: used as it is, verified only when pinned.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -94,8 +95,9 @@ class TrustRecord:
         entry = self.read().get(url)
         if not entry:
             return None
-        return Expected({"sha256": entry["sha256"]},
-                        f"recorded in {self.path} (section {self.section}) by its first download")
+        return Expected(
+            {"sha256": entry["sha256"]}, f"recorded in {self.path} (section {self.section}) by its first download"
+        )
 
     def add(self, url: str, sha256: str, size: int) -> None:
         """Record a trusted download; several download stages may do this at once, hence the file lock."""
@@ -137,8 +139,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 def mirror_checksums(mirror: Path) -> dict[str, str]:
     sums = mirror / "SHA256SUMS"
     if not sums.is_file():
-        raise DownloadError(f"mirror {mirror} has no SHA256SUMS file: every mirrored file must be listed there "
-                            "as '<sha256>  <name>' (the output of `sha256sum *`)")
+        raise DownloadError(
+            f"mirror {mirror} has no SHA256SUMS file: every mirrored file must be listed there "
+            "as '<sha256>  <name>' (the output of `sha256sum *`)"
+        )
     table = {}
     for line in sums.read_text().splitlines():
         parts = line.split()
@@ -147,8 +151,16 @@ def mirror_checksums(mirror: Path) -> dict[str, str]:
     return table
 
 
-def fetch(source: Source, dest: str | os.PathLike, *, record: TrustRecord | None = None, retries: int = 4,
-          backoff: float = 1.0, timeout: float = 60.0, mirror: str | os.PathLike | None = None) -> Path:
+def fetch(
+    source: Source,
+    dest: str | os.PathLike,
+    *,
+    record: TrustRecord | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    mirror: str | os.PathLike | None = None,
+) -> Path:
     """Place the verified file for `source` at `dest`; return `dest`.
 
     Order: the mirror (if configured and it holds the file), then the URL. A `dest` that already holds the
@@ -165,8 +177,10 @@ def fetch(source: Source, dest: str | os.PathLike, *, record: TrustRecord | None
         if mirror_file.is_file():
             listed = mirror_checksums(Path(mirror)).get(source.filename)
             if listed is None:
-                raise ChecksumError(f"{mirror_file} is not listed in {Path(mirror) / 'SHA256SUMS'}: "
-                                    "add its sha256 there (unlisted files are never used)")
+                raise ChecksumError(
+                    f"{mirror_file} is not listed in {Path(mirror) / 'SHA256SUMS'}: "
+                    "add its sha256 there (unlisted files are never used)"
+                )
             expected = Expected({"sha256": listed}, f"listed in {Path(mirror) / 'SHA256SUMS'}")
             if not _holds(dest, expected):
                 _copy_verified(mirror_file, dest, expected)
@@ -183,10 +197,13 @@ def fetch(source: Source, dest: str | os.PathLike, *, record: TrustRecord | None
     except ChecksumError:
         raise
     except (*RETRYABLE, DownloadError) as err:
-        hint = (f"set {MIRROR_ENV} to a folder holding {source.filename} and a SHA256SUMS file listing it "
-                "(e.g. LESSON5_MIRROR=../shared/data), or check the URL and your network/proxy")
-        raise DownloadError(f"could not get {source.filename}: {err}\n  tried: " + "; ".join(tried)
-                            + f"\n  fix: {hint}") from err
+        hint = (
+            f"set {MIRROR_ENV} to a folder holding {source.filename} and a SHA256SUMS file listing it "
+            "(e.g. LESSON5_MIRROR=../shared/data), or check the URL and your network/proxy"
+        )
+        raise DownloadError(
+            f"could not get {source.filename}: {err}\n  tried: " + "; ".join(tried) + f"\n  fix: {hint}"
+        ) from err
     return dest
 
 
@@ -208,13 +225,23 @@ def _copy_verified(src: Path, dest: Path, expected: Expected | None) -> None:
             bar.update(len(block))
     actual = _verify(part, expected, source=str(src))
     if not expected:
-        tqdm.write(f"note: local file {src} has no pinned checksum (its sha256 is {actual}); pin it in params.yaml "
-                   "to detect changes")
+        tqdm.write(
+            f"note: local file {src} has no pinned checksum (its sha256 is {actual}); pin it in params.yaml "
+            "to detect changes"
+        )
     os.replace(part, dest)
 
 
-def _download(source: Source, dest: Path, expected: Expected | None, record: TrustRecord | None, *,
-              retries: int, backoff: float, timeout: float) -> None:
+def _download(
+    source: Source,
+    dest: Path,
+    expected: Expected | None,
+    record: TrustRecord | None,
+    *,
+    retries: int,
+    backoff: float,
+    timeout: float,
+) -> None:
     parsed = urllib.parse.urlparse(source.url)
     if parsed.scheme in ("", "file"):
         local = Path(urllib.request.url2pathname(parsed.path) if parsed.scheme == "file" else source.url)
@@ -223,7 +250,9 @@ def _download(source: Source, dest: Path, expected: Expected | None, record: Tru
         _copy_verified(local, dest, expected)
         return
     if parsed.scheme not in ("http", "https"):
-        raise DownloadError(f"unsupported URL scheme '{parsed.scheme}' in {source.url} (use https, http, file:// or a path)")
+        raise DownloadError(
+            f"unsupported URL scheme '{parsed.scheme}' in {source.url} (use https, http, file:// or a path)"
+        )
 
     part = dest.with_name(dest.name + ".part")
     resumed = part.exists()
@@ -244,18 +273,24 @@ def _download(source: Source, dest: Path, expected: Expected | None, record: Tru
 
 def _trust_on_first_use(source: Source, part: Path, sha256: str, record: TrustRecord | None) -> None:
     if record is None or os.environ.get(REQUIRE_PINNED_ENV) == "1":
-        why = (f"{REQUIRE_PINNED_ENV}=1 asks for every source to be pinned" if record is not None
-               else "this download has no record to trust it in")
+        why = (
+            f"{REQUIRE_PINNED_ENV}=1 asks for every source to be pinned"
+            if record is not None
+            else "this download has no record to trust it in"
+        )
         raise UnpinnedSourceError(
             f"refusing to use {source.url}: it has no checksum on record and {why}.\n"
             f"  The downloaded file has sha256 {sha256} (kept as {part}, not used).\n"
             f"  fix: if you trust this source, pin it in params.yaml next to its url:  sha256: {sha256}\n"
             f"       then re-run (the kept file is reused); or use a verified mirror ({MIRROR_ENV}=<folder with "
-            "SHA256SUMS>).")
+            "SHA256SUMS>)."
+        )
     size = part.stat().st_size
     record.add(source.url, sha256, size)
-    tqdm.write(f"trusted on first use: {source.url} ({size:,} bytes, sha256 {sha256}) recorded in {record.path}; "
-               "later downloads must match it. Commit that file, or pin the sha256 in params.yaml.")
+    tqdm.write(
+        f"trusted on first use: {source.url} ({size:,} bytes, sha256 {sha256}) recorded in {record.path}; "
+        "later downloads must match it. Commit that file, or pin the sha256 in params.yaml."
+    )
 
 
 def _download_with_retries(url: str, part: Path, retries: int, backoff: float, timeout: float) -> None:
@@ -268,9 +303,11 @@ def _download_with_retries(url: str, part: Path, retries: int, backoff: float, t
                 raise  # a missing file does not appear by retrying
             if attempt == retries:
                 raise
-            delay = backoff * 2 ** attempt
-            tqdm.write(f"download of {url} failed ({err}); retry {attempt + 1}/{retries} in {delay:.1f}s"
-                       + (f", resuming at byte {part.stat().st_size}" if part.exists() else ""))
+            delay = backoff * 2**attempt
+            tqdm.write(
+                f"download of {url} failed ({err}); retry {attempt + 1}/{retries} in {delay:.1f}s"
+                + (f", resuming at byte {part.stat().st_size}" if part.exists() else "")
+            )
             time.sleep(delay)
 
 
@@ -307,20 +344,22 @@ def _verify(part: Path, expected: Expected | None, source: str) -> str:
     if expected and any(actual[name] != digest for name, digest in expected.digests.items()):
         part.unlink()
         got = ", ".join(f"{name} {actual[name]}" for name in expected.digests)
-        raise ChecksumError(f"checksum mismatch for {source}: expected {expected.describe()} ({expected.origin}), "
-                            f"got {got}. The file is truncated, tampered with or another version, and was deleted; "
-                            "nothing downstream was written. Download it again; if the source really changed, "
-                            "update the checksum where it is kept (named above).")
+        raise ChecksumError(
+            f"checksum mismatch for {source}: expected {expected.describe()} ({expected.origin}), "
+            f"got {got}. The file is truncated, tampered with or another version, and was deleted; "
+            "nothing downstream was written. Download it again; if the source really changed, "
+            "update the checksum where it is kept (named above)."
+        )
     return actual["sha256"]
 
 
 def _bar(total: int | None, desc: str, initial: int = 0) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                mininterval=1.0)
+    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=1.0)
 
 
-def fetch_and_extract(source: Source, out_dir: str | os.PathLike, record: TrustRecord,
-                      members: list[str] | None = None) -> Path:
+def fetch_and_extract(
+    source: Source, out_dir: str | os.PathLike, record: TrustRecord, members: list[str] | None = None
+) -> Path:
     """Fetch `source` into the download cache (kept for resume and reuse) and extract it into `out_dir`."""
     from stages.common.archive import extract
 

@@ -1,6 +1,7 @@
 """The process environment every entry point starts from (stages, the flow, tests, benchmarks): one place for
 the quiet, offline-friendly defaults of TensorFlow, MLflow, Prefect and DVC, and for keeping the harmless lines
 native libraries print at import out of the terminal. Users may override any default by setting it."""
+
 from __future__ import annotations
 
 import atexit
@@ -73,11 +74,13 @@ def _forward(read_end: int, out: int) -> None:
 def _write(fd: int, data: bytes) -> None:
     try:
         while data:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
     except OSError:  # nowhere to write to any more: keep draining, so that writers never block
         pass
 
 
-if __name__ == "__main__":  # `python -m stages.common.environment CMD ...`: run a tool (mlflow ui, dvc) with the defaults
+if (
+    __name__ == "__main__"
+):  # `python -m stages.common.environment CMD ...`: run a tool (mlflow ui, dvc) with the defaults
     apply_defaults()
     os.execvp(sys.argv[1], sys.argv[1:])

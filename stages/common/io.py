@@ -1,4 +1,5 @@
 """Atomic file and folder writes: a killed stage never leaves an output that looks complete."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,12 @@ class DiskFullError(OSError):
 def _is_disk_full(err: BaseException) -> bool:
     # some writers wrap the OS error and keep only its text; numpy reports the short write itself
     text = str(err)
-    return (getattr(err, "errno", None) in _FULL or "No space left" in text or "File too large" in text
-            or ("requested and" in text and "written" in text))
+    return (
+        getattr(err, "errno", None) in _FULL
+        or "No space left" in text
+        or "File too large" in text
+        or ("requested and" in text and "written" in text)
+    )
 
 
 @contextlib.contextmanager
@@ -34,8 +39,11 @@ def _explain_disk_full(path: Path) -> Iterator[None]:
     except Exception as err:
         if isinstance(err, DiskFullError) or not _is_disk_full(err):
             raise
-        raise DiskFullError(errno.ENOSPC, f"no space left while writing {path} ({err}); its previous version, if any, "
-                            "is unchanged. Free disk space (or move the project or its .dvc/cache) and re-run the stage") from err
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left while writing {path} ({err}); its previous version, if any, "
+            "is unchanged. Free disk space (or move the project or its .dvc/cache) and re-run the stage",
+        ) from err
 
 
 @contextlib.contextmanager
@@ -45,8 +53,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the real suffixes last: Keras checks them (model.save: .keras, save_weights: .weights.h5)
     suffixes = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.removesuffix(suffixes)}.", suffix=f".tmp{suffixes}",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name.removesuffix(suffixes)}.", suffix=f".tmp{suffixes}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -206,9 +215,12 @@ def _renumber_shared_objects(node, numbers: dict[int, int]):
 
 def load_keras(path: str | os.PathLike):
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such model; reproduce the stage that trains it first (`dvc repro` "
-                                "or `python -m pipelines.flow` with this stage as the target)")
+        raise FileNotFoundError(
+            f"{path}: no such model; reproduce the stage that trains it first (`dvc repro` "
+            "or `python -m pipelines.flow` with this stage as the target)"
+        )
     import keras
+
     # safe_mode refuses models that carry executable code (Lambda bytecode)
     return keras.models.load_model(path, safe_mode=True)
 

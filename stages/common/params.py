@@ -6,6 +6,7 @@ The shared pieces of those schemas (a download source, a TensorFlow strategy nam
 live here too, so a stage depends on the code that reads its params, not on the
 code that acts on them.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,6 +37,7 @@ def _hex_digest(length: int, what: str):
         if value is not None and (len(value) != length or any(c not in "0123456789abcdef" for c in value.lower())):
             raise ValueError(f"must be {length} hex digits ({what}) or null")
         return value.lower() if value else value
+
     return check
 
 
@@ -43,8 +45,10 @@ class Source(Schema):
     """A file to download: its URL (https, http, file://) or a local path, and the checksum on record, if any."""
 
     url: str = Field(min_length=1)
-    sha256: str | None = Field(default=None, description="the checksum on record; null: trusted on first download "
-                                                         "and recorded in sources.lock.yaml")
+    sha256: str | None = Field(
+        default=None,
+        description="the checksum on record; null: trusted on first download and recorded in sources.lock.yaml",
+    )
     md5: str | None = Field(default=None, description="where the authority pins only an md5 (Keras' VGG16 weights)")
 
     _sha256 = field_validator("sha256")(_hex_digest(64, "a sha256"))
@@ -55,8 +59,10 @@ class Source(Schema):
     def _no_credentials(cls, value: str) -> str:
         # params.yaml is committed and logged to MLflow: secrets belong in the environment or ~/.netrc
         if urllib.parse.urlparse(value).password is not None:
-            raise ValueError("must not contain a password (user:password@host): params are committed and logged; "
-                             "use ~/.netrc or the environment for credentials")
+            raise ValueError(
+                "must not contain a password (user:password@host): params are committed and logged; "
+                "use ~/.netrc or the environment for credentials"
+            )
         return value
 
     @property
@@ -109,8 +115,10 @@ def pick_model(models: dict[str, S], name: str, section: str) -> S:
     """The params of model `name` (a stage's argument, e.g. `movielens_train@bias`) under `section`, or a clear
     error listing the models there."""
     if name not in models:
-        raise ParamsError(f"no model '{name}' under {section} in params.yaml (models: {', '.join(models)}); add it "
-                          "there, or name one of these")
+        raise ParamsError(
+            f"no model '{name}' under {section} in params.yaml (models: {', '.join(models)}); add it "
+            "there, or name one of these"
+        )
     return models[name]
 
 
@@ -119,8 +127,10 @@ def validate_section(section: str, value: Any, schema: type[S], path: str | os.P
         return schema.model_validate(value)
     except ValidationError as err:
         lines = [_describe(section, e, schema) for e in err.errors()]
-        raise ParamsError(f"{path}: invalid params (fix the file, or the -S value you passed to `dvc exp run`):\n  "
-                          + "\n  ".join(lines)) from None
+        raise ParamsError(
+            f"{path}: invalid params (fix the file, or the -S value you passed to `dvc exp run`):\n  "
+            + "\n  ".join(lines)
+        ) from None
 
 
 def _describe(section: str, error: dict, schema: type[BaseModel]) -> str:

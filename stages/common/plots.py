@@ -1,4 +1,5 @@
 """Matplotlib figures shared by the workloads (headless backend)."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -24,15 +25,28 @@ def confusion_matrix_figure(matrix: np.ndarray, labels: list[str], title: str):
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, f"{value}", ha="center", va="center",
-                color="white" if value > matrix.max() / 2 else "black")
-    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
-           xlabel="predicted", ylabel="actual", title=title)
+        ax.text(j, i, f"{value}", ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
+    ax.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xticklabels=labels,
+        yticklabels=labels,
+        xlabel="predicted",
+        ylabel="actual",
+        title=title,
+    )
     return fig
 
 
-def labelled_scatter(x: np.ndarray, y: np.ndarray, labels: list[str], title: str, xlabel: str, ylabel: str,
-                     figsize: tuple[float, float] = (14, 14)):
+def labelled_scatter(
+    x: np.ndarray,
+    y: np.ndarray,
+    labels: list[str],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    figsize: tuple[float, float] = (14, 14),
+):
     fig, ax = plt.subplots(figsize=figsize)
     ax.scatter(x, y, s=8, alpha=0.6)
     for xi, yi, label in zip(x, y, labels):

@@ -7,6 +7,7 @@ the pipeline flow runs, each stage run is nested under the flow's parent run
 tracking server is unreachable the stage warns, goes on, and its DVC outputs and
 metrics are written as usual.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,26 +90,32 @@ class StageRun:
             return fn(*args, **kwargs)
         except Exception as err:  # tracking must never lose a stage's work
             self.active = False
-            print(f"WARNING: MLflow {what} failed ({type(err).__name__}: {err}); the stage goes on, its DVC outputs "
-                  f"are written; once MLflow is back, re-log it with `dvc repro --force --single-item {self.stage}`.",
-                  file=sys.stderr)
+            print(
+                f"WARNING: MLflow {what} failed ({type(err).__name__}: {err}); the stage goes on, its DVC outputs "
+                f"are written; once MLflow is back, re-log it with `dvc repro --force --single-item {self.stage}`.",
+                file=sys.stderr,
+            )
             return None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
+
         self._safely("log_params", mlflow.log_params, {k: str(v)[:500] for k, v in flatten(params).items()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import mlflow
+
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         self._safely("log_metrics", mlflow.log_metrics, clean, step=step)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         import mlflow
+
         self._safely("log_artifact", mlflow.log_artifact, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         import mlflow
+
         self._safely("log_text", mlflow.log_text, text, artifact_file)
 
     def log_dataset(self, df, name: str, source: str, digest: str, context: str = "training") -> None:
@@ -117,18 +124,21 @@ class StageRun:
         def _log():
             dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest[:36])
             mlflow.log_input(dataset, context=context)
+
         self._safely("log_input", _log)
 
     def log_keras_model(self, model, name: str = "model") -> None:
         import keras
         import mlflow.keras
         import tensorflow as tf
+
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
         self._safely("log_model", mlflow.keras.log_model, model, name=name, pip_requirements=requirements)
 
     def keras_callback(self):
         """A Keras callback logging every epoch's metrics under stable names."""
         import keras
+
         run = self
 
         class EpochMetrics(keras.callbacks.Callback):
@@ -156,8 +166,13 @@ def warm_up(root: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def stage_run(workload: str, stage: str, params: Mapping[str, Any] | None = None,
-              inputs: list[str] | None = None, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
+def stage_run(
+    workload: str,
+    stage: str,
+    params: Mapping[str, Any] | None = None,
+    inputs: list[str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[StageRun]:
     """An MLflow run for one DVC stage; yields a StageRun whose calls never raise."""
     _configure_mlflow()
     import mlflow
@@ -188,6 +203,7 @@ def stage_run(workload: str, stage: str, params: Mapping[str, Any] | None = None
 
 def _start(workload: str, stage: str, tags: dict[str, str]):
     import mlflow
+
     mlflow.set_tracking_uri(tracking_uri())
     experiment = mlflow.set_experiment(experiment_name(workload))
     # when two stages create the experiment at once, MLflow 3.17 returns it to the loser without making it

@@ -1,4 +1,5 @@
 """Keras helpers shared by the training stages."""
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,11 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
             saved = json.loads(logs_file.read_text()) if start and logs_file.is_file() else []
             self.rows, self.resumed_at = saved[:start], start
             if start:
-                print(f"{stage}: resuming after epoch {start} from the backup in {folder} "
-                      "(the previous run was interrupted)", flush=True)
+                print(
+                    f"{stage}: resuming after epoch {start} from the backup in {folder} "
+                    "(the previous run was interrupted)",
+                    flush=True,
+                )
 
         def on_epoch_end(self, epoch, logs=None):
             self.rows.append({k: float(v) for k, v in (logs or {}).items()})
@@ -113,8 +117,11 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
             try:
                 super().on_train_begin(logs)
             except (OSError, json.JSONDecodeError, KeyError) as error:
-                print(f"WARNING: {stage}: the backup in {folder} is unreadable ({error}); it is discarded and "
-                      "training starts from epoch 1", flush=True)
+                print(
+                    f"WARNING: {stage}: the backup in {folder} is unreadable ({error}); it is discarded and "
+                    "training starts from epoch 1",
+                    flush=True,
+                )
                 shutil.rmtree(folder, ignore_errors=True)
                 self.model._initial_epoch = None
 
@@ -122,8 +129,16 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
     return [AtomicBackupAndRestore(str(folder)), EpochLogs()]
 
 
-def save_training_outputs(run, paths, name: str, model, history: dict[str, list[float]],
-                          summary: dict, curve_title: str, curve_metrics: list[str]) -> None:
+def save_training_outputs(
+    run,
+    paths,
+    name: str,
+    model,
+    history: dict[str, list[float]],
+    summary: dict,
+    curve_title: str,
+    curve_metrics: list[str],
+) -> None:
     """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, its timings apart, curves PNG), also logged
     to MLflow; `paths`: the workload's paths module (MODEL, HISTORY, TRAIN_METRICS, TRAIN_TIMINGS, CURVES)."""
     import pandas as pd

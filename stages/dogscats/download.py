@@ -3,6 +3,7 @@
 dogscats_prepare reads the photos straight from the archive: DVC then tracks one file, not 25,000
 photos (hashing those made every no-change `dvc repro` slow).
 """
+
 from __future__ import annotations
 
 from stages.common.cli import run_stage

@@ -1,4 +1,6 @@
-"""dogscats_evaluate: validation accuracy, Kaggle's clipped log loss, confusion matrix, the most confidently wrong images."""
+"""dogscats_evaluate: validation accuracy, Kaggle's clipped log loss, confusion matrix, the most confidently wrong
+images."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,14 +66,25 @@ def main() -> None:
     shown = p.evaluate.gallery_model
     wrong = confidently_wrong(valid_index, labels, predictions[shown], p.evaluate.gallery_size)
     with atomic_dir(EVALUATION) as out:
-        write_csv(out / "confusion.csv", pd.DataFrame({"actual": [classes[int(i)] for i in labels],
-                                                       "predicted": [classes[int(i)] for i in predictions[shown] > 0.5]}))
+        write_csv(
+            out / "confusion.csv",
+            pd.DataFrame(
+                {
+                    "actual": [classes[int(i)] for i in labels],
+                    "predicted": [classes[int(i)] for i in predictions[shown] > 0.5],
+                }
+            ),
+        )
         write_csv(out / "confidently_wrong.csv", wrong)
         fig = confusion_matrix_figure(np.array(results[shown]["confusion"]), classes, f"Dogs vs Cats, {shown}")
         save_figure(out / "confusion.png", fig)
         close(fig)
-        fig = gallery(wrong, Path(PREPARED), classes,
-                      f"{shown}: the {len(wrong)} most confidently wrong of {len(labels)} validation images")
+        fig = gallery(
+            wrong,
+            Path(PREPARED),
+            classes,
+            f"{shown}: the {len(wrong)} most confidently wrong of {len(labels)} validation images",
+        )
         save_figure(out / "confidently_wrong.png", fig)
         close(fig)
     write_json(EVALUATE_METRICS, results)
@@ -81,11 +94,15 @@ def main() -> None:
         for path in sorted(Path(EVALUATION).iterdir()):
             run.log_artifact(path, "evaluation")
     for name, m in results.items():
-        line = (f"{name}: val accuracy {m['val_accuracy']:.4f} ({m['errors']} wrong of {m['n_valid']}), "
-                f"log loss {m['val_log_loss']:.4f}")
+        line = (
+            f"{name}: val accuracy {m['val_accuracy']:.4f} ({m['errors']} wrong of {m['n_valid']}), "
+            f"log loss {m['val_log_loss']:.4f}"
+        )
         if flipped_x is not None:
-            line += (f"; averaged with the mirrored image {m['flip_averaged_val_accuracy']:.4f} "
-                     f"({m['flip_averaged_errors']} wrong), log loss {m['flip_averaged_val_log_loss']:.4f}")
+            line += (
+                f"; averaged with the mirrored image {m['flip_averaged_val_accuracy']:.4f} "
+                f"({m['flip_averaged_errors']} wrong), log loss {m['flip_averaged_val_log_loss']:.4f}"
+            )
         print(line)
 
 

@@ -1,4 +1,5 @@
 """Reading the cached VGG16 features (dogscats_features' output) for the heads' training and evaluation."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """dogscats_finetune (a param, off by default: hours on a 2-core CPU): VGG16's last conv block and a trained head
 fine-tuned together on augmented training images; blocks 1-4 stay frozen."""
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,9 @@ def image_batches(rows: pd.DataFrame, prepared: Path, input_size: int, batch_siz
     """(image, label) batches; with `augment` (a Keras layer), shuffled and augmented, for training."""
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices(([str(prepared / p) for p in rows["path"]],
-                                               rows["label"].to_numpy("float32")))
+    data = tf.data.Dataset.from_tensor_slices(
+        ([str(prepared / p) for p in rows["path"]], rows["label"].to_numpy("float32"))
+    )
     if augment is not None:
         data = data.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     data = data.map(lambda path, label: (load_image(path, input_size), label), num_parallel_calls=tf.data.AUTOTUNE)
@@ -66,8 +68,15 @@ def held_out_scores(batches, labels, log_loss_clip: float):
     return HeldOutScores()
 
 
-def finetune(prepared: Path, weights: str | Path | None, head_path: str | Path, input_size: int, p: FinetuneParams,
-             log_loss_clip: float, callbacks=()):
+def finetune(
+    prepared: Path,
+    weights: str | Path | None,
+    head_path: str | Path,
+    input_size: int,
+    p: FinetuneParams,
+    log_loss_clip: float,
+    callbacks=(),
+):
     """Pure step: returns the fine-tuned model, its history, and its held-out scores with the training time."""
     import keras
 
@@ -78,17 +87,25 @@ def finetune(prepared: Path, weights: str | Path | None, head_path: str | Path, 
     seed_everything(p.seed)
     model = finetune_model(conv_base(input_size, weights), load_keras(head_path))
     model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
-    held_out = held_out_scores(image_batches(valid, prepared, input_size, p.batch_size),
-                               valid["label"].to_numpy("float32"), log_loss_clip)
+    held_out = held_out_scores(
+        image_batches(valid, prepared, input_size, p.batch_size), valid["label"].to_numpy("float32"), log_loss_clip
+    )
     started = time.perf_counter()
     # held_out first: the other callbacks (MLflow, History, the progress log) then see its val_ metrics
-    history = model.fit(image_batches(train, prepared, input_size, p.batch_size, augmentation(p), p.seed),
-                        epochs=p.epochs, callbacks=[held_out, *callbacks], shuffle=False,
-                        verbose=2)  # shuffled by image_batches
+    history = model.fit(
+        image_batches(train, prepared, input_size, p.batch_size, augmentation(p), p.seed),
+        epochs=p.epochs,
+        callbacks=[held_out, *callbacks],
+        shuffle=False,
+        verbose=2,
+    )  # shuffled by image_batches
     seconds = time.perf_counter() - started
     # each epoch passes every training and held-out image through VGG16 (backward through block 5 for training ones)
-    return model, history.history, held_out.scores | {"seconds": seconds,
-                                                      "images_per_s": p.epochs * len(manifest) / seconds}
+    return (
+        model,
+        history.history,
+        held_out.scores | {"seconds": seconds, "images_per_s": p.epochs * len(manifest) / seconds},
+    )
 
 
 def main() -> None:
@@ -98,25 +115,34 @@ def main() -> None:
     fp = p.finetune
     with atomic_dir(FINETUNE) as out:
         if not fp.enabled:
-            (out / "DISABLED.txt").write_text("dogscats.finetune.enabled is false: set it to true (a GPU is advised) "
-                                              "to fine-tune VGG16's block 5 with the trained head on images\n")
+            (out / "DISABLED.txt").write_text(
+                "dogscats.finetune.enabled is false: set it to true (a GPU is advised) "
+                "to fine-tune VGG16's block 5 with the trained head on images\n"
+            )
             write_metrics(FINETUNE_METRICS, FINETUNE_TIMINGS, {"enabled": False})
             print("fine-tuning is off (dogscats.finetune.enabled: false)")
             return
-        with stage_run("dogscats", "dogscats_finetune", params=fp.model_dump(),
-                       inputs=[PREPARED, MODELS_DIR]) as run:
-            model, history, result = finetune(Path(PREPARED), WEIGHTS, MODEL.format(name=fp.head),
-                                              p.features.input_size, fp, p.evaluate.log_loss_clip,
-                                              [run.keras_callback()])
+        with stage_run("dogscats", "dogscats_finetune", params=fp.model_dump(), inputs=[PREPARED, MODELS_DIR]) as run:
+            model, history, result = finetune(
+                Path(PREPARED),
+                WEIGHTS,
+                MODEL.format(name=fp.head),
+                p.features.input_size,
+                fp,
+                p.evaluate.log_loss_clip,
+                [run.keras_callback()],
+            )
             result = {"enabled": True, **result}
             save_keras(out / "model.keras", model)
             write_csv(out / "history.csv", pd.DataFrame(history_rows(history)))
             run.log_metrics(result)
             run.log_keras_model(model)
     write_metrics(FINETUNE_METRICS, FINETUNE_TIMINGS, result)
-    print(f"fine-tuned block 5 + {fp.head}: val accuracy {result['val_accuracy']:.4f} ({result['errors']} wrong of "
-          f"{result['n_valid']}), log loss {result['val_log_loss']:.4f}, {result['seconds']:.0f} s "
-          f"({result['images_per_s']:.2f} images/s)")
+    print(
+        f"fine-tuned block 5 + {fp.head}: val accuracy {result['val_accuracy']:.4f} ({result['errors']} wrong of "
+        f"{result['n_valid']}), log loss {result['val_log_loss']:.4f}, {result['seconds']:.0f} s "
+        f"({result['images_per_s']:.2f} images/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Reading pet photos defensively: every file's bytes are either a usable RGB image or a counted, named skip."""
+
 from __future__ import annotations
 
 import io

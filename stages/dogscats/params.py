@@ -1,4 +1,5 @@
 """Schema of the `dogscats` section of params.yaml."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -48,11 +49,14 @@ class TrainParams(Schema):
     calibration_images: int = Field(ge=16, description="training images whose activations initialise the BN layers")
     bn_statistics: Literal["calibrated", "batch"] = Field(
         description="(2) while fine-tuning, normalise with the calibrated statistics (gamma/beta still train) "
-                    "or, as plain BatchNormalization, with each batch's")
+        "or, as plain BatchNormalization, with each batch's"
+    )
 
 
 class FinetuneParams(Schema):
-    enabled: bool = Field(description="off by default: VGG16's block 5 + a trained head on images, hours on a 2-core CPU")
+    enabled: bool = Field(
+        description="off by default: VGG16's block 5 + a trained head on images, hours on a 2-core CPU"
+    )
     head: str = Field(description="which trained head (dogscats_train) sits on the conv base")
     seed: int = Field(ge=0)
     epochs: int = Field(ge=1, le=1000)
@@ -63,7 +67,9 @@ class FinetuneParams(Schema):
 
 
 class EvaluateParams(Schema):
-    log_loss_clip: float = Field(gt=0, lt=0.5, description="probabilities are clipped to [clip, 1 - clip] (Kaggle: 1e-15)")
+    log_loss_clip: float = Field(
+        gt=0, lt=0.5, description="probabilities are clipped to [clip, 1 - clip] (Kaggle: 1e-15)"
+    )
     gallery_size: int = Field(ge=1, le=100)
     gallery_model: str
 
@@ -83,8 +89,9 @@ class DogsCatsParams(Schema):
         if self.finetune.head not in MODELS:
             raise ValueError(f"finetune.head must be one of {', '.join(MODELS)}, got '{self.finetune.head}'")
         if self.evaluate.gallery_model not in MODELS:
-            raise ValueError(f"evaluate.gallery_model must be one of {', '.join(MODELS)}, "
-                             f"got '{self.evaluate.gallery_model}'")
+            raise ValueError(
+                f"evaluate.gallery_model must be one of {', '.join(MODELS)}, got '{self.evaluate.gallery_model}'"
+            )
         return self
 
 

@@ -1,5 +1,6 @@
 """Where the Dogs vs Cats stages read and write: the paths dvc.yaml declares, written once here
 (tests/test_stage_deps.py holds dvc.yaml to them). `{name}` is a head's name (dogscats.params.MODELS)."""
+
 ARCHIVE = "data/dogscats/raw/kagglecatsanddogs.zip"
 WEIGHTS_DIR = "data/dogscats/weights"
 WEIGHTS = f"{WEIGHTS_DIR}/vgg16_notop.h5"

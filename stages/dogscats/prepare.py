@@ -1,5 +1,6 @@
 """dogscats_prepare: read the photos from the archive, keep the decodable ones as RGB files, report every skip,
 split train/valid (seeded, stratified)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -22,32 +23,36 @@ ROOT = "PetImages"  # the archive's layout: PetImages/<class>/<photo>
 OUTSIDE = f"not under {ROOT}/<class>/"  # the skip reason of every other file in the archive
 
 
-def pet_photos(archive: Path, wanted: set[str] | None = None,
-               outside: list[str] | None = None) -> Iterator[tuple[str, bytes]]:
+def pet_photos(
+    archive: Path, wanted: set[str] | None = None, outside: list[str] | None = None
+) -> Iterator[tuple[str, bytes]]:
     """(path under PetImages, bytes) of the archive's files in PetImages/<class>/: all, or the `wanted` ones.
 
     `outside`: collects the archive paths of the other files (the release's readme and licence at the root),
     which are never read.
     """
+
     def selected(name: str) -> bool:  # called once per regular file, in archive order
         parts = name.split("/")
         if len(parts) > 2 and parts[0] == ROOT:
-            return wanted is None or name[len(ROOT) + 1:] in wanted
+            return wanted is None or name[len(ROOT) + 1 :] in wanted
         if outside is not None:
             outside.append(name)
         return False
 
     for name, blob in read_members(archive, selected):
-        yield name[len(ROOT) + 1:], blob
+        yield name[len(ROOT) + 1 :], blob
 
 
 def class_folders(archive: Path, sources) -> list[str]:
     """The class names: the folders under PetImages that hold files, sorted; exactly two."""
     classes = sorted({source.split("/")[0] for source in sources})
     if len(classes) != 2:
-        raise StageError(f"{archive}: expected 2 class folders with files in {ROOT}/ (Cat, Dog), found "
-                         f"{len(classes)}: {', '.join(classes) or 'none'} (the archive layout must be "
-                         f"{ROOT}/<class>/*.jpg; re-run dogscats_download, or check dogscats.sources.images)")
+        raise StageError(
+            f"{archive}: expected 2 class folders with files in {ROOT}/ (Cat, Dog), found "
+            f"{len(classes)}: {', '.join(classes) or 'none'} (the archive layout must be "
+            f"{ROOT}/<class>/*.jpg; re-run dogscats_download, or check dogscats.sources.images)"
+        )
     return classes
 
 
@@ -62,8 +67,9 @@ def scan(archive: Path, max_pixels: int) -> tuple[pd.DataFrame, list[dict[str, s
         raise StageError(f"{archive}: archive not found; run dogscats_download first")
     checked: dict[str, str | None] = {}  # path under PetImages -> None if usable, else why not
     outside: list[str] = []
-    for source, blob in tqdm(pet_photos(archive, outside=outside), desc=f"check {archive.name}", unit="img",
-                             mininterval=2.0):
+    for source, blob in tqdm(
+        pet_photos(archive, outside=outside), desc=f"check {archive.name}", unit="img", mininterval=2.0
+    ):
         if source in checked:
             raise StageError(f"{archive}: {ROOT}/{source} appears twice in the archive; download it again")
         try:
@@ -83,8 +89,10 @@ def scan(archive: Path, max_pixels: int) -> tuple[pd.DataFrame, list[dict[str, s
                 skipped.append({"file": source, "reason": checked[source]})
         if all(checked[source] is not None for source in files):
             reasons = Counter(_kind(s) for s in skipped if s["file"].startswith(name + "/"))
-            raise StageError(f"{archive}: {ROOT}/{name}: no usable images in this class folder ({len(files)} files; "
-                             f"skipped: {dict(reasons)}). Each class needs decodable images; check the download.")
+            raise StageError(
+                f"{archive}: {ROOT}/{name}: no usable images in this class folder ({len(files)} files; "
+                f"skipped: {dict(reasons)}). Each class needs decodable images; check the download."
+            )
     skipped += [{"file": name, "reason": OUTSIDE} for name in sorted(outside, key=lambda s: s.split("/"))]
     return pd.DataFrame(rows), skipped, classes
 
@@ -99,8 +107,7 @@ def prepare(archive: Path, out_dir: Path, p: PrepareParams):
     manifest = split(usable, p.valid_fraction, p.max_per_class, p.seed)
     wanted, converted, paths = set(manifest["source"]), Counter(), {}
     # a second pass reads only the chosen photos: the full archive's 25,000 JPEGs are never all in memory
-    for source, blob in tqdm(pet_photos(archive, wanted), total=len(wanted), desc="write", unit="img",
-                             mininterval=2.0):
+    for source, blob in tqdm(pet_photos(archive, wanted), total=len(wanted), desc="write", unit="img", mininterval=2.0):
         loaded = load_rgb(blob, p.max_pixels)
         data, suffix = encoded_copy(blob, loaded)
         if suffix == ".png":
@@ -117,8 +124,10 @@ def prepare(archive: Path, out_dir: Path, p: PrepareParams):
         "skipped": len(skipped),
         "skipped_by_reason": dict(Counter(_kind(s) for s in skipped)),
         "converted_to_rgb": dict(converted),
-        "used": {split: {c: int(n) for c, n in manifest[manifest["split"] == split]["class"].value_counts().items()}
-                 for split in ("train", "valid")},
+        "used": {
+            split: {c: int(n) for c, n in manifest[manifest["split"] == split]["class"].value_counts().items()}
+            for split in ("train", "valid")
+        },
         "skipped_files": skipped,
     }
     return manifest, report
@@ -132,8 +141,10 @@ def split(images: pd.DataFrame, valid_fraction: float, max_per_class: int | None
         group = group.iloc[rng.permutation(len(group))][:max_per_class]
         n_valid = max(1, round(len(group) * valid_fraction))
         if n_valid >= len(group):
-            raise StageError(f"class '{group['class'].iloc[0]}' has only {len(group)} usable image(s): too few for a "
-                             f"train/valid split with valid_fraction={valid_fraction}")
+            raise StageError(
+                f"class '{group['class'].iloc[0]}' has only {len(group)} usable image(s): too few for a "
+                f"train/valid split with valid_fraction={valid_fraction}"
+            )
         parts.append(group.assign(split=["valid"] * n_valid + ["train"] * (len(group) - n_valid)))
     return pd.concat(parts).sort_values(["split", "label", "source"]).reset_index(drop=True)
 
@@ -145,9 +156,11 @@ def main() -> None:
         write_csv(out / "manifest.csv", manifest)
         write_json(out / "report.json", report)
     used = report["used"]
-    print(f"{report['usable']:,} usable images of {report['scanned']:,} scanned; skipped {report['skipped']} "
-          f"{report['skipped_by_reason']}; converted to RGB {report['converted_to_rgb']}; "
-          f"using train {used['train']} / valid {used['valid']}")
+    print(
+        f"{report['usable']:,} usable images of {report['scanned']:,} scanned; skipped {report['skipped']} "
+        f"{report['skipped_by_reason']}; converted to RGB {report['converted_to_rgb']}; "
+        f"using train {used['train']} / valid {used['valid']}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """How a head's predictions on held-out images are scored (dogscats_evaluate, dogscats_finetune)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,13 @@ def scores(labels: np.ndarray, p_dog: np.ndarray, clip: float) -> dict:
     predicted = (p_dog > 0.5).astype(int)
     matrix = np.zeros((2, 2), dtype=int)
     np.add.at(matrix, (labels.astype(int), predicted), 1)
-    return {"val_accuracy": float(np.mean(predicted == labels)), "val_log_loss": log_loss(labels, p_dog, clip),
-            "n_valid": int(len(labels)), "errors": int(np.sum(predicted != labels)), "confusion": matrix.tolist()}
+    return {
+        "val_accuracy": float(np.mean(predicted == labels)),
+        "val_log_loss": log_loss(labels, p_dog, clip),
+        "n_valid": int(len(labels)),
+        "errors": int(np.sum(predicted != labels)),
+        "confusion": matrix.tolist(),
+    }
 
 
 def flip_averaged_scores(labels: np.ndarray, p_dog: np.ndarray, p_dog_flipped: np.ndarray, clip: float) -> dict:

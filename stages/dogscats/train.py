@@ -1,5 +1,6 @@
 """dogscats_train: on the cached features, (1) the dense head, (2) the same head with BN inserted and fine-tuned,
 (3) the BN head trained from scratch; each an MLflow run."""
+
 from __future__ import annotations
 
 import time
@@ -20,10 +21,10 @@ from stages.dogscats.paths import FEATURES, HISTORY, MODEL, TRAIN_METRICS, TRAIN
 def fit(model, fp: FitParams, batch_size: int, train, valid, callbacks=()) -> dict[str, list[float]]:
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(fp.learning_rate), loss="binary_crossentropy",
-                  metrics=["accuracy"])
-    history = model.fit(*train, validation_data=valid, epochs=fp.epochs, batch_size=batch_size,
-                        callbacks=list(callbacks), verbose=2)
+    model.compile(optimizer=keras.optimizers.Adam(fp.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
+    history = model.fit(
+        *train, validation_data=valid, epochs=fp.epochs, batch_size=batch_size, callbacks=list(callbacks), verbose=2
+    )
     return history.history
 
 
@@ -40,11 +41,12 @@ def train_head(name: str, train, valid, p: TrainParams, dense=None, callbacks=()
     elif name == "bn_scratch":
         model = dense_head(shape, **head, batchnorm=True, name="bn_scratch")
     else:
-        calibration = train[0][np.random.default_rng(p.seed).permutation(len(train[0]))[:p.calibration_images]]
+        calibration = train[0][np.random.default_rng(p.seed).permutation(len(train[0]))[: p.calibration_images]]
         model = insert_batchnorm(dense, BN_AFTER, calibration, frozen_statistics=p.bn_statistics == "calibrated")
         # before fine-tuning, the inserted model computes the trained head's function
-        extra["insertion_max_abs_change"] = float(np.abs(model.predict(valid[0], verbose=0)
-                                                         - dense.predict(valid[0], verbose=0)).max())
+        extra["insertion_max_abs_change"] = float(
+            np.abs(model.predict(valid[0], verbose=0) - dense.predict(valid[0], verbose=0)).max()
+        )
     return model, fit(model, getattr(p, name), p.batch_size, train, valid, callbacks), extra
 
 
@@ -57,25 +59,38 @@ def main() -> None:
     if p.train.flips:  # the mirrored training images are extra examples; validation stays on the photos as they are
         flipped = load_flipped(FEATURES, index, "train")
         train = (np.concatenate([train[0], flipped[0]]), np.concatenate([train[1], flipped[1]]))
-    print(f"training on {len(train[1]):,} images{' (half of them mirrored)' if p.train.flips else ''}, "
-          f"validating on {len(valid[1]):,}")
+    print(
+        f"training on {len(train[1]):,} images{' (half of them mirrored)' if p.train.flips else ''}, "
+        f"validating on {len(valid[1]):,}"
+    )
     summary, dense = {}, None
     for name in MODELS:  # dense first: bn_inserted starts from the trained dense head
-        with stage_run("dogscats", f"dogscats_train@{name}", params={"model": name, **p.train.model_dump()},
-                       inputs=[FEATURES]) as run:
+        with stage_run(
+            "dogscats", f"dogscats_train@{name}", params={"model": name, **p.train.model_dump()}, inputs=[FEATURES]
+        ) as run:
             started = time.perf_counter()
             model, history, extra = train_head(name, train, valid, p.train, dense, [run.keras_callback()])
             rows = history_rows(history)
-            summary[name] = {"final_val_accuracy": rows[-1]["val_accuracy"], "final_val_loss": rows[-1]["val_loss"],
-                             "epochs": len(rows), "seconds": time.perf_counter() - started, **extra}
+            summary[name] = {
+                "final_val_accuracy": rows[-1]["val_accuracy"],
+                "final_val_loss": rows[-1]["val_loss"],
+                "epochs": len(rows),
+                "seconds": time.perf_counter() - started,
+                **extra,
+            }
             save_keras(MODEL.format(name=name), model)
             write_csv(HISTORY.format(name=name), pd.DataFrame(rows))
             run.log_metrics(summary[name])
             run.log_keras_model(model)
         dense = model if name == "dense" else dense
-        print(f"{name}: val accuracy {summary[name]['final_val_accuracy']:.4f} after {len(rows)} epochs"
-              + (f"; BN insertion changed the outputs by at most {extra['insertion_max_abs_change']:.1e}"
-                 if extra else ""))
+        print(
+            f"{name}: val accuracy {summary[name]['final_val_accuracy']:.4f} after {len(rows)} epochs"
+            + (
+                f"; BN insertion changed the outputs by at most {extra['insertion_max_abs_change']:.1e}"
+                if extra
+                else ""
+            )
+        )
     write_metrics(TRAIN_METRICS, TRAIN_TIMINGS, summary)
 
 

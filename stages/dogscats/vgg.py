@@ -1,4 +1,5 @@
 """The VGG16 convolutional base with weights loaded from a file, checked layer by layer first."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,9 @@ def file_layers(path: Path) -> list[tuple[str, list[tuple[int, ...]]]]:
                     layers.append((name, shapes))
             return layers
     except (OSError, KeyError) as err:
-        raise StageError(f"{path}: not a Keras HDF5 weights file ({err}); download it again "
-                         "(dogscats.sources.weights)") from None
+        raise StageError(
+            f"{path}: not a Keras HDF5 weights file ({err}); download it again (dogscats.sources.weights)"
+        ) from None
 
 
 def check_weights(model, path: Path) -> None:
@@ -46,14 +48,18 @@ def check_weights(model, path: Path) -> None:
     found = file_layers(path)
     for (name, shapes), (file_name, file_shapes) in zip(expected, found):
         if shapes != file_shapes:
-            raise StageError(f"{path}: weights for layer '{name}' have shapes {file_shapes} (file layer '{file_name}') "
-                             f"but {model.name} needs {shapes}; this is not the VGG16 'notop' weights file "
-                             "(vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)")
+            raise StageError(
+                f"{path}: weights for layer '{name}' have shapes {file_shapes} (file layer '{file_name}') "
+                f"but {model.name} needs {shapes}; this is not the VGG16 'notop' weights file "
+                "(vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)"
+            )
     if len(found) != len(expected):
         names = [n for n, _ in expected]
-        missing = names[len(found):] or ["(none)"]
-        raise StageError(f"{path}: holds weights for {len(found)} layers, {model.name} has {len(expected)} "
-                         f"(first layer without weights in the file: '{missing[0]}'); use the VGG16 'notop' file")
+        missing = names[len(found) :] or ["(none)"]
+        raise StageError(
+            f"{path}: holds weights for {len(found)} layers, {model.name} has {len(expected)} "
+            f"(first layer without weights in the file: '{missing[0]}'); use the VGG16 'notop' file"
+        )
 
 
 def conv_base(input_size: int, weights: str | Path | None):

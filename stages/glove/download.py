@@ -1,4 +1,5 @@
 """glove_download: fetch glove.6B.zip and extract the one file of the configured dimension."""
+
 from __future__ import annotations
 
 from stages.common.cli import run_stage

@@ -3,6 +3,7 @@
 Row 0 (padding) is zero; vocabulary words found in GloVe get their vector; the others and the
 rare-word row get normal(0, oov_scale) draws; the whole matrix is then divided by `divide_by`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,9 @@ from stages.glove.vectors import read_glove
 from stages.imdb.paths import VOCAB
 
 
-def embedding_matrix(vocab: list[str], glove_words: list[str], glove_vectors: np.ndarray,
-                     p: MatrixParams) -> tuple[np.ndarray, np.ndarray]:
+def embedding_matrix(
+    vocab: list[str], glove_words: list[str], glove_vectors: np.ndarray, p: MatrixParams
+) -> tuple[np.ndarray, np.ndarray]:
     """(matrix of shape (len(vocab) + 2, dim), bool mask of rows taken from GloVe)."""
     index = {word: i for i, word in enumerate(glove_words)}
     dim = glove_vectors.shape[1]
@@ -38,15 +40,24 @@ def main() -> None:
     vocab = pd.read_csv(VOCAB, keep_default_na=False)["word"].astype(str).tolist()
     words, vectors = read_glove(VECTORS.format(dim=p.dim), p.dim)
     matrix, found = embedding_matrix(vocab, words, vectors, p.matrix)
-    coverage = float(found[1:len(vocab) + 1].mean())
+    coverage = float(found[1 : len(vocab) + 1].mean())
     missing = [w for w, hit in zip(vocab, found[1:]) if not hit]
     with atomic_dir(MATRIX) as out:
         save_npy(out / "embedding.npy", matrix)
         save_npy(out / "in_glove.npy", found)
-        write_json(out / "coverage.json", {"vocabulary_words": len(vocab), "in_glove": int(found.sum()),
-                                           "coverage": coverage, "missing_examples": missing[:50]})
-    print(f"GloVe {p.dim}d covers {found.sum():,} of {len(vocab):,} vocabulary words ({coverage:.1%}); "
-          f"missing e.g.: {', '.join(missing[:8])}")
+        write_json(
+            out / "coverage.json",
+            {
+                "vocabulary_words": len(vocab),
+                "in_glove": int(found.sum()),
+                "coverage": coverage,
+                "missing_examples": missing[:50],
+            },
+        )
+    print(
+        f"GloVe {p.dim}d covers {found.sum():,} of {len(vocab):,} vocabulary words ({coverage:.1%}); "
+        f"missing e.g.: {', '.join(missing[:8])}"
+    )
 
 
 if __name__ == "__main__":

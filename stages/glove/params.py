@@ -1,4 +1,5 @@
 """Schema of the `glove` section of params.yaml."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -10,6 +11,7 @@ from stages.common.params import Schema, Source, load_params
 
 class MatrixParams(Schema):
     """fast.ai's recipe: words missing from GloVe get normal(0, oov_scale) rows, then the matrix is divided."""
+
     oov_scale: float = Field(ge=0)
     divide_by: float = Field(gt=0)
     seed: int = Field(ge=0)

@@ -1,4 +1,5 @@
 """glove_tsne: a t-SNE map of the most frequent GloVe words (PNG with labels, CSV with every coordinate)."""
+
 from __future__ import annotations
 
 from stages.common.cli import run_stage
@@ -11,13 +12,18 @@ from stages.glove.vectors import read_glove
 
 def main() -> None:
     from stages.common.plots import close
+
     p = glove_params.load()
     words, vectors = read_glove(VECTORS.format(dim=p.dim), p.dim, limit=p.tsne.n_words)
     coords = tsne_map(words, vectors, p.tsne.perplexity, p.tsne.seed)
     with atomic_dir(TSNE) as out:
         write_csv(out / "glove_tsne.csv", coords)
-        fig = map_figure(coords, p.tsne.n_labelled, f"GloVe {p.dim}d: t-SNE of the {len(words)} most frequent words "
-                                                    f"({min(p.tsne.n_labelled, len(words))} shown)")
+        fig = map_figure(
+            coords,
+            p.tsne.n_labelled,
+            f"GloVe {p.dim}d: t-SNE of the {len(words)} most frequent words "
+            f"({min(p.tsne.n_labelled, len(words))} shown)",
+        )
         save_figure(out / "glove_tsne.png", fig)
         close(fig)
     print(f"t-SNE of {len(words)} GloVe words written to {TSNE}")

@@ -1,4 +1,5 @@
 """Reading a GloVe text file: every line a word and `dim` finite floats, or an error naming the line."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,10 @@ def read_glove(path: str | Path, dim: int, limit: int | None = None) -> tuple[li
     """
     path = Path(path)
     if not path.is_file():
-        raise StageError(f"{path}: missing; glove_download extracts glove.6B.<dim>d.txt for glove.dim = {dim} "
-                         "(the archive holds 50, 100, 200 and 300)")
+        raise StageError(
+            f"{path}: missing; glove_download extracts glove.6B.<dim>d.txt for glove.dim = {dim} "
+            "(the archive holds 50, 100, 200 and 300)"
+        )
     words, rows = [], []
     number = 0
     try:
@@ -26,9 +29,11 @@ def read_glove(path: str | Path, dim: int, limit: int | None = None) -> tuple[li
                     break
                 parts = line.rstrip("\n").rstrip(" ").split(" ")
                 if len(parts) != dim + 1:
-                    raise StageError(f"{path}, line {number}: expected a word and {dim} floats, got "
-                                     f"{len(parts) - 1} value(s) after '{parts[0][:40]}'; the file is corrupt "
-                                     "or glove.dim is wrong")
+                    raise StageError(
+                        f"{path}, line {number}: expected a word and {dim} floats, got "
+                        f"{len(parts) - 1} value(s) after '{parts[0][:40]}'; the file is corrupt "
+                        "or glove.dim is wrong"
+                    )
                 words.append(parts[0])
                 rows.append(parts[1:])
     except UnicodeDecodeError as err:
@@ -40,6 +45,8 @@ def read_glove(path: str | Path, dim: int, limit: int | None = None) -> tuple[li
         raise StageError(f"{path}: a value is not a float ({err}); the file is corrupt") from None
     bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
     if len(bad):  # nan/inf would reach training as nan losses
-        raise StageError(f"{path}, line {bad[0] + 1}: '{words[bad[0]][:40]}' has a value that is nan, inf or beyond "
-                         f"float32's range ({len(bad)} such line(s)); the file is corrupt")
+        raise StageError(
+            f"{path}, line {bad[0] + 1}: '{words[bad[0]][:40]}' has a value that is nan, inf or beyond "
+            f"float32's range ({len(bad)} such line(s)); the file is corrupt"
+        )
     return words, vectors

@@ -1,6 +1,7 @@
 """imdb_compare: one table of the five models' test figures beside fast.ai's 2017 numbers.
 
 Training speeds are left out: they vary from run to run (data/imdb/timings/), and the table must not."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,23 +23,36 @@ def comparison(models: list[str], fastai: dict[str, float], metrics_dir: str | P
         if not (train_file.is_file() and test_file.is_file()):
             raise StageError(f"{train_file} or {test_file} missing: run imdb_train@{name} and imdb_evaluate@{name}")
         trained, tested = read_json(train_file), read_json(test_file)
-        rows.append({"model": name, "fastai_2017_accuracy": fastai.get(name),
-                     "test_accuracy": tested["test_accuracy"], "test_roc_auc": tested["test_roc_auc"],
-                     "test_log_loss": tested["test_log_loss"], "best_val_accuracy": trained["best_val_accuracy"],
-                     "best_epoch": trained["best_epoch"], "epochs": trained["epochs"]})
+        rows.append(
+            {
+                "model": name,
+                "fastai_2017_accuracy": fastai.get(name),
+                "test_accuracy": tested["test_accuracy"],
+                "test_roc_auc": tested["test_roc_auc"],
+                "test_log_loss": tested["test_log_loss"],
+                "best_val_accuracy": trained["best_val_accuracy"],
+                "best_epoch": trained["best_epoch"],
+                "epochs": trained["epochs"],
+            }
+        )
     table = pd.DataFrame(rows)
     table["vs_fastai"] = table["test_accuracy"] - table["fastai_2017_accuracy"]
     return table
 
 
 def markdown(table: pd.DataFrame) -> str:
-    lines = ["| model | fast.ai 2017 (best epoch on test) | test accuracy (epoch chosen on validation) | vs fast.ai "
-             "| ROC AUC | log loss | best epoch / epochs |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | fast.ai 2017 (best epoch on test) | test accuracy (epoch chosen on validation) | vs fast.ai "
+        "| ROC AUC | log loss | best epoch / epochs |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in table.itertuples():
         fastai = f"{r.fastai_2017_accuracy:.2%}" if pd.notna(r.fastai_2017_accuracy) else "-"
         delta = f"{r.vs_fastai * 100:+.2f} pt" if pd.notna(r.vs_fastai) else "-"
-        lines.append(f"| {r.model} | {fastai} | {r.test_accuracy:.2%} | {delta} | {r.test_roc_auc:.4f} | "
-                     f"{r.test_log_loss:.4f} | {r.best_epoch} / {r.epochs} |")
+        lines.append(
+            f"| {r.model} | {fastai} | {r.test_accuracy:.2%} | {delta} | {r.test_roc_auc:.4f} | "
+            f"{r.test_log_loss:.4f} | {r.best_epoch} / {r.epochs} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 imdb_tokenize reads the reviews straight from the archive: DVC then tracks one file, not 50,000
 reviews (hashing those made every no-change `dvc repro` slow).
 """
+
 from __future__ import annotations
 
 from stages.common.cli import run_stage

@@ -1,4 +1,5 @@
 """imdb_evaluate@<model>: the one look at the test set: accuracy, ROC AUC, log loss, confusion matrix, ROC curve."""
+
 from __future__ import annotations
 
 import sys
@@ -21,18 +22,25 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> tuple[dict, pd.Da
     predicted = (probabilities >= 0.5).astype(int)
     matrix = confusion_matrix(labels, predicted, labels=[0, 1])
     fpr, tpr, thresholds = roc_curve(labels, probabilities)
-    metrics = {"test_accuracy": float(accuracy_score(labels, predicted)),
-               "test_roc_auc": float(roc_auc_score(labels, probabilities)),
-               "test_log_loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=[0, 1])),
-               "confusion_matrix": {"tn": int(matrix[0, 0]), "fp": int(matrix[0, 1]),
-                                    "fn": int(matrix[1, 0]), "tp": int(matrix[1, 1])},
-               "n_test": int(len(labels))}
+    metrics = {
+        "test_accuracy": float(accuracy_score(labels, predicted)),
+        "test_roc_auc": float(roc_auc_score(labels, probabilities)),
+        "test_log_loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "confusion_matrix": {
+            "tn": int(matrix[0, 0]),
+            "fp": int(matrix[0, 1]),
+            "fn": int(matrix[1, 0]),
+            "tp": int(matrix[1, 1]),
+        },
+        "n_test": int(len(labels)),
+    }
     roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
     return metrics, roc, matrix
 
 
 def roc_figure(roc: pd.DataFrame, auc: float, title: str):
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(roc["fpr"], roc["tpr"], label=f"AUC {auc:.4f}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
@@ -52,10 +60,19 @@ def main(name: str) -> None:
     metrics, roc, matrix = evaluate(probabilities, y.astype(int))
     write_json(METRICS.format(name=name), metrics)
     write_csv(ROC.format(name=name), roc)
-    write_csv(PREDICTIONS.format(name=name), pd.DataFrame(
-        {"actual": np.array(CLASSES)[y.astype(int)], "predicted": np.array(CLASSES)[(probabilities >= 0.5).astype(int)]}))
-    figures = {CONFUSION_PLOT.format(name=name): confusion_matrix_figure(matrix, CLASSES, f"IMDB {name}: test set"),
-               ROC_PLOT.format(name=name): roc_figure(roc, metrics["test_roc_auc"], f"IMDB {name}: test ROC")}
+    write_csv(
+        PREDICTIONS.format(name=name),
+        pd.DataFrame(
+            {
+                "actual": np.array(CLASSES)[y.astype(int)],
+                "predicted": np.array(CLASSES)[(probabilities >= 0.5).astype(int)],
+            }
+        ),
+    )
+    figures = {
+        CONFUSION_PLOT.format(name=name): confusion_matrix_figure(matrix, CLASSES, f"IMDB {name}: test set"),
+        ROC_PLOT.format(name=name): roc_figure(roc, metrics["test_roc_auc"], f"IMDB {name}: test ROC"),
+    }
     for path, fig in figures.items():
         save_figure(path, fig)
         close(fig)
@@ -65,8 +82,10 @@ def main(name: str) -> None:
         for path in figures:
             run.log_artifact(path, "plots")
         run.log_artifact(ROC.format(name=name), "eval")
-    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, ROC AUC {metrics['test_roc_auc']:.4f}, "
-          f"log loss {metrics['test_log_loss']:.4f}")
+    print(
+        f"{name}: test accuracy {metrics['test_accuracy']:.4f}, ROC AUC {metrics['test_roc_auc']:.4f}, "
+        f"log loss {metrics['test_log_loss']:.4f}"
+    )
 
 
 if __name__ == "__main__":

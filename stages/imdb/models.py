@@ -1,4 +1,5 @@
 """fast.ai Lesson 5's IMDB models, one Keras functional-API builder per kind (`dense`, `cnn`, `lstm`)."""
+
 from __future__ import annotations
 
 import keras
@@ -33,10 +34,16 @@ class WordDropoutEmbedding(layers.Embedding):
 def embedded(tokens, p: ModelParams, vocab_size: int, glove: np.ndarray | None):
     """The word embedding every model starts with: learned, or initialised from `glove`; word and vector dropout."""
     initializer = keras.initializers.Constant(glove) if glove is not None else "uniform"
-    x = WordDropoutEmbedding(vocab_size, p.embedding_dim, word_dropout=p.word_dropout, seed=p.seed,
-                             embeddings_initializer=initializer, mask_zero=p.kind == "lstm",
-                             embeddings_regularizer=regularizers.l2(p.embedding_l2) if p.embedding_l2 else None,
-                             name="embedding")(tokens)
+    x = WordDropoutEmbedding(
+        vocab_size,
+        p.embedding_dim,
+        word_dropout=p.word_dropout,
+        seed=p.seed,
+        embeddings_initializer=initializer,
+        mask_zero=p.kind == "lstm",
+        embeddings_regularizer=regularizers.l2(p.embedding_l2) if p.embedding_l2 else None,
+        name="embedding",
+    )(tokens)
     return layers.Dropout(p.embedding_dropout, name="embedding_dropout")(x) if p.embedding_dropout else x
 
 
@@ -59,9 +66,14 @@ def cnn_model(p: ModelParams, vocab_size: int, maxlen: int, glove: np.ndarray | 
     """The 1-D CNN (one kernel size) and the multi-size CNN (3, 4, 5): a Conv1D + max-pool branch per size."""
     tokens = keras.Input(shape=(maxlen,), dtype="int32", name="tokens")
     x = embedded(tokens, p, vocab_size, glove)
-    branches = [layers.Flatten()(layers.MaxPooling1D(name=f"pool{k}")(
-                layers.Conv1D(p.filters, k, padding="same", activation="relu", name=f"conv{k}")(x)))
-                for k in p.kernel_sizes]
+    branches = [
+        layers.Flatten()(
+            layers.MaxPooling1D(name=f"pool{k}")(
+                layers.Conv1D(p.filters, k, padding="same", activation="relu", name=f"conv{k}")(x)
+            )
+        )
+        for k in p.kernel_sizes
+    ]
     x = branches[0] if len(branches) == 1 else layers.Concatenate(name="concat")(branches)
     if p.conv_dropout:
         x = layers.Dropout(p.conv_dropout, name="conv_dropout")(x)

@@ -1,4 +1,5 @@
 """Schema of the `imdb` section of params.yaml."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -12,7 +13,8 @@ Style = Literal["plain", "keras"]  # how imdb_tokenize spells words (stages.imdb
 
 class TokenizeParams(Schema):
     style: Style = Field(
-        default="plain", description="keras: apostrophes inside words kept and <br /> as 'br', as in Keras' IMDB set")
+        default="plain", description="keras: apostrophes inside words kept and <br /> as 'br', as in Keras' IMDB set"
+    )
     vocab_size: int = Field(ge=3, description="ids: 0 padding, 1..vocab_size-2 words by frequency, vocab_size-1 rare")
     maxlen: int = Field(gt=0, description="tokens kept per review")
     padding: Literal["pre", "post"]
@@ -44,8 +46,11 @@ class ModelParams(Schema):
     batch_size: int = Field(ge=1)
     phases: list[Phase] = Field(min_length=1, description="each phase recompiles: trainable flags and rate apply")
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
-    refit: bool = Field(default=False, description="after the validation split chose the epoch, train again from "
-                        "the same seed on every training review (validation ones too) up to that epoch")
+    refit: bool = Field(
+        default=False,
+        description="after the validation split chose the epoch, train again from "
+        "the same seed on every training review (validation ones too) up to that epoch",
+    )
     seed: int = Field(ge=0)
 
     @model_validator(mode="after")
@@ -75,8 +80,10 @@ class ImdbParams(Schema):
     @model_validator(mode="after")
     def _check(self):
         if self.embeddings.model != "auto" and self.embeddings.model not in self.models:
-            raise ValueError(f"embeddings.model '{self.embeddings.model}' is neither 'auto' nor one of the models: "
-                             f"{', '.join(self.models)}")
+            raise ValueError(
+                f"embeddings.model '{self.embeddings.model}' is neither 'auto' nor one of the models: "
+                f"{', '.join(self.models)}"
+            )
         return self
 
 

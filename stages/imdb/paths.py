@@ -1,5 +1,6 @@
 """Where the IMDB stages read and write: the paths dvc.yaml declares, written once here
 (tests/test_stage_deps.py holds dvc.yaml to them). `{name}` is a model's key under imdb.models."""
+
 ARCHIVE = "data/imdb/raw/aclImdb_v1.tar.gz"
 TOKENIZED = "data/imdb/tokenized"
 VOCAB = f"{TOKENIZED}/vocab.csv"

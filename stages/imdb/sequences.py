@@ -1,4 +1,5 @@
 """Padded id sequences: Keras' pad_sequences semantics, and the tokenized arrays read back for training and test."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,9 +18,9 @@ def pad(sequences, maxlen: int, padding: str = "pre", truncating: str = "pre") -
         ids = ids[-maxlen:] if truncating == "pre" else ids[:maxlen]
         if len(ids):
             if padding == "pre":
-                out[row, maxlen - len(ids):] = ids
+                out[row, maxlen - len(ids) :] = ids
             else:
-                out[row, :len(ids)] = ids
+                out[row, : len(ids)] = ids
     return out
 
 
@@ -30,7 +31,9 @@ def repad(x: np.ndarray, maxlen: int, padding: str, truncating: str) -> np.ndarr
     return pad([row[row != 0] for row in x], maxlen, padding, truncating)
 
 
-def load_arrays(folder: str = TOKENIZED, split: str = "train", maxlen: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_arrays(
+    folder: str = TOKENIZED, split: str = "train", maxlen: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids, float32 labels) of `split`: 'train' (training rows only), 'valid' or 'test', re-padded to `maxlen`."""
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be 'train', 'valid' or 'test', not {split!r}")

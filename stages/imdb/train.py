@@ -4,6 +4,7 @@ Training runs in phases; each phase sets the embedding's trainable flag, recompi
 effect, with a fresh Adam at the phase's learning rate) and continues from the previous phase's weights.
 The weights of the best validation epoch across all phases are kept. The test set is not read here.
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,6 +33,7 @@ class KeepBest:
 
     def callback(self):
         import keras
+
         keeper = self
 
         class Keep(keras.callbacks.Callback):
@@ -44,7 +46,8 @@ class KeepBest:
 
 
 def phase_logger(phase: int):
-    """Adds the phase number, the optimizer's actual learning rate and the embedding's trainability to the epoch logs."""
+    """Adds the phase number, the optimizer's actual learning rate and the embedding's trainability to the epoch
+    logs."""
     import keras
 
     class Log(keras.callbacks.Callback):
@@ -57,7 +60,8 @@ def phase_logger(phase: int):
 
 
 def epoch_end_callbacks(phase: int, best: KeepBest | None, extra_callbacks=()) -> list:
-    """The callbacks train() runs in `phase`: the phase log, the best-weights keeper (if any), then `extra_callbacks`."""
+    """The callbacks train() runs in `phase`: the phase log, the best-weights keeper (if any), then
+    `extra_callbacks`."""
     return [phase_logger(phase), *([best.callback()] if best else []), *extra_callbacks]
 
 
@@ -78,13 +82,22 @@ def require_learned(model, valid_x: np.ndarray, p: ModelParams) -> None:
     and no later epoch or phase revives them."""
     scores = model.predict(valid_x, batch_size=512, verbose=0)
     if np.ptp(scores) == 0:
-        raise StageError(f"the {p.kind} model (seed {p.seed}) did not learn: it scores every validation review "
-                         f"{float(scores.flat[0]):.4f} (e.g. all its ReLU units died early in training); set another "
-                         "seed or a lower first learning rate under imdb.models")
+        raise StageError(
+            f"the {p.kind} model (seed {p.seed}) did not learn: it scores every validation review "
+            f"{float(scores.flat[0]):.4f} (e.g. all its ReLU units died early in training); set another "
+            "seed or a lower first learning rate under imdb.models"
+        )
 
 
-def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.ndarray | None = None,
-          extra_callbacks=(), verbose: int = 2):
+def train(
+    train_data,
+    valid_data,
+    p: ModelParams,
+    vocab_size: int,
+    glove: np.ndarray | None = None,
+    extra_callbacks=(),
+    verbose: int = 2,
+):
     """Pure step: (model with the best validation weights, history dict, summary dict).
 
     valid_data None: no choice to make, every phase is trained and the last weights are kept."""
@@ -94,9 +107,11 @@ def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.nda
 
     if p.embedding == "glove":
         if glove is None or glove.shape != (vocab_size, p.embedding_dim):
-            raise StageError(f"embedding 'glove' needs a {vocab_size} x {p.embedding_dim} matrix, got "
-                             f"{None if glove is None else glove.shape}: set embedding_dim to glove.dim and re-run "
-                             "glove_matrix after changing the vocabulary")
+            raise StageError(
+                f"embedding 'glove' needs a {vocab_size} x {p.embedding_dim} matrix, got "
+                f"{None if glove is None else glove.shape}: set embedding_dim to glove.dim and re-run "
+                "glove_matrix after changing the vocabulary"
+            )
     seed_everything(p.seed)
     model = build(p, vocab_size, train_data[0].shape[1], glove if p.embedding == "glove" else None)
     best = KeepBest(p.monitor) if valid_data is not None else None
@@ -105,12 +120,19 @@ def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.nda
     for number, phase in enumerate(p.phases, start=1):
         model.get_layer("embedding").trainable = phase.train_embedding
         # compile after changing `trainable`, with a new optimizer at this phase's rate: both really apply
-        model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss="binary_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(phase.learning_rate), loss="binary_crossentropy", metrics=["accuracy"]
+        )
         started = time.perf_counter()
-        fitted = model.fit(*train_data, batch_size=p.batch_size, initial_epoch=epoch, epochs=epoch + phase.epochs,
-                           validation_data=valid_data, verbose=verbose,
-                           callbacks=epoch_end_callbacks(number, best, extra_callbacks))
+        fitted = model.fit(
+            *train_data,
+            batch_size=p.batch_size,
+            initial_epoch=epoch,
+            epochs=epoch + phase.epochs,
+            validation_data=valid_data,
+            verbose=verbose,
+            callbacks=epoch_end_callbacks(number, best, extra_callbacks),
+        )
         seconds += time.perf_counter() - started
         epoch += phase.epochs
         for key, values in fitted.history.items():
@@ -122,22 +144,44 @@ def train(train_data, valid_data, p: ModelParams, vocab_size: int, glove: np.nda
         raise StageError(f"{p.monitor} was never finite (diverged?): lower the learning rates in imdb.models")
     model.set_weights(best.weights)
     require_learned(model, valid_data[0], p)
-    summary = {"best_epoch": best.epoch, f"best_{p.monitor}": best.sign * best.best,
-               "best_val_accuracy": history["val_accuracy"][best.epoch - 1],
-               "best_val_loss": history["val_loss"][best.epoch - 1], **summary}
+    summary = {
+        "best_epoch": best.epoch,
+        f"best_{p.monitor}": best.sign * best.best,
+        "best_val_accuracy": history["val_accuracy"][best.epoch - 1],
+        "best_val_loss": history["val_loss"][best.epoch - 1],
+        **summary,
+    }
     return model, history, summary
 
 
-def refit(train_data, valid_data, p: ModelParams, epochs: int, vocab_size: int, glove: np.ndarray | None = None,
-          extra_callbacks=(), verbose: int = 2):
+def refit(
+    train_data,
+    valid_data,
+    p: ModelParams,
+    epochs: int,
+    vocab_size: int,
+    glove: np.ndarray | None = None,
+    extra_callbacks=(),
+    verbose: int = 2,
+):
     """Pure step: the model trained again from p.seed on the training and validation reviews together through the
     first `epochs` epochs of its phases, the number the validation split chose; (model, summary)."""
     all_data = tuple(np.concatenate(pair) for pair in zip(train_data, valid_data))
-    model, _, summary = train(all_data, None, p.model_copy(update={"phases": phases_until(p.phases, epochs)}),
-                              vocab_size, glove, extra_callbacks, verbose)
+    model, _, summary = train(
+        all_data,
+        None,
+        p.model_copy(update={"phases": phases_until(p.phases, epochs)}),
+        vocab_size,
+        glove,
+        extra_callbacks,
+        verbose,
+    )
     require_learned(model, valid_data[0], p)
-    return model, {"refit_reviews": len(all_data[1]), "refit_epochs": summary["epochs"],
-                   "refit_seconds": summary["train_seconds"]}
+    return model, {
+        "refit_reviews": len(all_data[1]),
+        "refit_epochs": summary["epochs"],
+        "refit_seconds": summary["train_seconds"],
+    }
 
 
 def main(name: str) -> None:
@@ -150,16 +194,20 @@ def main(name: str) -> None:
     glove = load_npy(GLOVE_MATRIX) if mp.embedding == "glove" else None
     inputs = [TOKENIZED] + ([GLOVE_MATRIX] if glove is not None else [])
     with stage_run("imdb", f"imdb_train@{name}", params={"model": name, **mp.model_dump()}, inputs=inputs) as run:
-        model, history, summary = train(train_data, valid_data, mp, p.tokenize.vocab_size, glove,
-                                        extra_callbacks=[run.keras_callback()])
+        model, history, summary = train(
+            train_data, valid_data, mp, p.tokenize.vocab_size, glove, extra_callbacks=[run.keras_callback()]
+        )
         if mp.refit:
             print(f"{name}: validation chose epoch {summary['best_epoch']}; training again on every training review")
             model, refitted = refit(train_data, valid_data, mp, summary["best_epoch"], p.tokenize.vocab_size, glove)
             summary |= refitted
-        save_training_outputs(run, paths, name, model, history, summary,
-                              f"IMDB {name}: accuracy per epoch", ["accuracy", "val_accuracy"])
-    print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']} "
-          f"of {summary['epochs']}, {summary['train_reviews_per_s']:,.0f} reviews/s")
+        save_training_outputs(
+            run, paths, name, model, history, summary, f"IMDB {name}: accuracy per epoch", ["accuracy", "val_accuracy"]
+        )
+    print(
+        f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']} "
+        f"of {summary['epochs']}, {summary['train_reviews_per_s']:,.0f} reviews/s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """movielens_analyze: movie biases and a PCA of movie embeddings among the most-rated movies."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +36,9 @@ def bias_extremes(movies: pd.DataFrame, bias: np.ndarray, n: int) -> pd.DataFram
     return pd.concat([low, high])[["end", "movie", "movieId", "title", "n_ratings", "bias"]]
 
 
-def pca_coordinates(movies: pd.DataFrame, embedding: np.ndarray, components: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+def pca_coordinates(
+    movies: pd.DataFrame, embedding: np.ndarray, components: int, seed: int = 0
+) -> tuple[pd.DataFrame, np.ndarray]:
     pca = PCA(n_components=components, random_state=seed)
     coords = pca.fit_transform(embedding[movies["movie"].to_numpy()])
     table = movies[["movie", "movieId", "title", "n_ratings"]].copy()
@@ -48,8 +51,10 @@ def component_ends(coords: pd.DataFrame, components: int, n: int) -> dict[str, d
     ends = {}
     for i in range(1, components + 1):
         ordered = coords.sort_values(f"pc{i}")
-        ends[f"pc{i}"] = {"negative": ordered["title"].head(n).tolist(),
-                          "positive": ordered["title"].tail(n).iloc[::-1].tolist()}
+        ends[f"pc{i}"] = {
+            "negative": ordered["title"].head(n).tolist(),
+            "positive": ordered["title"].tail(n).iloc[::-1].tolist(),
+        }
     return ends
 
 
@@ -64,14 +69,22 @@ def analyze(model, movies: pd.DataFrame, p: AnalyzeParams):
 
 def pc_scatter(coords: pd.DataFrame, n_plotted: int, x: str = "pc1", y: str = "pc3"):
     from stages.common.plots import labelled_scatter
+
     shown = coords.head(n_plotted)  # the most-rated movies: titles people recognise
-    return labelled_scatter(shown[x].to_numpy(), shown[y].to_numpy(), shown["title"].tolist(),
-                            f"MovieLens movie embeddings: {x.upper()} vs {y.upper()} ({len(shown)} most-rated movies)",
-                            x.upper(), y.upper(), figsize=(12, 12))
+    return labelled_scatter(
+        shown[x].to_numpy(),
+        shown[y].to_numpy(),
+        shown["title"].tolist(),
+        f"MovieLens movie embeddings: {x.upper()} vs {y.upper()} ({len(shown)} most-rated movies)",
+        x.upper(),
+        y.upper(),
+        figsize=(12, 12),
+    )
 
 
 def bias_figure(extremes: pd.DataFrame):
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(9, 8))
     colors = ["tab:red" if e == "lowest" else "tab:green" for e in extremes["end"]]
     ax.barh(extremes["title"], extremes["bias"], color=colors)
@@ -99,8 +112,9 @@ def main() -> None:
             fig = bias_figure(extremes)
             save_figure(out / "bias_extremes.png", fig)
             close(fig)
-    with stage_run("movielens", "movielens_analyze", params=p.analyze.model_dump(),
-                   inputs=[PREPARED, model_path]) as run:
+    with stage_run(
+        "movielens", "movielens_analyze", params=p.analyze.model_dump(), inputs=[PREPARED, model_path]
+    ) as run:
         for path in sorted(Path(ANALYSIS).iterdir()):
             run.log_artifact(path, "analysis")
     for pc, sides in ends.items():

@@ -1,4 +1,5 @@
 """movielens_baselines: the validation MSE of predicting the global mean and each movie's mean."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ def baselines(ratings: pd.DataFrame) -> dict[str, dict[str, float]]:
     result = {}
     for name, pred in predictions.items():
         mse = float(np.mean((valid["rating"].to_numpy() - pred) ** 2))
-        result[name] = {"val_mse": mse, "val_rmse": mse ** 0.5}
+        result[name] = {"val_mse": mse, "val_rmse": mse**0.5}
     return result
 
 

@@ -1,4 +1,5 @@
 """Reading the MovieLens variants, each in its own file format, with row-level validation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,13 +15,24 @@ MIN_RATING, MAX_RATING = 0.5, 5.0
 FORMATS = {
     "ml-latest-small": ("ml-latest-small/ratings.csv", {"sep": ","}, "ml-latest-small/movies.csv", {"sep": ","}),
     "ml-25m": ("ml-25m/ratings.csv", {"sep": ","}, "ml-25m/movies.csv", {"sep": ","}),
-    "ml-100k": ("ml-100k/u.data", {"sep": "\t", "header": None, "names": ["userId", "movieId", "rating", "timestamp"]},
-                "ml-100k/u.item", {"sep": "|", "header": None, "usecols": [0, 1], "names": ["movieId", "title"],
-                                   "encoding": "latin-1"}),
-    "ml-1m": ("ml-1m/ratings.dat", {"sep": "::", "header": None, "names": ["userId", "movieId", "rating", "timestamp"],
-                                     "engine": "python"},
-              "ml-1m/movies.dat", {"sep": "::", "header": None, "names": ["movieId", "title", "genres"],
-                                   "engine": "python", "encoding": "latin-1"}),
+    "ml-100k": (
+        "ml-100k/u.data",
+        {"sep": "\t", "header": None, "names": ["userId", "movieId", "rating", "timestamp"]},
+        "ml-100k/u.item",
+        {"sep": "|", "header": None, "usecols": [0, 1], "names": ["movieId", "title"], "encoding": "latin-1"},
+    ),
+    "ml-1m": (
+        "ml-1m/ratings.dat",
+        {"sep": "::", "header": None, "names": ["userId", "movieId", "rating", "timestamp"], "engine": "python"},
+        "ml-1m/movies.dat",
+        {
+            "sep": "::",
+            "header": None,
+            "names": ["movieId", "title", "genres"],
+            "engine": "python",
+            "encoding": "latin-1",
+        },
+    ),
 }
 
 
@@ -42,12 +54,16 @@ def read_ratings(raw_dir: str | Path, dataset: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise StageError(f"{path}, line 1: the file is empty (truncated download or extraction?)") from None
     except UnicodeDecodeError as err:
-        raise StageError(f"{path}, line {_first_undecodable_line(path, kwargs.get('encoding', 'utf-8'))}: "
-                         f"not {kwargs.get('encoding', 'utf-8')} text ({err.reason}); is it the right file?") from None
+        raise StageError(
+            f"{path}, line {_first_undecodable_line(path, kwargs.get('encoding', 'utf-8'))}: "
+            f"not {kwargs.get('encoding', 'utf-8')} text ({err.reason}); is it the right file?"
+        ) from None
     missing = {"userId", "movieId", "rating"} - set(df.columns)
     if missing:
-        raise StageError(f"{path}, line 1 (the header): missing column(s) {', '.join(sorted(missing))} "
-                         f"(found: {', '.join(map(str, df.columns))})")
+        raise StageError(
+            f"{path}, line 1 (the header): missing column(s) {', '.join(sorted(missing))} "
+            f"(found: {', '.join(map(str, df.columns))})"
+        )
     blank = (df == "").all(axis=1)
     out = pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce") for c in ("userId", "movieId", "rating")})
     bad = out.isna().any(axis=1) | ~out["rating"].between(MIN_RATING, MAX_RATING)
@@ -58,10 +74,12 @@ def read_ratings(raw_dir: str | Path, dataset: str) -> pd.DataFrame:
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
         row = df.iloc[first]
-        raise StageError(f"{path}, line {first + 1 + header_lines}: bad rating row "
-                         f"(userId={row['userId']!r}, movieId={row['movieId']!r}, rating={row['rating']!r}); "
-                         f"ids must be integers and rating a number in [{MIN_RATING}, {MAX_RATING}]. "
-                         f"{int(bad.sum())} bad row(s) in all; fix or remove them.")
+        raise StageError(
+            f"{path}, line {first + 1 + header_lines}: bad rating row "
+            f"(userId={row['userId']!r}, movieId={row['movieId']!r}, rating={row['rating']!r}); "
+            f"ids must be integers and rating a number in [{MIN_RATING}, {MAX_RATING}]. "
+            f"{int(bad.sum())} bad row(s) in all; fix or remove them."
+        )
     return out.astype({"userId": "int64", "movieId": "int64", "rating": "float32"}).reset_index(drop=True)
 
 

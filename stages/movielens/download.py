@@ -1,4 +1,5 @@
 """movielens_download: fetch the selected MovieLens variant and extract its ratings and movies files."""
+
 from __future__ import annotations
 
 from stages.common.cli import run_stage

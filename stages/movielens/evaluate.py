@@ -1,4 +1,5 @@
 """movielens_evaluate@<model>: validation MSE and RMSE of one trained model."""
+
 from __future__ import annotations
 
 import sys
@@ -17,15 +18,16 @@ def evaluate(model, ratings: pd.DataFrame) -> dict[str, float]:
     valid = ratings[ratings["valid"]]
     predicted = model.predict(inputs(valid), batch_size=4096, verbose=0).reshape(-1)
     mse = float(np.mean((valid["rating"].to_numpy() - predicted) ** 2))
-    return {"val_mse": mse, "val_rmse": mse ** 0.5, "n_valid": len(valid)}
+    return {"val_mse": mse, "val_rmse": mse**0.5, "n_valid": len(valid)}
 
 
 def main(name: str) -> None:
     model_path = MODEL.format(name=name)
     metrics = evaluate(load_keras(model_path), pd.read_parquet(f"{PREPARED}/ratings.parquet"))
     write_json(METRICS.format(name=name), metrics)
-    with stage_run("movielens", f"movielens_evaluate@{name}", params={"model": name},
-                   inputs=[PREPARED, model_path]) as run:
+    with stage_run(
+        "movielens", f"movielens_evaluate@{name}", params={"model": name}, inputs=[PREPARED, model_path]
+    ) as run:
         run.log_metrics(metrics)
     print(f"{name}: val MSE {metrics['val_mse']:.4f}, RMSE {metrics['val_rmse']:.4f}")
 

@@ -1,4 +1,5 @@
 """The three MovieLens models of fast.ai Lesson 4, as Keras functional-API builders."""
+
 from __future__ import annotations
 
 import keras
@@ -38,8 +39,9 @@ def _squash(x, rating_range: tuple[float, float] | None):
     return x if rating_range is None else RatingRange(*rating_range, name="rating_range")(x)
 
 
-def dot_model(n_users: int, n_movies: int, factors: int = 50, l2: float = 1e-4,
-              rating_range: tuple[float, float] | None = None) -> keras.Model:
+def dot_model(
+    n_users: int, n_movies: int, factors: int = 50, l2: float = 1e-4, rating_range: tuple[float, float] | None = None
+) -> keras.Model:
     """Rating = user embedding . movie embedding."""
     user = keras.Input(shape=(), dtype="int32", name="user")
     movie = keras.Input(shape=(), dtype="int32", name="movie")
@@ -50,8 +52,14 @@ def dot_model(n_users: int, n_movies: int, factors: int = 50, l2: float = 1e-4,
     return keras.Model([user, movie], rating, name="dot")
 
 
-def bias_model(n_users: int, n_movies: int, factors: int = 50, l2: float = 1e-4, bias_l2: float = 0.0,
-               rating_range: tuple[float, float] | None = None) -> keras.Model:
+def bias_model(
+    n_users: int,
+    n_movies: int,
+    factors: int = 50,
+    l2: float = 1e-4,
+    bias_l2: float = 0.0,
+    rating_range: tuple[float, float] | None = None,
+) -> keras.Model:
     """Rating = user . movie + user bias + movie bias (fast.ai's headline model)."""
     user = keras.Input(shape=(), dtype="int32", name="user")
     movie = keras.Input(shape=(), dtype="int32", name="movie")
@@ -64,9 +72,16 @@ def bias_model(n_users: int, n_movies: int, factors: int = 50, l2: float = 1e-4,
     return keras.Model([user, movie], rating, name="bias")
 
 
-def nn_model(n_users: int, n_movies: int, factors: int = 50, l2: float = 1e-4, hidden: int = 70,
-             dropout_embeddings: float = 0.3, dropout_hidden: float = 0.75,
-             rating_range: tuple[float, float] | None = None) -> keras.Model:
+def nn_model(
+    n_users: int,
+    n_movies: int,
+    factors: int = 50,
+    l2: float = 1e-4,
+    hidden: int = 70,
+    dropout_embeddings: float = 0.3,
+    dropout_hidden: float = 0.75,
+    rating_range: tuple[float, float] | None = None,
+) -> keras.Model:
     """Concatenated embeddings -> dropout -> dense -> dropout -> rating."""
     user = keras.Input(shape=(), dtype="int32", name="user")
     movie = keras.Input(shape=(), dtype="int32", name="movie")

@@ -1,4 +1,5 @@
 """Schema of the `movielens` section of params.yaml."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -20,7 +21,8 @@ class ModelParams(Schema):
     factors: int = Field(ge=1, le=1024)
     l2: float = Field(ge=0)
     rating_range: tuple[float, float] | None = Field(
-        description="[low, high]: output = low + (high-low)*sigmoid(score); null: a raw linear output")
+        description="[low, high]: output = low + (high-low)*sigmoid(score); null: a raw linear output"
+    )
     epochs: int = Field(ge=1, le=1000)
     batch_size: int = Field(ge=1)
     lr_schedule: list[tuple[int, float]] = Field(min_length=1, description="[[first_epoch, learning_rate], ...]")
@@ -30,7 +32,9 @@ class ModelParams(Schema):
     dropout_embeddings: float = Field(default=0.3, ge=0, lt=1)
     dropout_hidden: float = Field(default=0.75, ge=0, lt=1)
     distribution: Distribution = Field(
-        default="default", description="TensorFlow strategy: default | auto (mirrored when >1 GPU) | mirrored | one_device")
+        default="default",
+        description="TensorFlow strategy: default | auto (mirrored when >1 GPU) | mirrored | one_device",
+    )
 
     @model_validator(mode="after")
     def _check(self):

@@ -1,5 +1,6 @@
 """Where the MovieLens stages read and write: the paths dvc.yaml declares, written once here
 (tests/test_stage_deps.py holds dvc.yaml to them). `{name}` is a model's key under movielens.models."""
+
 RAW = "data/movielens/raw"
 PREPARED = "data/movielens/prepared"
 BASELINES = "data/movielens/metrics/baselines.json"

@@ -1,4 +1,5 @@
 """movielens_prepare: contiguous ids, a seeded train/validation split, Parquet outputs."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -15,15 +16,19 @@ def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, valid_fraction: float, 
     encoded, users, movie_ids = data.encode(ratings)
     encoded["valid"] = data.split(encoded, valid_fraction, seed).to_numpy()
     counts = encoded.groupby("movie").size().rename("n_ratings")
-    table = (movie_ids.merge(movies, on="movieId", how="left")
-             .join(counts, on="movie"))
+    table = movie_ids.merge(movies, on="movieId", how="left").join(counts, on="movie")
     # a rated movie missing from the movies file is labelled by id, like an empty title
     missing = table["title"].isna()
     table.loc[missing, "title"] = "movie " + table.loc[missing, "movieId"].astype(str)
     table["untitled"] = table["untitled"].astype("boolean").fillna(True).astype(bool)
-    stats = {"n_ratings": len(encoded), "n_users": len(users), "n_movies": len(movie_ids),
-             "n_train": int((~encoded["valid"]).sum()), "n_valid": int(encoded["valid"].sum()),
-             "untitled_movies": int(table["untitled"].sum())}
+    stats = {
+        "n_ratings": len(encoded),
+        "n_users": len(users),
+        "n_movies": len(movie_ids),
+        "n_train": int((~encoded["valid"]).sum()),
+        "n_valid": int(encoded["valid"].sum()),
+        "untitled_movies": int(table["untitled"].sum()),
+    }
     return encoded[["user", "movie", "rating", "valid"]], users, table, stats
 
 
@@ -37,8 +42,10 @@ def main() -> None:
         users.to_parquet(out / "users.parquet", index=False)
         table.to_parquet(out / "movies.parquet", index=False)
         write_json(out / "stats.json", stats)
-    print(f"prepared {stats['n_ratings']:,} ratings, {stats['n_users']:,} users, {stats['n_movies']:,} movies "
-          f"({stats['n_train']:,} train / {stats['n_valid']:,} valid)")
+    print(
+        f"prepared {stats['n_ratings']:,} ratings, {stats['n_users']:,} users, {stats['n_movies']:,} movies "
+        f"({stats['n_train']:,} train / {stats['n_valid']:,} valid)"
+    )
 
 
 if __name__ == "__main__":

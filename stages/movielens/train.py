@@ -1,4 +1,5 @@
 """movielens_train@<model>: fit one model from params.yaml movielens.models.<model>."""
+
 from __future__ import annotations
 
 import sys
@@ -36,13 +37,20 @@ def train(ratings: pd.DataFrame, n_users: int, n_movies: int, p: ModelParams, ex
         model.compile(optimizer=keras.optimizers.Adam(schedule.rate(0)), loss="mse", metrics=["mse"])
     callbacks = [schedule.callback(), *extra_callbacks]
     if p.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping("val_mse", patience=p.early_stopping_patience,
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping("val_mse", patience=p.early_stopping_patience, restore_best_weights=True)
+        )
     train_rows, valid_rows = ratings[~ratings["valid"]], ratings[ratings["valid"]]
     started = time.perf_counter()
-    history = model.fit(inputs(train_rows), train_rows["rating"].to_numpy("float32"), batch_size=p.batch_size,
-                        epochs=p.epochs, validation_data=(inputs(valid_rows), valid_rows["rating"].to_numpy("float32")),
-                        callbacks=callbacks, verbose=2)
+    history = model.fit(
+        inputs(train_rows),
+        train_rows["rating"].to_numpy("float32"),
+        batch_size=p.batch_size,
+        epochs=p.epochs,
+        validation_data=(inputs(valid_rows), valid_rows["rating"].to_numpy("float32")),
+        callbacks=callbacks,
+        verbose=2,
+    )
     seconds = time.perf_counter() - started
     epochs_run = len(history.history["loss"])
     return model, history.history, len(train_rows) * epochs_run / seconds
@@ -56,18 +64,24 @@ def main(name: str) -> None:
     ratings = pd.read_parquet(f"{PREPARED}/ratings.parquet")
     n_users = len(pd.read_parquet(f"{PREPARED}/users.parquet"))
     n_movies = len(pd.read_parquet(f"{PREPARED}/movies.parquet"))
-    with stage_run("movielens", f"movielens_train@{name}", params={"model": name, **mp.model_dump()},
-                   inputs=[PREPARED]) as run:
+    with stage_run(
+        "movielens", f"movielens_train@{name}", params={"model": name, **mp.model_dump()}, inputs=[PREPARED]
+    ) as run:
         data_hashes = dvc_hashes([PREPARED])  # read dvc.lock once: the dataset digest and the backup key
         run.log_dataset(ratings[~ratings["valid"]], "movielens-train", PREPARED, data_hashes[PREPARED])
         backup = resume_callbacks(f"movielens_train@{name}", {"params": mp.model_dump(), "data": data_hashes})
-        model, history, throughput = train(ratings, n_users, n_movies, mp,
-                                           extra_callbacks=[run.keras_callback(), *backup])
+        model, history, throughput = train(
+            ratings, n_users, n_movies, mp, extra_callbacks=[run.keras_callback(), *backup]
+        )
         best = int(np.argmin(history["val_mse"]))
-        summary = {"best_epoch": best + 1, "best_val_mse": float(history["val_mse"][best]),
-                   "train_ratings_per_s": throughput}
-        save_training_outputs(run, paths, name, model, history, summary,
-                              f"MovieLens {name}: MSE per epoch", ["mse", "val_mse"])
+        summary = {
+            "best_epoch": best + 1,
+            "best_val_mse": float(history["val_mse"][best]),
+            "train_ratings_per_s": throughput,
+        }
+        save_training_outputs(
+            run, paths, name, model, history, summary, f"MovieLens {name}: MSE per epoch", ["mse", "val_mse"]
+        )
     print(f"{name}: best val MSE {summary['best_val_mse']:.4f} at epoch {best + 1}, {throughput:,.0f} ratings/s")
 
 

@@ -1,4 +1,5 @@
 """Pure text functions: robust decoding, vocabularies, word tokens and training sequences."""
+
 from __future__ import annotations
 
 import re
@@ -30,15 +31,17 @@ def decode(data: bytes, errors: str = "repair", replacement: str = "\ufffd", whe
     except UnicodeDecodeError as err:
         if errors == "strict":
             line = data.count(b"\n", 0, err.start) + 1
-            raise StageError(f"{where}: not valid UTF-8 at byte {err.start} (line {line}): "
-                             f"{data[max(0, err.start - 20):err.end + 20]!r}. Fix the file, or set "
-                             "text.prepare.decode_errors to 'repair' or 'replace' in params.yaml") from None
+            raise StageError(
+                f"{where}: not valid UTF-8 at byte {err.start} (line {line}): "
+                f"{data[max(0, err.start - 20) : err.end + 20]!r}. Fix the file, or set "
+                "text.prepare.decode_errors to 'repair' or 'replace' in params.yaml"
+            ) from None
 
     def fix(match: re.Match) -> str:
         raw = match.group().encode("utf-8", "surrogateescape")
         out, i = [], 0
         while i < len(raw):
-            char = _unlowered(raw[i:i + 2]) if errors == "repair" else None
+            char = _unlowered(raw[i : i + 2]) if errors == "repair" else None
             if char:
                 out.append(char)
                 counts["repaired_chars"] += 1
@@ -65,8 +68,10 @@ def split_tail(text: str, valid_fraction: float) -> tuple[str, str]:
     """(training head, held-out tail of `valid_fraction` of the characters); both must be non-empty."""
     n_valid = round(len(text) * valid_fraction)
     if len(text) < 2 or n_valid == 0 or n_valid == len(text):
-        raise StageError(f"the corpus has {len(text)} character(s): too short to hold out {valid_fraction:.0%} for "
-                         "validation and keep the rest for training; use a longer corpus (text.source.url)")
+        raise StageError(
+            f"the corpus has {len(text)} character(s): too short to hold out {valid_fraction:.0%} for "
+            "validation and keep the rest for training; use a longer corpus (text.source.url)"
+        )
     return text[:-n_valid], text[-n_valid:]
 
 
@@ -88,7 +93,7 @@ def word_vocabulary(tokens: list[str], max_words: int, min_count: int) -> list[s
     """<unk> first, then the most frequent words (ties alphabetical) seen at least `min_count` times."""
     counts = Counter(tokens)
     ranked = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
-    return [UNKNOWN_WORD, *ranked[:max_words - 1]]
+    return [UNKNOWN_WORD, *ranked[: max_words - 1]]
 
 
 def encode_words(tokens: list[str], vocab: list[str]) -> np.ndarray:
@@ -103,12 +108,16 @@ def join_words(tokens: list[str]) -> str:
 def sequences(ids: np.ndarray, seq_len: int, stride: int, what: str = "text") -> tuple[np.ndarray, np.ndarray]:
     """Windows of `seq_len` tokens every `stride` tokens, and the same windows shifted by one (the next tokens)."""
     if seq_len < 1 or stride < 1:
-        raise StageError(f"sequence length and stride must be >= 1 (got seq_len={seq_len}, stride={stride}); "
-                         "fix text.models.<model> in params.yaml")
+        raise StageError(
+            f"sequence length and stride must be >= 1 (got seq_len={seq_len}, stride={stride}); "
+            "fix text.models.<model> in params.yaml"
+        )
     if len(ids) < seq_len + 1:
-        raise StageError(f"{what} has {len(ids)} token(s), fewer than one sequence of seq_len={seq_len} plus its "
-                         f"next token needs ({seq_len + 1}); use a longer corpus, a smaller seq_len, or (for the "
-                         "validation tail) a larger text.prepare.valid_fraction")
+        raise StageError(
+            f"{what} has {len(ids)} token(s), fewer than one sequence of seq_len={seq_len} plus its "
+            f"next token needs ({seq_len + 1}); use a longer corpus, a smaller seq_len, or (for the "
+            "validation tail) a larger text.prepare.valid_fraction"
+        )
     windows = np.lib.stride_tricks.sliding_window_view(ids, seq_len + 1)[::stride]
     return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
 

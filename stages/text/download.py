@@ -1,4 +1,5 @@
 """text_download: fetch the plain-text corpus (Nietzsche's Beyond Good and Evil by default)."""
+
 from __future__ import annotations
 
 from stages.common.cli import run_stage

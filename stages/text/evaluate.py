@@ -1,4 +1,5 @@
 """text_evaluate@<model>: validation loss, perplexity and bits per token; next-token probes; generated text."""
+
 from __future__ import annotations
 
 import math
@@ -36,11 +37,11 @@ def validation_loss(model, ids: np.ndarray, context: int, batch_size: int = 256)
         y = y[:, -1]
     total, count = 0.0, 0
     for start in range(0, len(x), batch_size):
-        probs = np.asarray(model.predict_on_batch(model_inputs(model, x[start:start + batch_size])), np.float64)
-        target = y[start:start + batch_size]
+        probs = np.asarray(model.predict_on_batch(model_inputs(model, x[start : start + batch_size])), np.float64)
+        target = y[start : start + batch_size]
         nll = -np.log(np.maximum(np.take_along_axis(probs, target[..., None], axis=-1)[..., 0], 1e-12))
         if every:
-            nll = nll[scored[start:start + batch_size]]
+            nll = nll[scored[start : start + batch_size]]
         total += float(nll.sum())
         count += nll.size
     return total / count, count
@@ -72,14 +73,29 @@ def probe(model, vocab: list[str], probes: list[tuple[str, str]], word_level: bo
         dist = next_distribution(model, [ids], index.get(" ", 0), context)[0]
         top = np.argsort(dist)[::-1][:3]
         p_expected = float(dist[index[expected]]) if expected in index else 0.0
-        results.append({"prefix": prefix, "expected": expected, "predicted": vocab[top[0]],
-                        "correct": vocab[top[0]] == expected, "p_expected": p_expected,
-                        "top3": {vocab[i]: float(dist[i]) for i in top}})
+        results.append(
+            {
+                "prefix": prefix,
+                "expected": expected,
+                "predicted": vocab[top[0]],
+                "correct": vocab[top[0]] == expected,
+                "p_expected": p_expected,
+                "top3": {vocab[i]: float(dist[i]) for i in top},
+            }
+        )
     return results
 
 
-def generate(model, seed_ids: list[int], length: int, temperatures: list[float], context: int, pad_id: int,
-             rng: np.random.Generator, banned: tuple[int, ...] = ()) -> list[list[int]]:
+def generate(
+    model,
+    seed_ids: list[int],
+    length: int,
+    temperatures: list[float],
+    context: int,
+    pad_id: int,
+    rng: np.random.Generator,
+    banned: tuple[int, ...] = (),
+) -> list[list[int]]:
     """Sample `length` tokens after `seed_ids` at each temperature (one batch row per temperature)."""
     sequences = [list(seed_ids) for _ in temperatures]
     inverse_t = 1.0 / np.array(temperatures)[:, None]
@@ -90,15 +106,20 @@ def generate(model, seed_ids: list[int], length: int, temperatures: list[float],
         probs /= probs.sum(axis=1, keepdims=True)
         for row, seq in zip(probs, sequences):
             seq.append(int(rng.choice(len(row), p=row)))
-    return [seq[len(seed_ids):] for seq in sequences]
+    return [seq[len(seed_ids) :] for seq in sequences]
 
 
 def evaluate(model, valid_ids: np.ndarray, vocab: list[str], context: int, word_level: bool, p: EvaluateParams):
     """Pure step: (metrics, probe results, {temperature: generated text})."""
     loss, scored = validation_loss(model, valid_ids, context)
     unit = "word" if word_level else "char"
-    metrics = {"val_loss": loss, "perplexity": math.exp(loss), f"bits_per_{unit}": loss / math.log(2),
-               "n_scored": scored, "context": fixed_context(model) or context}
+    metrics = {
+        "val_loss": loss,
+        "perplexity": math.exp(loss),
+        f"bits_per_{unit}": loss / math.log(2),
+        "n_scored": scored,
+        "context": fixed_context(model) or context,
+    }
     probes = probe(model, vocab, p.word_probes if word_level else p.probes, word_level, context)
     answered = [r for r in probes if "skipped" not in r]
     metrics.update(probes_correct=sum(r["correct"] for r in answered), probes_answered=len(answered))
@@ -110,11 +131,21 @@ def evaluate(model, valid_ids: np.ndarray, vocab: list[str], context: int, word_
         print(f"seed_text: {len(seed_tokens) - len(seed_ids)} character(s) outside the vocabulary left out")
     if not seed_ids:
         raise StageError(f"text.evaluate.seed_text {p.seed_text!r} has no {unit} of the vocabulary: change it")
-    generated = generate(model, seed_ids, p.sample_length, p.temperatures, context, index.get(" ", 0),
-                         np.random.default_rng(p.seed), banned=(0,) if word_level else ())
+    generated = generate(
+        model,
+        seed_ids,
+        p.sample_length,
+        p.temperatures,
+        context,
+        index.get(" ", 0),
+        np.random.default_rng(p.seed),
+        banned=(0,) if word_level else (),
+    )
     join = corpus.join_words if word_level else "".join
-    samples = {t: join([vocab[i] for i in seed_ids]) + (" " if word_level else "") + join([vocab[i] for i in ids])
-               for t, ids in zip(p.temperatures, generated)}
+    samples = {
+        t: join([vocab[i] for i in seed_ids]) + (" " if word_level else "") + join([vocab[i] for i in ids])
+        for t, ids in zip(p.temperatures, generated)
+    }
     return metrics, probes, samples
 
 
@@ -133,17 +164,25 @@ def main(name: str) -> None:
         for t, text in samples.items():
             write_text(out / f"temperature_{t}.txt", text + "\n")
     write_json(METRICS.format(name=name), metrics)
-    with stage_run("text", f"text_evaluate@{name}", params={"model": name, **p.evaluate.model_dump()},
-                   inputs=[PREPARED, model_path]) as run:
+    with stage_run(
+        "text",
+        f"text_evaluate@{name}",
+        params={"model": name, **p.evaluate.model_dump()},
+        inputs=[PREPARED, model_path],
+    ) as run:
         run.log_metrics(metrics)
         for path in sorted(Path(out_dir).iterdir()):
             run.log_artifact(path, f"samples/{name}")
     unit = "word" if word_level else "char"
-    print(f"{name}: validation loss {metrics['val_loss']:.4f} nats/{unit}, perplexity {metrics['perplexity']:.2f}, "
-          f"{metrics[f'bits_per_{unit}']:.3f} bits/{unit} ({metrics['n_scored']:,} {unit}s scored)")
+    print(
+        f"{name}: validation loss {metrics['val_loss']:.4f} nats/{unit}, perplexity {metrics['perplexity']:.2f}, "
+        f"{metrics[f'bits_per_{unit}']:.3f} bits/{unit} ({metrics['n_scored']:,} {unit}s scored)"
+    )
     for r in probes:
-        print(f"  {r['prefix']!r} -> " + (r.get("skipped") or f"{r['predicted']!r} (expected {r['expected']!r}, "
-                                           f"p={r['p_expected']:.2f})"))
+        print(
+            f"  {r['prefix']!r} -> "
+            + (r.get("skipped") or f"{r['predicted']!r} (expected {r['expected']!r}, p={r['p_expected']:.2f})")
+        )
     for t, text in samples.items():
         print(f"  temperature {t}: {text[:160]!r}")
 

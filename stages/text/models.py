@@ -1,4 +1,5 @@
 """The lesson's character models and the LSTM language models, as Keras functional-API builders."""
+
 from __future__ import annotations
 
 import keras
@@ -6,8 +7,9 @@ import numpy as np
 from keras import layers
 
 
-def merge_model(vocab_size: int, seq_len: int, embedding: int = 42, hidden: int = 256,
-                unrolled: bool = False) -> keras.Model:
+def merge_model(
+    vocab_size: int, seq_len: int, embedding: int = 42, hidden: int = 256, unrolled: bool = False
+) -> keras.Model:
     """fast.ai's drawing: each character embedded by its own input, one shared input-to-hidden layer (green arrow),
     one shared hidden-to-hidden layer (orange arrow), merged by sum, softmax over the vocabulary (blue arrow).
 
@@ -17,8 +19,12 @@ def merge_model(vocab_size: int, seq_len: int, embedding: int = 42, hidden: int 
     chars = [keras.Input(shape=(), dtype="int32", name=f"c{i + 1}") for i in range(seq_len)]
     embedded = [layers.Embedding(vocab_size, embedding, name=f"c{i + 1}_embedding")(c) for i, c in enumerate(chars)]
     dense_in = layers.Dense(hidden, activation="relu", name="dense_in")
-    dense_hidden = layers.Dense(hidden, activation="relu" if unrolled else "tanh", name="dense_hidden",
-                                kernel_initializer="identity" if unrolled else "glorot_uniform")
+    dense_hidden = layers.Dense(
+        hidden,
+        activation="relu" if unrolled else "tanh",
+        name="dense_hidden",
+        kernel_initializer="identity" if unrolled else "glorot_uniform",
+    )
     dense_out = layers.Dense(vocab_size, activation="softmax", name="dense_out")
     state = dense_in(embedded[0])
     for i, char in enumerate(embedded[1:], start=2):
@@ -35,8 +41,9 @@ def simple_rnn_model(vocab_size: int, seq_len: int, embedding: int = 42, hidden:
     return keras.Model(chars, layers.Dense(vocab_size, activation="softmax", name="next")(x), name="simple_rnn")
 
 
-def lstm_model(vocab_size: int, embedding: int = 24, units: tuple[int, ...] = (256, 256),
-               dropout: float = 0.1) -> keras.Model:
+def lstm_model(
+    vocab_size: int, embedding: int = 24, units: tuple[int, ...] = (256, 256), dropout: float = 0.1
+) -> keras.Model:
     """Stacked LSTMs predicting the next token at every position (stateless sequence-to-sequence training).
 
     Any sequence length works at prediction time, so sampling can use more or less context than training did.

@@ -1,7 +1,8 @@
 """Schema of the `text` section of params.yaml (fast.ai's character and word models on Nietzsche)."""
+
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -10,7 +11,8 @@ from stages.common.params import Schema, Source, load_params
 
 class PrepareParams(Schema):
     decode_errors: Literal["repair", "replace", "strict"] = Field(
-        description="undecodable UTF-8: repair Latin-1-lowercased lead bytes (else replace), replace, or stop")
+        description="undecodable UTF-8: repair Latin-1-lowercased lead bytes (else replace), replace, or stop"
+    )
     replacement: str = Field(min_length=1, max_length=1, description="the character an undecodable byte becomes")
     lowercase: bool
     valid_fraction: float = Field(gt=0, lt=1, description="the held-out tail of the text, for validation")
@@ -24,8 +26,9 @@ class TrainParams(Schema):
     epochs: int = Field(ge=1, le=1000)
     batch_size: int = Field(ge=1)
     lr_schedule: list[tuple[int, float]] = Field(min_length=1, description="[[first_epoch, learning_rate], ...]")
-    max_minutes: float | None = Field(default=None, gt=0,
-                                      description="stop training once this many minutes have passed; null: all epochs")
+    max_minutes: float | None = Field(
+        default=None, gt=0, description="stop training once this many minutes have passed; null: all epochs"
+    )
     seed: int = Field(ge=0)
 
     @model_validator(mode="after")
@@ -39,6 +42,7 @@ class TrainParams(Schema):
 
 class MergeParams(TrainParams):
     """The lesson's hand-unrolled graph: per-position embeddings, shared input and hidden dense layers, sum merges."""
+
     kind: Literal["three_char", "unrolled"]
     embedding: int = Field(ge=1)
     hidden: int = Field(ge=1)
@@ -46,8 +50,10 @@ class MergeParams(TrainParams):
     @model_validator(mode="after")
     def _three(self):
         if self.kind == "three_char" and self.seq_len != 3:
-            raise ValueError(f"the three_char model reads exactly 3 characters (seq_len: 3), got "
-                             f"seq_len={self.seq_len}; use kind: unrolled for other lengths")
+            raise ValueError(
+                f"the three_char model reads exactly 3 characters (seq_len: 3), got "
+                f"seq_len={self.seq_len}; use kind: unrolled for other lengths"
+            )
         return self
 
 
@@ -59,13 +65,14 @@ class SimpleRNNParams(TrainParams):
 
 class LSTMParams(TrainParams):
     """Stacked LSTM language model predicting every next token of a sequence."""
+
     kind: Literal["char_lstm", "word_lstm"]
     embedding: int = Field(ge=1)
     units: list[int] = Field(min_length=1, description="one LSTM layer per entry")
     dropout: float = Field(ge=0, lt=1)
 
 
-ModelParams = Annotated[Union[MergeParams, SimpleRNNParams, LSTMParams], Field(discriminator="kind")]
+ModelParams = Annotated[MergeParams | SimpleRNNParams | LSTMParams, Field(discriminator="kind")]
 
 
 def is_word_model(p: TrainParams) -> bool:
@@ -78,8 +85,9 @@ class EvaluateParams(Schema):
     word_probes: list[tuple[str, str]] = Field(description="[prefix, expected next word] for word models")
     seed_text: str = Field(min_length=1, description="generation starts from this text")
     temperatures: list[float] = Field(min_length=1)
-    sample_length: int = Field(ge=1, le=100_000,
-                               description="characters (words for word models) generated per temperature")
+    sample_length: int = Field(
+        ge=1, le=100_000, description="characters (words for word models) generated per temperature"
+    )
     seed: int = Field(ge=0)
 
     @model_validator(mode="after")

@@ -1,5 +1,6 @@
 """Where the text stages read and write: the paths dvc.yaml declares, written once here
 (tests/test_stage_deps.py holds dvc.yaml to them). `{name}` is a model's key under text.models."""
+
 RAW = "data/text/raw"
 CORPUS = f"{RAW}/corpus.txt"
 PREPARED = "data/text/prepared"

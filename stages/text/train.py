@@ -1,4 +1,5 @@
 """text_train@<model>: fit one model from params.yaml text.models.<model> on the prepared ids."""
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,10 @@ def epoch_timer(max_minutes: float | None):
             self.batches += 1
             elapsed = self.seconds + time.perf_counter() - self.started
             if max_minutes is not None and elapsed > max_minutes * 60 and not self.model.stop_training:
-                print(f"stopping at batch {batch + 1}: {elapsed / 60:.1f} min of training reached "
-                      f"max_minutes={max_minutes}")
+                print(
+                    f"stopping at batch {batch + 1}: {elapsed / 60:.1f} min of training reached "
+                    f"max_minutes={max_minutes}"
+                )
                 self.model.stop_training = True
 
         def on_test_begin(self, logs=None):
@@ -71,15 +74,24 @@ def train(train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int, p, extr
     schedule = LearningRateSchedule(p.lr_schedule)
     model.compile(optimizer=keras.optimizers.Adam(schedule.rate(0)), loss="sparse_categorical_crossentropy")
     timer = epoch_timer(p.max_minutes)
-    history = model.fit(model_inputs(model, x), y, batch_size=p.batch_size, epochs=p.epochs,
-                        validation_data=(model_inputs(model, x_valid), y_valid),
-                        callbacks=[schedule.callback(), timer, *extra_callbacks], verbose=2)
+    history = model.fit(
+        model_inputs(model, x),
+        y,
+        batch_size=p.batch_size,
+        epochs=p.epochs,
+        validation_data=(model_inputs(model, x_valid), y_valid),
+        callbacks=[schedule.callback(), timer, *extra_callbacks],
+        verbose=2,
+    )
     full_epochs, partial_batches = divmod(timer.batches, math.ceil(len(x) / p.batch_size))
     sequences_seen = full_epochs * len(x) + partial_batches * p.batch_size
-    speed = {"train_seconds": timer.seconds, "epochs_run": len(history.history["loss"]),
-             "epochs_trained": sequences_seen / len(x),  # fractional when max_minutes stopped inside an epoch
-             "train_tokens_per_s": sequences_seen * x.shape[1] / timer.seconds,
-             "train_targets_per_s": sequences_seen * (y.size // len(y)) / timer.seconds}
+    speed = {
+        "train_seconds": timer.seconds,
+        "epochs_run": len(history.history["loss"]),
+        "epochs_trained": sequences_seen / len(x),  # fractional when max_minutes stopped inside an epoch
+        "train_tokens_per_s": sequences_seen * x.shape[1] / timer.seconds,
+        "train_targets_per_s": sequences_seen * (y.size // len(y)) / timer.seconds,
+    }
     return model, history.history, speed
 
 
@@ -93,13 +105,27 @@ def main(name: str) -> None:
     with stage_run("text", f"text_train@{name}", params={"model": name, **mp.model_dump()}, inputs=[PREPARED]) as run:
         model, history, speed = train(train_ids, valid_ids, len(vocab), mp, extra_callbacks=[run.keras_callback()])
         tokens_per_s = speed.pop("train_tokens_per_s")
-        summary = {"final_loss": float(history["loss"][-1]), "final_val_loss": float(history["val_loss"][-1]),
-                   **speed, f"train_{unit}_per_s": tokens_per_s}
-        save_training_outputs(run, paths, name, model, history, summary,
-                              f"{name}: cross-entropy (nats per {unit[:-1]}) per epoch", ["loss", "val_loss"])
-    print(f"{name}: final loss {summary['final_loss']:.4f}, val loss {summary['final_val_loss']:.4f} "
-          f"after {speed['epochs_trained']:.2f} epoch(s), {speed['train_seconds']:.0f} s of training, "
-          f"{tokens_per_s:,.0f} {unit}/s")
+        summary = {
+            "final_loss": float(history["loss"][-1]),
+            "final_val_loss": float(history["val_loss"][-1]),
+            **speed,
+            f"train_{unit}_per_s": tokens_per_s,
+        }
+        save_training_outputs(
+            run,
+            paths,
+            name,
+            model,
+            history,
+            summary,
+            f"{name}: cross-entropy (nats per {unit[:-1]}) per epoch",
+            ["loss", "val_loss"],
+        )
+    print(
+        f"{name}: final loss {summary['final_loss']:.4f}, val loss {summary['final_val_loss']:.4f} "
+        f"after {speed['epochs_trained']:.2f} epoch(s), {speed['train_seconds']:.0f} s of training, "
+        f"{tokens_per_s:,.0f} {unit}/s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Generated pet photos and archives laid out like kagglecatsanddogs_5340.zip (PetImages/<class>/<photo>)."""
+
 from __future__ import annotations
 
 import io
@@ -63,15 +64,19 @@ def zipped(raw: Path, reverse: bool = False, root_files: dict[str, bytes] | None
 
 # kagglecatsanddogs_5340.zip's oddities (../shared/canonical-sources.md), path under PetImages -> bytes
 RELEASE_ODDITIES = {
-    "Cat/Thumbs.db": THUMBS_DB, "Dog/Thumbs.db": THUMBS_DB,
-    "Cat/666.jpg": b"", "Dog/11702.jpg": b"",  # the release's two zero-byte files
+    "Cat/Thumbs.db": THUMBS_DB,
+    "Dog/Thumbs.db": THUMBS_DB,
+    "Cat/666.jpg": b"",
+    "Dog/11702.jpg": b"",  # the release's two zero-byte files
     "Cat/cmyk.jpg": jpeg((0, 255, 255, 0), mode="CMYK"),
     "Dog/grey.jpg": jpeg(90, mode="L"),
     "Dog/png_named.jpg": png((60, 90, 190)),  # a PNG with a .jpg name
 }
 # the files the release holds at the archive root, next to PetImages/
-RELEASE_ROOT_FILES = {"readme[1].txt": b"Dogs vs. Cats images, Microsoft Research\r\n",
-                      "CDLA-Permissive-2.0.pdf": b"%PDF-1.5\n% Community Data License Agreement\n%%EOF\n"}
+RELEASE_ROOT_FILES = {
+    "readme[1].txt": b"Dogs vs. Cats images, Microsoft Research\r\n",
+    "CDLA-Permissive-2.0.pdf": b"%PDF-1.5\n% Community Data License Agreement\n%%EOF\n",
+}
 
 
 def release_pet_archive(root: Path, n_per_class: int = 8) -> bytes:

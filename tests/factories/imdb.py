@@ -1,4 +1,5 @@
 """Small generated IMDB review archives and GloVe archives whose words match the reviews' vocabulary."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,9 @@ def review(rng: random.Random, label: int) -> str:
     return " ".join(body).capitalize() + ".<br /><br />" + rng.choice(mood).upper() + "!"
 
 
-def imdb_archive(n_per_class: int, extra: dict[str, bytes] | None = None, without: str | None = None,
-                 full_layout: bool = False) -> bytes:
+def imdb_archive(
+    n_per_class: int, extra: dict[str, bytes] | None = None, without: str | None = None, full_layout: bool = False
+) -> bytes:
     """A tar.gz laid out like aclImdb_v1.tar.gz: `extra` members added, the `without` folder left out.
 
     `full_layout`: also everything else the released archive holds (README, imdbEr.txt, the bag-of-words
@@ -54,12 +56,16 @@ def _released_extras(n_per_class: int) -> dict[str, bytes]:
     vocabulary = NEUTRAL + POSITIVE + NEGATIVE
     n_unsup = 4 * n_per_class
     bag = "".join(f"{7 if i % 2 else 2} 0:3 1:1 {2 + i % 20}:2\n" for i in range(2 * n_per_class)).encode()
-    urls = lambda n: "".join(f"http://www.imdb.com/title/tt{i:07d}/usercomments\n" for i in range(n)).encode()
+
+    def urls(n: int) -> bytes:
+        return "".join(f"http://www.imdb.com/title/tt{i:07d}/usercomments\n" for i in range(n)).encode()
+
     members = {
         "aclImdb/README": b"Large Movie Review Dataset v1.0\n\nThe core dataset contains 50,000 reviews.\n",
         "aclImdb/imdb.vocab": "".join(f"{w}\n" for w in vocabulary).encode(),
         "aclImdb/imdbEr.txt": "".join(f"{0.1 * (i - 12):.4f}\n" for i in range(len(vocabulary))).encode(),
-        "aclImdb/train/labeledBow.feat": bag, "aclImdb/test/labeledBow.feat": bag,
+        "aclImdb/train/labeledBow.feat": bag,
+        "aclImdb/test/labeledBow.feat": bag,
         "aclImdb/train/unsupBow.feat": "".join(f"0 0:{i + 1}\n" for i in range(n_unsup)).encode(),
         "aclImdb/train/urls_unsup.txt": urls(n_unsup),
     }

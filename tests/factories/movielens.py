@@ -1,4 +1,5 @@
 """Small generated MovieLens archives with real structure (users like some genres), in each variant's format."""
+
 from __future__ import annotations
 
 import io
@@ -23,8 +24,14 @@ def ratings_table(n_users: int = 40, n_movies: int = 60, per_user: int = 30, see
 ACCENTED_TITLE = "Misérables, Les (1995)"  # a real title; ml-100k and ml-1m spell it in Latin-1
 
 
-def movielens_zip(rows=None, empty_titles: int = 2, dataset: str = "ml-latest-small",
-                  full_layout: bool = False) -> bytes:
+def _u_data_line(user: int, movie: int, rating: float, timestamp: int) -> str:
+    """ml-100k's u.data format: tab-separated, whole-star ratings."""
+    return f"{user}\t{movie}\t{max(1, round(rating))}\t{timestamp}\n"
+
+
+def movielens_zip(
+    rows=None, empty_titles: int = 2, dataset: str = "ml-latest-small", full_layout: bool = False
+) -> bytes:
     """A zip laid out like the named variant; the first `empty_titles` movies have an empty title.
 
     `full_layout`: the archive as released, with the files the readers do not use (README, links and tags;
@@ -40,38 +47,57 @@ def movielens_zip(rows=None, empty_titles: int = 2, dataset: str = "ml-latest-sm
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         if dataset in ("ml-latest-small", "ml-25m"):
-            zf.writestr(f"{dataset}/ratings.csv", "userId,movieId,rating,timestamp\n"
-                        + "".join(f"{u},{m},{r},{t}\n" for u, m, r, t in rows))
-            zf.writestr(f"{dataset}/movies.csv", "movieId,title,genres\n"
-                        + "".join(f'{m},"{t}",Drama\n' for m, t in titles.items()))
+            zf.writestr(
+                f"{dataset}/ratings.csv",
+                "userId,movieId,rating,timestamp\n" + "".join(f"{u},{m},{r},{t}\n" for u, m, r, t in rows),
+            )
+            zf.writestr(
+                f"{dataset}/movies.csv",
+                "movieId,title,genres\n" + "".join(f'{m},"{t}",Drama\n' for m, t in titles.items()),
+            )
             if full_layout:
-                zf.writestr(f"{dataset}/README.txt", "Summary\n=======\nThis dataset (ml-latest-small) describes "
-                            "5-star rating and free-text tagging activity from MovieLens.\n")
-                zf.writestr(f"{dataset}/links.csv", "movieId,imdbId,tmdbId\n"
-                            + "".join(f"{m},{114709 + m:07d},{862 + m}\n" for m in movie_ids))
-                zf.writestr(f"{dataset}/tags.csv", "userId,movieId,tag,timestamp\n"
-                            + "".join(f'{u},{m},"{tag}",{t}\n' for (u, m, _, t), tag
-                                      in zip(rows[::7], ["funny", "Café, Paris", "dark comedy"] * len(rows))))
+                zf.writestr(
+                    f"{dataset}/README.txt",
+                    "Summary\n=======\nThis dataset (ml-latest-small) describes "
+                    "5-star rating and free-text tagging activity from MovieLens.\n",
+                )
+                zf.writestr(
+                    f"{dataset}/links.csv",
+                    "movieId,imdbId,tmdbId\n" + "".join(f"{m},{114709 + m:07d},{862 + m}\n" for m in movie_ids),
+                )
+                zf.writestr(
+                    f"{dataset}/tags.csv",
+                    "userId,movieId,tag,timestamp\n"
+                    + "".join(
+                        f'{u},{m},"{tag}",{t}\n'
+                        for (u, m, _, t), tag in zip(rows[::7], ["funny", "Café, Paris", "dark comedy"] * len(rows))
+                    ),
+                )
         elif dataset == "ml-100k":
-            line = lambda u, m, r, t: f"{u}\t{m}\t{max(1, round(r))}\t{t}\n"
-            zf.writestr("ml-100k/u.data", "".join(line(*row) for row in rows))
+            zf.writestr("ml-100k/u.data", "".join(_u_data_line(*row) for row in rows))
             genres = "|0" * 19 if full_layout else "|0|1"  # the release: 19 genre flags
-            zf.writestr("ml-100k/u.item", "".join(f"{m}|{t}|01-Jan-1995||http://x{genres}\n"
-                                                  for m, t in titles.items()).encode("latin-1"))
+            zf.writestr(
+                "ml-100k/u.item",
+                "".join(f"{m}|{t}|01-Jan-1995||http://x{genres}\n" for m, t in titles.items()).encode("latin-1"),
+            )
             if full_layout:
                 zf.writestr("ml-100k/README", "SUMMARY & USAGE LICENSE\n=======================\n")
                 zf.writestr("ml-100k/u.info", f"{len(users)} users\n{len(movie_ids)} items\n{len(rows)} ratings\n")
                 zf.writestr("ml-100k/u.genre", "unknown|0\nAction|1\nDrama|8\n\n")
-                zf.writestr("ml-100k/u.user", "".join(f"{u}|{18 + u % 50}|{'MF'[u % 2]}|student|{10000 + u}\n"
-                                                      for u in users))
+                zf.writestr(
+                    "ml-100k/u.user", "".join(f"{u}|{18 + u % 50}|{'MF'[u % 2]}|student|{10000 + u}\n" for u in users)
+                )
                 # the splits hold the same ratings again: reading them too would double the counts
-                for name, keep in (("u1.base", lambda i: i % 5), ("u1.test", lambda i: not i % 5),
-                                   ("ua.base", lambda i: i % 10), ("ua.test", lambda i: not i % 10)):
-                    zf.writestr(f"ml-100k/{name}", "".join(line(*row) for i, row in enumerate(rows) if keep(i)))
+                for name, keep in (
+                    ("u1.base", lambda i: i % 5),
+                    ("u1.test", lambda i: not i % 5),
+                    ("ua.base", lambda i: i % 10),
+                    ("ua.test", lambda i: not i % 10),
+                ):
+                    zf.writestr(f"ml-100k/{name}", "".join(_u_data_line(*row) for i, row in enumerate(rows) if keep(i)))
         elif dataset == "ml-1m":
             zf.writestr("ml-1m/ratings.dat", "".join(f"{u}::{m}::{max(1, round(r))}::{t}\n" for u, m, r, t in rows))
-            zf.writestr("ml-1m/movies.dat", "".join(f"{m}::{t}::Drama\n" for m, t in titles.items())
-                        .encode("latin-1"))
+            zf.writestr("ml-1m/movies.dat", "".join(f"{m}::{t}::Drama\n" for m, t in titles.items()).encode("latin-1"))
             if full_layout:
                 zf.writestr("ml-1m/README", "SUMMARY\n================================================\n")
                 zf.writestr("ml-1m/users.dat", "".join(f"{u}::{'MF'[u % 2]}::25::4::{10000 + u}\n" for u in users))
@@ -79,18 +105,33 @@ def movielens_zip(rows=None, empty_titles: int = 2, dataset: str = "ml-latest-sm
 
 
 TARGETS = ["movielens_analyze", "movielens_evaluate", "movielens_baselines"]
-CHAIN = ["movielens_download", "movielens_prepare", "movielens_baselines", "movielens_train@dot",
-         "movielens_train@bias", "movielens_train@nn", "movielens_evaluate@dot", "movielens_evaluate@bias",
-         "movielens_evaluate@nn", "movielens_analyze"]
+CHAIN = [
+    "movielens_download",
+    "movielens_prepare",
+    "movielens_baselines",
+    "movielens_train@dot",
+    "movielens_train@bias",
+    "movielens_train@nn",
+    "movielens_evaluate@dot",
+    "movielens_evaluate@bias",
+    "movielens_evaluate@nn",
+    "movielens_analyze",
+]
 
 
 def small_movielens(project, http_server) -> None:
     """Serve generated ratings and size the three models to train in seconds."""
     url, sha = http_server.add("ml-latest-small.zip", movielens_zip())
-    updates = {"movielens.sources.ml-latest-small": {"url": url, "sha256": sha},
-               "movielens.analyze.top_movies": 20, "movielens.analyze.n_plotted": 10,
-               "movielens.analyze.n_extremes": 3}
+    updates = {
+        "movielens.sources.ml-latest-small": {"url": url, "sha256": sha},
+        "movielens.analyze.top_movies": 20,
+        "movielens.analyze.n_plotted": 10,
+        "movielens.analyze.n_extremes": 3,
+    }
     for name in ("dot", "bias", "nn"):
-        updates |= {f"movielens.models.{name}.epochs": 2, f"movielens.models.{name}.factors": 4,
-                    f"movielens.models.{name}.batch_size": 64}
+        updates |= {
+            f"movielens.models.{name}.epochs": 2,
+            f"movielens.models.{name}.factors": 4,
+            f"movielens.models.{name}.batch_size": 64,
+        }
     project.set_params(updates)
