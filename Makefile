@@ -11,6 +11,8 @@ WITH_DEFAULTS := $(BIN)/python -m stages.common.environment
 # TensorFlow build: cpu by default, `make install GPU=1` for tensorflow[and-cuda] (exclusive extras in uv.lock)
 TF_BUILD := $(if $(GPU),gpu,cpu)
 UV_VERSION := 0.13.9
+# Test workers: one per core (the tests are mostly subprocesses that each keep one core busy)
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: install run test check ui bench docs plots clean
 
@@ -32,7 +34,7 @@ run: install
 
 # The whole suite (what CI runs; the 15 slowest tests are listed at the end)
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The inner loop, about 2 minutes: lint, format, the stage deps, and the tests marked not slow (no pipeline run,
 # no server, no TensorFlow stage process)
@@ -40,7 +42,7 @@ check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pipelines.stage_deps
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS)
 
 ui: install
 	$(WITH_DEFAULTS) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db

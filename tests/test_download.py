@@ -335,6 +335,7 @@ def test_unsupported_scheme_is_a_clear_error(tmp_path, url):
         fetch(Source(url=url, sha256=SHA), tmp_path / "x.zip")
 
 
+@pytest.mark.slow
 def test_a_real_download_stage_trusts_on_first_use_and_dvc_records_the_hash(project, http_server):
     """text_download with no checksum on record: the first run records the sha256 in sources.lock.yaml, which is
     the stage's param, so `dvc status` is clean after it; a changed file at the URL is then refused."""
@@ -359,6 +360,7 @@ def test_a_real_download_stage_trusts_on_first_use_and_dvc_records_the_hash(proj
     assert not (project.root / "data/text/raw/corpus.txt").exists()
 
 
+@pytest.mark.slow
 def test_switching_the_mirror_never_restores_another_mirrors_file_from_the_run_cache(project, tmp_path):
     def mirror(name: str, data: bytes) -> str:
         folder = tmp_path / name

@@ -59,6 +59,7 @@ def test_a_dvc_whose_internals_changed_is_refused_naming_each_missing_one(monkey
     assert "make install" in message and "dvc repro" in message
 
 
+@pytest.mark.slow
 def test_a_stage_process_keeps_tensorflows_import_noise_out_of_the_terminal_and_its_errors_in(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     noisy = subprocess.run(

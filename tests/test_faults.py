@@ -145,6 +145,7 @@ def test_unreachable_mlflow_costs_no_output_and_relogging_works(prepared):
     assert out == ["FINISHED", "True"]  # the re-logged run is complete
 
 
+@pytest.mark.slow
 def test_tracking_gives_up_on_a_dead_server_in_seconds(tmp_path):
     code = textwrap.dedent("""
         import time, mlflow
@@ -167,6 +168,7 @@ def test_tracking_gives_up_on_a_dead_server_in_seconds(tmp_path):
     assert float(elapsed) < 20  # MLflow's own defaults (7 retries, backoff x2) would retry for over 4 minutes
 
 
+@pytest.mark.slow
 def test_a_stage_that_loses_the_experiment_creation_race_still_tracks_into_its_experiment(tmp_path):
     """Two stages starting together both find no experiment and both create it; MLflow hands the loser the
     experiment without activating it. Simulated here: the lookup misses once while the experiment exists."""
@@ -192,6 +194,7 @@ def test_a_stage_that_loses_the_experiment_creation_race_still_tracks_into_its_e
     assert used == created  # not "0", MLflow's Default experiment
 
 
+@pytest.mark.slow
 def test_a_benchmarks_throwaway_mlflow_store_takes_its_runs_and_leaves_the_users_store_and_disk_alone(tmp_path):
     code = textwrap.dedent("""
         import os, mlflow

@@ -149,6 +149,7 @@ def test_disk_full_during_each_writer_is_a_clear_error_and_keeps_previous_output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in small.values())  # no temp files
 
 
+@pytest.mark.slow
 def test_disk_full_in_a_real_stage_keeps_its_previous_output(tmp_path):
     """movielens_prepare run for real with a full disk: exit 1, one clear line, the earlier output untouched."""
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")

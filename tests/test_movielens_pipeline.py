@@ -13,7 +13,8 @@ import yaml
 from tests.conftest import clone_project
 from tests.factories.movielens import CHAIN, TARGETS
 
-pytestmark = pytest.mark.slow
+# the session's MovieLens chain is built once per test worker: keep its users on one
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("movielens_chain")]
 
 
 def stale_stages(project) -> set[str]:

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import clone_project
 
-pytestmark = pytest.mark.slow
+# the session's MovieLens chain is built once per test worker: keep its users on one
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("movielens_chain")]
 MODEL = "data/movielens/models/bias.keras"
 DOWNSTREAM = ["movielens_evaluate@bias", "movielens_analyze"]
 

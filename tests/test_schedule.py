@@ -60,7 +60,7 @@ def test_scheduled_runs_execute_and_a_rerun_trains_nothing(project, http_server,
     project.set_params({"movielens.sources.ml-latest-small": {"url": url, "sha256": sha}})
     env = {**project.env, "PREFECT_API_URL": prefect_api}
     serve = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serve", "--interval", "20", "--targets", "movielens_prepare"],
+        [sys.executable, "-m", "pipelines.serve", "--interval", "10", "--targets", "movielens_prepare"],
         cwd=project.root,
         env=env,
         stdout=subprocess.DEVNULL,
