@@ -34,7 +34,7 @@ run: install
 
 # The whole suite (what CI runs; the 15 slowest tests are listed at the end)
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The inner loop, about 2 minutes: lint, format, the stage deps, and the tests marked not slow (no pipeline run,
 # no server, no TensorFlow stage process)

@@ -13,6 +13,7 @@ lock" and touches nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -133,7 +134,27 @@ class DvcRunner:
         from dvc.repo import lock_repo
 
         with lock_repo(self.repo):
+            self._repair_rwlock()
             yield
+
+    def _repair_rwlock(self) -> None:
+        """DVC rewrites .dvc/tmp/rwlock in place, so a process killed mid-write (kill -9, a crash) can leave it
+        truncated, and every later DVC command then fails with "JSON structure is corrupted". Called with the repo
+        lock held, i.e. with no other DVC process running in this repository, so no entry in it can be live."""
+        path = self.root / ".dvc" / "tmp" / "rwlock"
+        try:
+            json.loads(path.read_text(encoding="utf-8") or "null")
+        except FileNotFoundError:
+            return
+        except (ValueError, UnicodeDecodeError):
+            print(
+                f"WARNING: {path} was left unreadable by an interrupted DVC process; no DVC process holds it now, "
+                "so it is reset",
+                file=sys.stderr,
+            )
+            atomic_write = path.with_name(path.name + ".tmp")
+            atomic_write.write_text("{}", encoding="utf-8")
+            os.replace(atomic_write, path)
 
     def _stage(self, name: str):
         """The stage as DVC loads it. Until this run first writes dvc.lock, one index load serves every stage

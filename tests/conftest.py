@@ -157,19 +157,33 @@ def project(tmp_path) -> Project:
 
 @pytest.fixture(scope="session")
 def movielens_chain(tmp_path_factory, prefect_api) -> Project:
-    """The tiny MovieLens chain (all 10 stages, generated ratings) reproduced once per test session by the Prefect
-    flow, whose output is kept as `flow_log`. Tests that only read it share it; a test that changes anything works
+    """The tiny MovieLens chain (all 10 stages, generated ratings) reproduced once per test run by the Prefect flow,
+    whose output is kept as `flow_log`. Under pytest-xdist the first worker to need it builds it and the others wait
+    for it (a file lock in the run's shared temporary folder). Tests only read it; a test that changes anything works
     on a `clone_project` of it."""
+    from filelock import FileLock
+
     from tests.factories.movielens import TARGETS, small_movielens
 
-    server = LoopbackServer(tmp_path_factory.mktemp("www-movielens"))
-    proj = new_project(tmp_path_factory.mktemp("movielens-chain") / "project")
-    small_movielens(proj, server)
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    root, done = shared / "movielens-chain" / "project", shared / "movielens-chain" / "flow.log"
+    with FileLock(str(shared / "movielens-chain.lock")):
+        if not done.exists():
+            server = LoopbackServer(tmp_path_factory.mktemp("www-movielens"))
+            try:
+                proj = new_project(root)
+                small_movielens(proj, server)
+                proj.env["PREFECT_API_URL"] = prefect_api
+                flow = proj.run(sys.executable, "-m", "pipelines.flow", *TARGETS)
+            finally:
+                server.close()  # the chain's download is done: its clones find it up to date
+            done.write_text(flow.stdout + flow.stderr)
+    proj = Project(root)
     proj.env["PREFECT_API_URL"] = prefect_api
-    flow = proj.run(sys.executable, "-m", "pipelines.flow", *TARGETS)
-    proj.flow_log = flow.stdout + flow.stderr
-    yield proj
-    server.close()
+    proj.flow_log = done.read_text()
+    return proj
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,7 @@ import yaml
 from tests.conftest import clone_project
 from tests.factories.movielens import CHAIN, TARGETS
 
-# the session's MovieLens chain is built once per test worker: keep its users on one
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("movielens_chain")]
+pytestmark = pytest.mark.slow
 
 
 def stale_stages(project) -> set[str]:

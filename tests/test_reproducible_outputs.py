@@ -11,8 +11,7 @@ import pytest
 
 from tests.conftest import clone_project
 
-# the session's MovieLens chain is built once per test worker: keep its users on one
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("movielens_chain")]
+pytestmark = pytest.mark.slow
 MODEL = "data/movielens/models/bias.keras"
 DOWNSTREAM = ["movielens_evaluate@bias", "movielens_analyze"]
 

@@ -119,3 +119,15 @@ def test_stage_output_streams_lines_and_throttled_progress_bar_redraws(tmp_path)
     assert code == 0
     assert seen == ["start", "bar 0", "bar 199", "done", "last"]
     assert tail.splitlines() == seen
+
+
+def test_a_rwlock_file_left_truncated_by_a_killed_process_is_reset_once_the_runner_holds_the_lock(tmp_path, capsys):
+    root = toy_project(tmp_path, CHAIN)
+    (root / ".dvc/tmp").mkdir(exist_ok=True)
+    (root / ".dvc/tmp/rwlock").write_text('{"write": {"data/fir')  # a kill in the middle of DVC's own rewrite
+    assert "JSON structure is corrupted" in dvc(root, "repro", "first", check=False).stderr  # plain DVC is stuck
+    runner = DvcRunner(root)
+    with runner.hold_lock():
+        assert reproduce(runner, "first") == "run"
+    assert "left unreadable by an interrupted DVC process" in capsys.readouterr().err
+    assert json.loads(dvc(root, "status", "--json", "first").stdout) == {}

@@ -103,7 +103,6 @@ def importers(module: str, stages: list[str], root: Path) -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("movielens_chain")  # the session's chain is built once per test worker
 def test_editing_shared_code_or_a_params_default_marks_exactly_the_stages_that_import_it(movielens_chain, tmp_path):
     project = clone_project(movielens_chain, tmp_path / "project")
     assert changed_stages(project) == set()
