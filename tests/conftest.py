@@ -155,12 +155,22 @@ def project(tmp_path) -> Project:
     return new_project(tmp_path / "project")
 
 
+# Credentials a user may have in the environment: the session's chain runs with them, and tests/test_security.py
+# checks that none reaches a log, the MLflow store, an artifact, dvc.lock or the DVC cache.
+FAKE_SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "fakeAwsSecret-7d1c9e2b",
+    "MLFLOW_TRACKING_TOKEN": "fakeMlflowToken-4f8a0b6c",
+    "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKE12345678",
+    "HF_TOKEN": "hf_fakeHuggingFace-93e1",
+}
+
+
 @pytest.fixture(scope="session")
 def movielens_chain(tmp_path_factory, prefect_api) -> Project:
     """The tiny MovieLens chain (all 10 stages, generated ratings) reproduced once per test run by the Prefect flow,
-    whose output is kept as `flow_log`. Under pytest-xdist the first worker to need it builds it and the others wait
-    for it (a file lock in the run's shared temporary folder). Tests only read it; a test that changes anything works
-    on a `clone_project` of it."""
+    with FAKE_SECRETS in its environment; the flow's output is kept as `flow_log`. Under pytest-xdist the first
+    worker to need it builds it and the others wait for it (a file lock in the run's shared temporary folder).
+    Tests only read it; a test that changes anything works on a `clone_project` of it."""
     from filelock import FileLock
 
     from tests.factories.movielens import TARGETS, small_movielens
@@ -175,7 +185,7 @@ def movielens_chain(tmp_path_factory, prefect_api) -> Project:
             try:
                 proj = new_project(root)
                 small_movielens(proj, server)
-                proj.env["PREFECT_API_URL"] = prefect_api
+                proj.env.update(FAKE_SECRETS, PREFECT_API_URL=prefect_api)
                 flow = proj.run(sys.executable, "-m", "pipelines.flow", *TARGETS)
             finally:
                 server.close()  # the chain's download is done: its clones find it up to date
@@ -194,3 +204,9 @@ def prefect_api(tmp_path_factory) -> str:
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false"}
     with local_prefect_server(env, home) as api:
         yield api
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first (stable order otherwise): with pytest-xdist the long ones start at once on every worker
+    and the short ones fill the end, instead of one long test running alone at the close."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -16,6 +16,7 @@ from tests.conftest import REPO
 from tests.factories.toy import CHAIN, toy_project, write_file_stage
 
 pytestmark = pytest.mark.slow
+SLOW = 8  # seconds a stage sleeps, for the test to act while it runs
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_independent_stages_run_concurrently_up_to_max_parallel(flow_env, tmp_pa
     root = toy_project(
         tmp_path / "toy",
         {
-            name: write_file_stage(f"data/{name}.json", sleep=3, record_times=True, deps=("input.txt",))
+            name: write_file_stage(f"data/{name}.json", sleep=2, record_times=True, deps=("input.txt",))
             for name in names
         },
     )
@@ -112,7 +113,7 @@ def test_independent_stages_run_concurrently_up_to_max_parallel(flow_env, tmp_pa
 
 
 def test_manual_dvc_repro_during_a_flow_gets_a_clear_message_and_changes_nothing(flow_env, tmp_path):
-    root = toy_project(tmp_path / "toy", {"slow": write_file_stage("data/slow.txt", sleep=20, deps=("input.txt",))})
+    root = toy_project(tmp_path / "toy", {"slow": write_file_stage("data/manual.txt", sleep=SLOW, deps=("input.txt",))})
     flow = subprocess.Popen(
         [sys.executable, "-m", "pipelines.flow", "--root", str(root)],
         cwd=root,
@@ -123,7 +124,7 @@ def test_manual_dvc_repro_during_a_flow_gets_a_clear_message_and_changes_nothing
     )
     try:
         deadline = time.monotonic() + 120
-        while not (_running("time.sleep(20)") and _lock_held(root)):
+        while not (_running("data/manual.txt") and _lock_held(root)):
             if flow.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the flow never held DVC's lock:\n{flow.communicate()[0][-3000:]}")
             time.sleep(0.3)
@@ -142,7 +143,7 @@ def test_manual_dvc_repro_during_a_flow_gets_a_clear_message_and_changes_nothing
 
 
 def test_flow_killed_mid_run_finishes_when_started_again(flow_env, tmp_path):
-    stages = {"slow": write_file_stage("data/slow.txt", sleep=20, deps=("input.txt",)), **CHAIN}
+    stages = {"slow": write_file_stage("data/killed.txt", sleep=SLOW, deps=("input.txt",)), **CHAIN}
     root = toy_project(tmp_path / "toy", stages)
     flow = subprocess.Popen(
         [sys.executable, "-m", "pipelines.flow", "--root", str(root)],
@@ -153,16 +154,16 @@ def test_flow_killed_mid_run_finishes_when_started_again(flow_env, tmp_path):
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
-    while not _running("time.sleep(20)"):
+    while not _running("data/killed.txt"):
         assert time.monotonic() < deadline and flow.poll() is None, "the slow stage never started"
         time.sleep(0.3)
     os.killpg(flow.pid, signal.SIGKILL)  # the flow and the stage it runs, as a crash or `kill -9` of the job
     flow.wait()
-    assert not (root / "data/slow.txt").exists()
+    assert not (root / "data/killed.txt").exists()
     again = run_flow(root, flow_env)
     assert "pipeline finished" in again.stdout + again.stderr
     assert stale(root) == {}
-    assert (root / "data/slow.txt").read_text() == "done"
+    assert (root / "data/killed.txt").read_text() == "done"
 
 
 def _lock_held(root) -> bool:
