@@ -37,6 +37,7 @@ HEADLINE = [
     "imdb.multi_cnn.test_accuracy",
     "imdb.multi_cnn.keras_style_refit.test_accuracy",
     "imdb.lstm.test_accuracy",
+    "imdb.nbsvm.test_accuracy",
     "dogscats.default.bn_inserted.val_accuracy",
     "dogscats.finetune_2ep_flips.bn_scratch.val_accuracy",
     "text.char_lstm.val_loss",

@@ -318,7 +318,7 @@ def test_glove_reader(tmp_path, lines):
 @given(st.lists(st.binary(max_size=40), max_size=4), st.lists(st.binary(max_size=40), max_size=4))
 @example([b"\xff\xfe bad"], [b"  \n "])
 def test_imdb_review_reader(tmp_path, neg, pos):
-    from stages.imdb.tokenize import read_reviews
+    from stages.imdb.reviews import read_reviews
 
     archive = tmp_path / "reviews.tar"
     with tarfile.open(archive, "w") as tar:

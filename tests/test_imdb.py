@@ -17,8 +17,9 @@ from stages.glove.matrix import embedding_matrix
 from stages.glove.params import GloveParams, MatrixParams
 from stages.glove.vectors import read_glove
 from stages.imdb.params import ImdbParams, ModelParams, TokenizeParams
+from stages.imdb.reviews import read_reviews
 from stages.imdb.sequences import repad
-from stages.imdb.tokenize import build_vocab, encode, read_reviews, stratified_valid_mask, tokenize, words
+from stages.imdb.tokenize import build_vocab, encode, stratified_valid_mask, tokenize, words
 from tests.factories.imdb import glove_archive, glove_text, imdb_archive
 
 
@@ -474,6 +475,7 @@ def test_nearest_neighbours_skip_padding_rare_and_unknown_probes():
 
 # ------------------------------------------------------------------ the real DVC chain
 
+TINY_NBSVM = {"kind": "nbsvm", "ngram_max": 2, "max_features": None, "C": [0.1, 1.0], "refit": True, "seed": 0}
 TINY_MODELS = {
     "single": {
         "kind": "dense",
@@ -513,7 +515,7 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
             "glove.source": {"url": glove_url, "sha256": glove_sha},
             "imdb.tokenize.vocab_size": 27,
             "imdb.tokenize.maxlen": 24,
-            "imdb.models": TINY_MODELS,
+            "imdb.models": {**TINY_MODELS, "nbsvm": TINY_NBSVM},
             "imdb.fastai_test_accuracy": {"single": 0.8694, "glove_cnn": 0.9008},
             "imdb.embeddings.n_words": 15,
             "imdb.embeddings.n_labelled": 10,
@@ -523,9 +525,10 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
             "glove.tsne.n_words": 20,
             "glove.tsne.n_labelled": 10,
             "glove.tsne.perplexity": 5,
+            "imdb.ngrams.n": 5,
         }
     )
-    targets = ["imdb_compare", "imdb_embeddings", "glove_tsne"]
+    targets = ["imdb_compare", "imdb_embeddings", "imdb_ngrams", "glove_tsne"]
     project.dvc("repro", *targets)
     root = project.root
     stats = json.loads((root / "data/imdb/tokenized/stats.json").read_text())
@@ -534,8 +537,13 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     coverage = json.loads((root / "data/glove/matrix/coverage.json").read_text())
     assert "dull" in coverage["missing_examples"]
     table = pd.read_csv(root / "data/imdb/comparison/comparison.csv")
-    assert table["model"].tolist() == ["single", "glove_cnn"]
-    assert table["fastai_2017_accuracy"].tolist() == [0.8694, 0.9008]
+    assert table["model"].tolist() == ["single", "glove_cnn", "nbsvm"]
+    assert table["fastai_2017_accuracy"].tolist()[:2] == [0.8694, 0.9008]
+    assert table["seeds_mean"].tolist()[:2] == [86.55, 88.77]  # from the committed benchmark records
+    nbsvm = json.loads((root / "data/imdb/metrics/nbsvm.json").read_text())
+    assert sum(nbsvm["confusion_matrix"].values()) == 80 and nbsvm["test_accuracy"] > 0.9  # read the raw test text
+    ngrams = pd.read_csv(root / "data/imdb/ngrams/ngrams.csv")
+    assert len(ngrams) == 2 * 5 and set(ngrams["sentiment"]) == {"positive", "negative"}
     assert table["test_accuracy"].between(0, 1).all()
     metrics = json.loads((root / "data/imdb/metrics/glove_cnn.json").read_text())
     assert sum(metrics["confusion_matrix"].values()) == 80
@@ -545,7 +553,7 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     neighbours = pd.read_csv(root / "data/imdb/embeddings/neighbours.csv")
     val = {
         m: json.loads((root / f"data/imdb/metrics/train_{m}.json").read_text())["best_val_accuracy"]
-        for m in TINY_MODELS
+        for m in TINY_MODELS  # NB-SVM has no embedding: never chosen
     }
     assert set(neighbours["embedding"]) == {"glove", f"learned:{max(val, key=val.get)}"}  # auto: best on validation
     assert set(neighbours["probe"]) == {"great", "awful"}

@@ -135,6 +135,26 @@ class StageRun:
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
         self._safely("log_model", mlflow.keras.log_model, model, name=name, pip_requirements=requirements)
 
+    def log_text_model(self, keras_path: str, code: str, name: str = "model") -> None:
+        """A model that reads raw text, as MLflow "models from code" (`code`: the file defining its pyfunc, with
+        the project's `stages` package shipped beside it; the .keras file its artifact): no pickle."""
+        import keras
+        import mlflow.pyfunc
+        import pandas as pd
+        import tensorflow as tf
+
+        requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"pandas=={pd.__version__}"]
+        self._safely(
+            "log_model",
+            mlflow.pyfunc.log_model,
+            name=name,
+            python_model=code,
+            artifacts={"keras_model": keras_path},
+            code_paths=["stages"],
+            pip_requirements=requirements,
+            input_example=pd.DataFrame({"review": ["Not bad at all: a fine film."]}),
+        )
+
     def keras_callback(self):
         """A Keras callback logging every epoch's metrics under stable names."""
         import keras

@@ -138,9 +138,11 @@ def save_training_outputs(
     summary: dict,
     curve_title: str,
     curve_metrics: list[str],
+    serving_code: str | None = None,
 ) -> None:
     """A train stage's DVC outputs (model, per-epoch CSV, summary JSON, its timings apart, curves PNG), also logged
-    to MLflow; `paths`: the workload's paths module (MODEL, HISTORY, TRAIN_METRICS, TRAIN_TIMINGS, CURVES)."""
+    to MLflow; `paths`: the workload's paths module (MODEL, HISTORY, TRAIN_METRICS, TRAIN_TIMINGS, CURVES).
+    `serving_code`: log the model as that pyfunc code (a model of raw text) instead of Keras' MLflow flavour."""
     import pandas as pd
 
     from stages.common.plots import close, training_curves
@@ -155,4 +157,7 @@ def save_training_outputs(
     close(fig)
     run.log_metrics(summary)
     run.log_artifact(curves, "plots")
-    run.log_keras_model(model)
+    if serving_code:
+        run.log_text_model(paths.MODEL.format(name=name), serving_code)
+    else:
+        run.log_keras_model(model)

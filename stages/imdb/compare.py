@@ -1,4 +1,5 @@
-"""imdb_compare: one table of the five models' test figures beside fast.ai's 2017 numbers.
+"""imdb_compare: one table of the models' test figures beside fast.ai's 2017 numbers and, where the benchmark
+records hold them (benchmarks/results/imdb.json), the mean and spread over seeds and the best single seed.
 
 Training speeds are left out: they vary from run to run (data/imdb/timings/), and the table must not."""
 
@@ -12,11 +13,29 @@ from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, read_json, write_csv, write_text
 from stages.common.tracking import stage_run
 from stages.imdb import params as imdb_params
-from stages.imdb.paths import COMPARISON, METRICS_DIR
+from stages.imdb.paths import BENCHMARK_RECORDS, COMPARISON, METRICS_DIR
 
 
-def comparison(models: list[str], fastai: dict[str, float], metrics_dir: str | Path = METRICS_DIR) -> pd.DataFrame:
-    """Pure step: one row per model from its train_<model>.json and <model>.json."""
+def seed_statistics(records: list[dict], name: str) -> dict[str, float | None]:
+    """The benchmark's figures of model `name` over seeds (in %): mean, std, best seed, fast.ai's protocol mean."""
+    by_figure = {r["figure"]: r for r in records}
+    honest, fastai_protocol = (
+        by_figure.get(f"imdb.{name}.test_accuracy"),
+        by_figure.get(f"imdb.{name}.test_accuracy_fastai_protocol"),
+    )
+    return {
+        "seeds_mean": honest["value"] if honest else None,
+        "seeds_std": honest["spread"] if honest else None,
+        "n_seeds": len(honest["seeds"]) if honest and honest["seeds"] else None,
+        "best_seed": max(honest["per_seed"]) if honest and honest.get("per_seed") else None,
+        "fastai_protocol_mean": fastai_protocol["value"] if fastai_protocol else None,
+    }
+
+
+def comparison(
+    models: list[str], fastai: dict[str, float], metrics_dir: str | Path = METRICS_DIR, records: list[dict] = ()
+) -> pd.DataFrame:
+    """Pure step: one row per model from its train_<model>.json and <model>.json, with its seed statistics."""
     rows = []
     for name in models:
         train_file, test_file = Path(metrics_dir) / f"train_{name}.json", Path(metrics_dir) / f"{name}.json"
@@ -33,6 +52,7 @@ def comparison(models: list[str], fastai: dict[str, float], metrics_dir: str | P
                 "best_val_accuracy": trained["best_val_accuracy"],
                 "best_epoch": trained["best_epoch"],
                 "epochs": trained["epochs"],
+                **seed_statistics(list(records), name),
             }
         )
     table = pd.DataFrame(rows)
@@ -40,25 +60,33 @@ def comparison(models: list[str], fastai: dict[str, float], metrics_dir: str | P
     return table
 
 
+def _percent(value) -> str:
+    return f"{value:.2f}%" if pd.notna(value) else "-"
+
+
 def markdown(table: pd.DataFrame) -> str:
     lines = [
-        "| model | fast.ai 2017 (best epoch on test) | test accuracy (epoch chosen on validation) | vs fast.ai "
-        "| ROC AUC | log loss | best epoch / epochs |",
-        "|---|---|---|---|---|---|---|",
+        "| model | fast.ai 2017 (best epoch on test) | this run: test accuracy (epoch chosen on validation) "
+        "| vs fast.ai | over seeds: mean ± std (n) | best seed | fast.ai's protocol over seeds | ROC AUC | log loss "
+        "| best epoch / epochs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
         fastai = f"{r.fastai_2017_accuracy:.2%}" if pd.notna(r.fastai_2017_accuracy) else "-"
         delta = f"{r.vs_fastai * 100:+.2f} pt" if pd.notna(r.vs_fastai) else "-"
+        seeds = f"{r.seeds_mean:.2f} ± {r.seeds_std:.2f}% ({r.n_seeds:.0f})" if pd.notna(r.seeds_mean) else "-"
         lines.append(
-            f"| {r.model} | {fastai} | {r.test_accuracy:.2%} | {delta} | {r.test_roc_auc:.4f} | "
-            f"{r.test_log_loss:.4f} | {r.best_epoch} / {r.epochs} |"
+            f"| {r.model} | {fastai} | {r.test_accuracy:.2%} | {delta} | {seeds} | {_percent(r.best_seed)} "
+            f"| {_percent(r.fastai_protocol_mean)} | {r.test_roc_auc:.4f} | {r.test_log_loss:.4f} "
+            f"| {r.best_epoch} / {r.epochs} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = imdb_params.load()
-    table = comparison(list(p.models), p.fastai_test_accuracy)
+    records = read_json(BENCHMARK_RECORDS) if Path(BENCHMARK_RECORDS).is_file() else []
+    table = comparison(list(p.models), p.fastai_test_accuracy, records=records)
     text = markdown(table)
     with atomic_dir(COMPARISON) as out:
         write_csv(out / "comparison.csv", table)

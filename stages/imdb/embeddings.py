@@ -15,7 +15,7 @@ from stages.common.io import atomic_dir, load_keras, load_npy, read_json, save_f
 from stages.common.tracking import stage_run
 from stages.glove.paths import EMBEDDING, IN_GLOVE, MATRIX
 from stages.imdb import params as imdb_params
-from stages.imdb.params import ImdbParams
+from stages.imdb.params import ImdbParams, ModelParams
 from stages.imdb.paths import EMBEDDINGS, METRICS_DIR, MODEL, VOCAB
 
 
@@ -26,7 +26,8 @@ def choose_model(p: ImdbParams, metrics_dir: str | Path = METRICS_DIR) -> str:
     candidates = {}
     for name, mp in p.models.items():
         path = Path(metrics_dir) / f"train_{name}.json"
-        if any(phase.train_embedding for phase in mp.phases) and path.is_file():
+        learned = isinstance(mp, ModelParams) and any(phase.train_embedding for phase in mp.phases)
+        if learned and path.is_file():
             candidates[name] = read_json(path)["best_val_accuracy"]
     if not candidates:
         raise StageError(

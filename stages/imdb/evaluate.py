@@ -11,7 +11,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, roc_auc_
 from stages.common.cli import run_stage
 from stages.common.io import load_keras, save_figure, write_csv, write_json
 from stages.common.tracking import stage_run
-from stages.imdb.paths import CONFUSION_PLOT, METRICS, MODEL, PREDICTIONS, ROC, ROC_PLOT, TOKENIZED
+from stages.imdb.paths import ARCHIVE, CONFUSION_PLOT, METRICS, MODEL, PREDICTIONS, ROC, ROC_PLOT, TOKENIZED
+from stages.imdb.reviews import read_reviews
 from stages.imdb.sequences import load_arrays
 
 CLASSES = ["neg", "pos"]
@@ -49,13 +50,22 @@ def roc_figure(roc: pd.DataFrame, auc: float, title: str):
     return fig
 
 
+def test_inputs(model) -> tuple[np.ndarray, np.ndarray]:
+    """The test reviews as the model reads them: raw text (NB-SVM) or the tokenized ids; and their labels."""
+    if model.inputs[0].dtype == "string":
+        texts, labels, _ = read_reviews(ARCHIVE)["test"]
+        return np.array(texts, dtype=object), labels.astype(np.float32)
+    return load_arrays(split="test", maxlen=model.input_shape[1])
+
+
 def main(name: str) -> None:
     import stages.imdb.models  # noqa: F401  registers the custom embedding layer for loading
+    import stages.imdb.nbsvm  # noqa: F401  registers NB-SVM's text standardisation for loading
     from stages.common.plots import close, confusion_matrix_figure
 
     model_path = MODEL.format(name=name)
     model = load_keras(model_path)
-    x, y = load_arrays(split="test", maxlen=model.input_shape[1])
+    x, y = test_inputs(model)
     probabilities = model.predict(x, batch_size=512, verbose=0).reshape(-1)
     metrics, roc, matrix = evaluate(probabilities, y.astype(int))
     write_json(METRICS.format(name=name), metrics)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -60,6 +60,33 @@ class ModelParams(Schema):
         return self
 
 
+class NbsvmParams(Schema):
+    """NB-SVM (stages/imdb/nbsvm.py): word n-grams, naive-Bayes ratios, a logistic regression."""
+
+    kind: Literal["nbsvm"]
+    ngram_max: int = Field(ge=1, le=3, description="n-grams of 1 up to this many words")
+    max_features: int | None = Field(ge=1, description="keep the most frequent n-grams; null: all")
+    min_df: int = Field(default=1, ge=1, description="an n-gram must occur in at least this many training reviews")
+    alpha: float = Field(default=1.0, gt=0, description="count smoothing of the naive-Bayes ratios")
+    C: list[float] = Field(min_length=1, description="inverse L2 strengths tried; the validation split chooses")
+    refit: bool = Field(default=False, description="then fit again on training and validation reviews, chosen C")
+    seed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if any(c <= 0 for c in self.C):
+            raise ValueError(f"every C must be > 0, got {self.C}")
+        return self
+
+
+AnyModelParams = Annotated[ModelParams | NbsvmParams, Field(discriminator="kind")]
+
+
+class NgramsParams(Schema):
+    model: str = Field(description="an nbsvm model under imdb.models")
+    n: int = Field(ge=1, le=500, description="n-grams shown on each side")
+
+
 class EmbeddingsParams(Schema):
     model: str = Field(description="'auto': the model with the best validation accuracy among learned/fine-tuned ones")
     n_words: int = Field(ge=10)
@@ -73,12 +100,19 @@ class EmbeddingsParams(Schema):
 class ImdbParams(Schema):
     source: Source
     tokenize: TokenizeParams
-    models: dict[str, ModelParams] = Field(min_length=1)
+    models: dict[str, AnyModelParams] = Field(min_length=1)
     fastai_test_accuracy: dict[str, float] = Field(description="fast.ai's 2017 figures, for the comparison table")
     embeddings: EmbeddingsParams
+    ngrams: NgramsParams
 
     @model_validator(mode="after")
     def _check(self):
+        shown = self.models.get(self.ngrams.model)
+        if shown is not None and not isinstance(shown, NbsvmParams):
+            raise ValueError(f"ngrams.model '{self.ngrams.model}' is a {shown.kind} model, not an nbsvm one")
+        chosen = self.models.get(self.embeddings.model)
+        if chosen is not None and not isinstance(chosen, ModelParams):
+            raise ValueError(f"embeddings.model '{self.embeddings.model}' is an {chosen.kind} model: no embedding")
         if self.embeddings.model != "auto" and self.embeddings.model not in self.models:
             raise ValueError(
                 f"embeddings.model '{self.embeddings.model}' is neither 'auto' nor one of the models: "

@@ -18,3 +18,5 @@ CONFUSION_PLOT = "data/imdb/plots/{name}_confusion.png"
 ROC_PLOT = "data/imdb/plots/{name}_roc.png"
 COMPARISON = "data/imdb/comparison"
 EMBEDDINGS = "data/imdb/embeddings"
+NGRAMS = "data/imdb/ngrams"
+BENCHMARK_RECORDS = "benchmarks/results/imdb.json"  # the seed statistics imdb_compare shows (committed records)

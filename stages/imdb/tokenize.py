@@ -14,22 +14,18 @@ import re
 import string
 import sys
 import time
-from collections import Counter, defaultdict
-from pathlib import Path
+from collections import Counter
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from stages.common.archive import read_members
 from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, save_npy, write_csv, write_json
 from stages.imdb import params as imdb_params
 from stages.imdb.params import Style, TokenizeParams
 from stages.imdb.paths import ARCHIVE, TOKENIZED
+from stages.imdb.reviews import SEPARATOR, read_reviews
 from stages.imdb.sequences import pad
 
-LABELS = {"neg": 0, "pos": 1}
-REVIEW = re.compile(r"aclImdb/(?:train|test)/(?:neg|pos)/[^/]+\.txt")
 BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")  # a regex: 8x faster than str.translate here
 PUNCTUATION_BUT_APOSTROPHE = re.compile("[" + re.escape(string.punctuation.replace("'", "")) + "]")
@@ -41,48 +37,6 @@ STYLES = {
     "plain": ((BREAK, " "), (PUNCTUATION, "")),
     "keras": ((BREAK, " br "), (PUNCTUATION_BUT_APOSTROPHE, ""), (QUOTE, "")),
 }
-SEPARATOR = "\x00"  # joins all reviews so standardising runs once over one big string
-
-
-Reviews = tuple[list[str], np.ndarray, list[str]]  # texts, labels 0/1, descriptions of skipped files
-
-
-def read_reviews(archive: str | Path) -> dict[str, Reviews]:
-    """{"train": ..., "test": ...} from the archive's `aclImdb/<split>/{neg,pos}/*.txt`, neg then pos, by name.
-
-    Empty and non-UTF-8 reviews are skipped, counted and reported; a split without both classes is an error.
-    """
-    by_folder: dict[tuple[str, str], list[tuple[str, bytes]]] = defaultdict(list)
-    members = read_members(archive, lambda name: REVIEW.fullmatch(name) is not None)
-    for name, blob in tqdm(members, desc="read reviews", unit="review", mininterval=5.0):
-        _, split, label, _ = name.split("/")  # aclImdb/<split>/<label>/<file>, as REVIEW matched
-        by_folder[split, label].append((name, blob))
-    result = {}
-    for split in ("train", "test"):
-        texts, labels, skipped = [], [], []
-        for name, label in LABELS.items():
-            found = sorted(by_folder[split, name], key=lambda member: member[0])
-            if not found:
-                raise StageError(
-                    f"{archive}: no aclImdb/{split}/{name}/*.txt reviews; the archive must hold "
-                    "aclImdb/{train,test}/{neg,pos} (re-run imdb_download, or check imdb.source in "
-                    "params.yaml)"
-                )
-            for member, blob in found:
-                try:
-                    text = blob.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    skipped.append(f"{member}: not valid UTF-8 ({err.reason} at byte {err.start})")
-                    continue
-                if not text.strip():
-                    skipped.append(f"{member}: empty review")
-                    continue
-                texts.append(text.replace(SEPARATOR, " "))
-                labels.append(label)
-        if not texts:
-            raise StageError(f"{archive}: no readable reviews in aclImdb/{split}/neg and aclImdb/{split}/pos")
-        result[split] = texts, np.asarray(labels, dtype="int8"), skipped
-    return result
 
 
 def words(texts: list[str], style: Style = "plain") -> list[list[str]]:

@@ -15,12 +15,13 @@ import numpy as np
 from stages.common.cli import StageError, run_stage
 from stages.common.io import load_npy
 from stages.common.params import pick_model
-from stages.common.training import save_training_outputs, seed_everything
+from stages.common.training import history_rows, save_training_outputs, seed_everything
 from stages.glove.paths import EMBEDDING as GLOVE_MATRIX
 from stages.imdb import params as imdb_params
 from stages.imdb import paths
-from stages.imdb.params import ModelParams, Phase
-from stages.imdb.paths import TOKENIZED
+from stages.imdb.params import ModelParams, NbsvmParams, Phase
+from stages.imdb.paths import ARCHIVE, TOKENIZED
+from stages.imdb.reviews import read_reviews
 from stages.imdb.sequences import load_arrays
 
 
@@ -184,11 +185,52 @@ def refit(
     }
 
 
+def labelled_reviews() -> tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray]]:
+    """The training reviews as text, split as imdb_tokenize split them: ((texts, labels) to train, to validate)."""
+    texts, labels, _ = read_reviews(ARCHIVE)["train"]
+    valid, tokenized_labels = load_npy(f"{TOKENIZED}/valid.npy"), load_npy(f"{TOKENIZED}/train_y.npy")
+    if len(labels) != len(valid) or not np.array_equal(labels, tokenized_labels):
+        raise StageError(f"{ARCHIVE} and {TOKENIZED} hold different training reviews: run imdb_tokenize again")
+    rows = np.flatnonzero(~valid), np.flatnonzero(valid)
+    return tuple(([texts[i] for i in part], labels[part].astype(np.float32)) for part in rows)
+
+
+def main_nbsvm(name: str, mp: NbsvmParams) -> None:
+    from stages.common.tracking import stage_run
+    from stages.imdb import nbsvm
+
+    train_reviews, valid_reviews = labelled_reviews()
+    with stage_run("imdb", f"imdb_train@{name}", params={"model": name, **mp.model_dump()}, inputs=[ARCHIVE]) as run:
+        started = time.perf_counter()
+        model, history, summary = nbsvm.train(train_reviews, valid_reviews, mp)
+        summary["train_seconds"] = time.perf_counter() - started
+        for step, row in enumerate(history_rows(history)):
+            run.log_metrics(row, step=step)
+        save_training_outputs(
+            run,
+            paths,
+            name,
+            model,
+            history,
+            summary,
+            f"IMDB {name}: validation accuracy per C tried",
+            ["val_accuracy"],
+            serving_code="stages/imdb/nbsvm_serving.py",
+        )
+    print(
+        f"{name}: C = {summary['chosen_C']} chosen on validation (accuracy {summary['best_val_accuracy']:.4f}), "
+        f"{summary['n_ngrams']:,} n-grams, {summary['train_seconds']:.0f} s"
+    )
+
+
 def main(name: str) -> None:
     from stages.common.tracking import stage_run
 
     p = imdb_params.load()
     mp = pick_model(p.models, name, "imdb.models")
+    if mp.kind == "nbsvm":
+        main_nbsvm(name, mp)
+        return
     train_data = load_arrays(split="train", maxlen=mp.maxlen)
     valid_data = load_arrays(split="valid", maxlen=mp.maxlen)
     glove = load_npy(GLOVE_MATRIX) if mp.embedding == "glove" else None
