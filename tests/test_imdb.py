@@ -20,6 +20,7 @@ from stages.imdb.params import ImdbParams, ModelParams, TokenizeParams
 from stages.imdb.reviews import read_reviews
 from stages.imdb.sequences import repad
 from stages.imdb.tokenize import build_vocab, encode, stratified_valid_mask, tokenize, words
+from tests.conftest import REPO
 from tests.factories.imdb import glove_archive, glove_text, imdb_archive
 
 
@@ -66,9 +67,11 @@ def test_keras_style_keeps_apostrophes_inside_words_and_a_br_word_per_line_break
 def test_benchmark_model_options_take_all_none_or_names_and_refuse_an_unknown_name():
     from benchmarks.imdb import selected
 
-    models = {"single": 1, "cnn": 2, "lstm": 3}
-    assert selected(models, "all") == models and selected(models, "none") == {}
-    assert selected(models, "lstm,cnn") == {"lstm": 3, "cnn": 2}
+    every = ImdbParams.model_validate(read_params_file(REPO / "params.yaml")["imdb"]).models
+    models = {name: every[name] for name in ("single", "cnn", "lstm", "nbsvm")}
+    neural = {name: models[name] for name in ("single", "cnn", "lstm")}  # NB-SVM has an option of its own
+    assert selected(models, "all") == neural and selected(models, "none") == {}
+    assert selected(models, "lstm,cnn") == {"lstm": models["lstm"], "cnn": models["cnn"]}
     with pytest.raises(SystemExit, match="no model multi under imdb.models in params.yaml .single, cnn, lstm."):
         selected(models, "cnn,multi")
 

@@ -180,5 +180,5 @@ def _lock_held(root) -> bool:
 
 
 def _running(needle: str) -> bool:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout  # whole command lines
     return needle in out
