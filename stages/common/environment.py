@@ -23,11 +23,14 @@ DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # the first start migrates a new database
 }
 
-# Printed by TensorFlow's native code on every import, whatever TF_CPP_MIN_LOG_LEVEL says; none is a problem.
+# Printed by TensorFlow's native code whatever TF_CPP_MIN_LOG_LEVEL says; none is a problem: the import banner, and
+# graph optimisers or oneDNN kernels that decline a graph and leave it to the default path (same results).
 HARMLESS = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|I0000 \S+ +\d+ port\.cc:\d+\] oneDNN custom operations are on"
     r"|E0000 \S+ +\d+ meta_optimizer\.cc:\d+\] .*remapper failed"
+    r"|E0000 \S+ +\d+ tfg_optimizer_hook\.cc:\d+\] tfg_optimizer\{.*\} failed"
+    r"|E0000 \S+ +\d+ util\.cc:\d+\] oneDNN supports DT_\w+ only on platforms with"
 )
 HARMLESS_START = re.compile(rb"WARNING: All log messages|[IE]0000 ")  # held until its line ends, to be judged whole
 
