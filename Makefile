@@ -45,6 +45,7 @@ check: install
 	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS)
 
 ui: install
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/python -m stages.common.tracking
 	$(WITH_DEFAULTS) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 bench: install

@@ -207,6 +207,16 @@ def prefect_api(tmp_path_factory) -> str:
 
 
 def pytest_collection_modifyitems(items):
-    """The slow tests first (stable order otherwise): with pytest-xdist the long ones start at once on every worker
-    and the short ones fill the end, instead of one long test running alone at the close."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Run order for pytest-xdist's workers: one user of the session's MovieLens chain first (it builds the chain),
+    then the other slow tests, then the chain's other users (the chain is ready by then: no worker waits for it),
+    then the fast ones; otherwise in collection order. The long tests start at once, the short ones fill the end."""
+    chain_users = [item for item in items if "movielens_chain" in item.fixturenames]
+
+    def rank(item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 3
+        if item in chain_users:
+            return 0 if item is chain_users[0] else 2
+        return 1
+
+    items.sort(key=rank)

@@ -194,6 +194,42 @@ def test_a_stage_that_loses_the_experiment_creation_race_still_tracks_into_its_e
     assert used == created  # not "0", MLflow's Default experiment
 
 
+def test_processes_opening_an_empty_store_at_once_all_track_into_it(tmp_path):
+    """MLflow builds a new SQLite schema without a lock: processes that open an empty store together both migrate
+    it and one fails (this test's rounds fail every time without the project's lock). Four stage runs start at
+    once on a new store, three times over; every run is recorded."""
+    code = textwrap.dedent("""
+        import multiprocessing, os, sys
+        import mlflow
+        from stages.common.tracking import stage_run
+
+        def track(uri, results):
+            os.environ["MLFLOW_TRACKING_URI"] = uri
+            with stage_run("movielens", "movielens_train@dot") as run:
+                run.log_metrics({"val_mse": 1.0})
+            results.put(run.run_id)
+
+        fork = multiprocessing.get_context("fork")  # mlflow imported once; each child opens the store itself
+        for round in range(3):
+            uri, results = f"sqlite:///{os.getcwd()}/round{round}/mlflow.db", fork.Queue()
+            children = [fork.Process(target=track, args=(uri, results)) for _ in range(4)]
+            [child.start() for child in children]
+            [child.join() for child in children]
+            run_ids = {results.get(timeout=5) for _ in children}
+            recorded = {r.info.run_id for r in mlflow.MlflowClient(uri).search_runs(
+                [mlflow.MlflowClient(uri).get_experiment_by_name("lesson5-movielens").experiment_id])}
+            print("ROUND", round, len(run_ids - {None}), len(recorded & run_ids))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    rounds = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("ROUND")]
+    assert rounds == [["0", "4", "4"], ["1", "4", "4"], ["2", "4", "4"]], result.stderr[-3000:]
+    assert "WARNING: MLflow" not in result.stderr, result.stderr[-3000:]  # no stage gave up on tracking
+
+
 @pytest.mark.slow
 def test_a_benchmarks_throwaway_mlflow_store_takes_its_runs_and_leaves_the_users_store_and_disk_alone(tmp_path):
     code = textwrap.dedent("""

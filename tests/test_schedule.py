@@ -11,6 +11,7 @@ import urllib.request
 import mlflow
 import pytest
 
+from stages.common.tracking import ensure_store
 from tests.factories.movielens import movielens_zip
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,7 @@ def deployment_runs(env: dict, flow: str, deployment: str) -> list[dict]:
 
 
 def finished_pipeline_runs(project) -> list:
+    ensure_store(project.env["MLFLOW_TRACKING_URI"])  # the served flow may be creating it right now
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesson5-pipeline")
     if not experiment:

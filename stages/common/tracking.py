@@ -22,8 +22,11 @@ from typing import Any
 import yaml
 
 from stages.common import environment
+from stages.common.cli import StageError
 
 log = logging.getLogger("lesson5.tracking")
+STORE_LOCK_TIMEOUT_S = 300  # creating the schema takes seconds; a holder that dies releases the lock at once
+_STORES_READY: set[str] = set()
 PARENT_RUN_ENV = "LESSON5_PARENT_RUN_ID"
 FLOW_RUN_ENV = "LESSON5_FLOW_RUN_ID"
 
@@ -31,6 +34,34 @@ FLOW_RUN_ENV = "LESSON5_FLOW_RUN_ID"
 def tracking_uri(root: str | os.PathLike | None = None) -> str:
     """MLFLOW_TRACKING_URI, else `mlflow.db` in `root` (default: the current folder, the repo root in stages)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root or Path.cwd()).resolve() / 'mlflow.db'}"
+
+
+def ensure_store(uri: str) -> None:
+    """Create (or find) the SQLite store's schema under a file lock beside the database, once per process.
+
+    MLflow's tracking store builds a new SQLite schema without a lock, so two processes opening an empty store at
+    once (the flow and `make ui`, two runs, a stage and a client) both migrate it and one fails ("duplicate column",
+    alembic's "expected to match one row"). Whoever comes first here creates it; the others wait, then find it.
+    A server URI is left alone: the server owns its schema."""
+    if not uri.startswith("sqlite:///") or uri in _STORES_READY:
+        return
+    from filelock import FileLock, Timeout
+
+    _configure_mlflow()
+    import mlflow
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{database}.lock", timeout=STORE_LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)  # opening an empty store creates its schema
+    except Timeout:
+        raise StageError(
+            f"{lock.lock_file}: another process has been creating the MLflow store {database} for "
+            f"{STORE_LOCK_TIMEOUT_S} s; let it finish (or stop it) and start again"
+        ) from None
+    _STORES_READY.add(uri)
 
 
 def experiment_name(workload: str) -> str:
@@ -180,6 +211,7 @@ def warm_up(root: str | os.PathLike) -> None:
     try:
         import mlflow
 
+        ensure_store(tracking_uri(root))
         mlflow.MlflowClient(tracking_uri(root)).get_experiment_by_name(experiment_name("pipeline"))
     except Exception as err:  # the real run reports tracking problems; this is only a head start
         log.debug("MLflow warm-up failed: %s", err)
@@ -224,6 +256,7 @@ def stage_run(
 def _start(workload: str, stage: str, tags: dict[str, str]):
     import mlflow
 
+    ensure_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     experiment = mlflow.set_experiment(experiment_name(workload))
     # when two stages create the experiment at once, MLflow 3.17 returns it to the loser without making it
@@ -231,3 +264,7 @@ def _start(workload: str, stage: str, tags: dict[str, str]):
     mlflow.set_experiment(experiment_id=experiment.experiment_id)
     parent = os.environ.get(PARENT_RUN_ENV) or None
     return mlflow.start_run(run_name=stage, tags=tags, parent_run_id=parent, nested=bool(parent))
+
+
+if __name__ == "__main__":  # `make ui`: the store exists before the UI opens it (see ensure_store)
+    ensure_store(tracking_uri())
