@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 
@@ -97,6 +98,16 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(prepared):
     assert done <= resumed_at < 6
     assert f"Epoch {resumed_at + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
     assert not backup.exists()  # cleaned after success
+    # the killed process's run, left RUNNING, is closed by the rerun and points at the run that superseded it
+    client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
+    runs = {
+        r.info.status: r
+        for r in client.search_runs(
+            [client.get_experiment_by_name("lesson5-movielens").experiment_id], f"tags.`dvc.stage` = '{STAGE}'"
+        )
+    }
+    assert sorted(runs) == ["FINISHED", "KILLED"]
+    assert runs["KILLED"].data.tags["lesson5.superseded_by"] == runs["FINISHED"].info.run_id
     history = (project.root / "data/movielens/history/bias.csv").read_text().splitlines()
     assert len(history) == 1 + 6  # the whole run's epochs, not just the resumed ones
     resumed = train_metrics(project)
@@ -228,6 +239,33 @@ def test_processes_opening_an_empty_store_at_once_all_track_into_it(tmp_path):
     rounds = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("ROUND")]
     assert rounds == [["0", "4", "4"], ["1", "4", "4"], ["2", "4", "4"]], result.stderr[-3000:]
     assert "WARNING: MLflow" not in result.stderr, result.stderr[-3000:]  # no stage gave up on tracking
+
+
+def test_only_runs_whose_process_is_gone_are_closed_as_ghosts(tmp_path, monkeypatch):
+    from stages.common import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = tracking.this_process().rsplit(":", 2)[0]
+    processes = {
+        "killed": f"{host}:{dead.stdout.strip()}:1.000",  # a pid that no longer runs
+        "alive": tracking.this_process(),  # the same stage running at once elsewhere (a DVC queue worker)
+        "reused pid": f"{host}:{os.getpid()}:1.000",  # our pid, another start time: a killed process's pid reused
+        "other host": f"some-other-machine:{os.getpid()}:1.000",  # not ours to judge
+    }
+    client = mlflow.MlflowClient()
+    experiment = client.create_experiment("lesson5-movielens")
+    runs = {
+        name: client.create_run(experiment, tags={"dvc.stage": STAGE, tracking.PROCESS_TAG: process}).info.run_id
+        for name, process in processes.items()
+    }
+    new = client.create_run(experiment, tags={"dvc.stage": STAGE, tracking.PROCESS_TAG: tracking.this_process()})
+    assert sorted(tracking.close_ghost_runs(client.get_run(new.info.run_id))) == sorted(
+        [runs["killed"], runs["reused pid"]]
+    )
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"killed": "KILLED", "alive": "RUNNING", "reused pid": "KILLED", "other host": "RUNNING"}
+    assert client.get_run(runs["killed"]).data.tags[tracking.SUPERSEDED_TAG] == new.info.run_id
 
 
 @pytest.mark.slow

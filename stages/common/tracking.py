@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,8 @@ log = logging.getLogger("lesson5.tracking")
 STORE_LOCK_TIMEOUT_S = 300  # creating the schema takes seconds; a holder that dies releases the lock at once
 _STORES_READY: set[str] = set()
 PARENT_RUN_ENV = "LESSON5_PARENT_RUN_ID"
+PROCESS_TAG = "lesson5.process"  # the process that runs it: a RUNNING run whose process is gone is a ghost
+SUPERSEDED_TAG = "lesson5.superseded_by"
 FLOW_RUN_ENV = "LESSON5_FLOW_RUN_ID"
 
 
@@ -237,11 +240,14 @@ def stage_run(
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
 
+    tags[PROCESS_TAG] = this_process()
+
     run = StageRun(active=True, stage=stage)
     started = run._safely("start_run", _start, workload, stage, tags)
     try:
         if started:
             run.run_id = started.info.run_id
+            run._safely("closing runs of killed processes", close_ghost_runs, started)
             run.log_params(params or {})
         yield run
     except BaseException:
@@ -251,6 +257,49 @@ def stage_run(
     else:
         if run.active:
             run._safely("end_run", mlflow.end_run)
+
+
+def this_process() -> str:
+    """host:pid:start time: names one process for good (a pid alone is reused)."""
+    import psutil
+
+    me = psutil.Process()
+    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.3f}"
+
+
+def _is_alive(process: str) -> bool:
+    import psutil
+
+    host, pid, created = process.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True  # another machine's process: not ours to judge
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" == created
+    except psutil.NoSuchProcess:
+        return False
+
+
+def close_ghost_runs(new_run) -> list[str]:
+    """Mark KILLED the runs of this stage that are still RUNNING although their process is gone (killed with
+    SIGKILL, a power cut: nothing could end them), tagged with the run that superseded them. Returns their ids."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    stage = new_run.data.tags["dvc.stage"]
+    ghosts = [
+        old.info.run_id
+        for old in client.search_runs(
+            [new_run.info.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`dvc.stage` = '{stage}'",
+        )
+        if old.info.run_id != new_run.info.run_id
+        and PROCESS_TAG in old.data.tags
+        and not _is_alive(old.data.tags[PROCESS_TAG])
+    ]
+    for run_id in ghosts:
+        client.set_tag(run_id, SUPERSEDED_TAG, new_run.info.run_id)
+        client.set_terminated(run_id, status="KILLED")
+    return ghosts
 
 
 def _start(workload: str, stage: str, tags: dict[str, str]):
