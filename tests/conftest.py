@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,46 @@ FAKE_SECRETS = {
     "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKE12345678",
     "HF_TOKEN": "hf_fakeHuggingFace-93e1",
 }
+
+
+def kill_after_a_backed_up_epoch(project: Project, stage: str) -> int:
+    """`dvc repro <stage>` killed with SIGKILL (DVC and the stage process under it) a little into the epoch after the
+    first one its resume backup holds; returns the number of epochs that backup held."""
+    backup = project.root / ".cache" / "backup" / stage
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "dvc"), "repro", stage],
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(backup.glob("*/epoch_logs.json")):  # at least one epoch finished and backed up
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        done = len(json.loads(next(backup.glob("*/epoch_logs.json")).read_text()))
+        time.sleep(0.4)  # into the next epoch
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return done
+
+
+def stage_runs_by_status(project: Project, workload: str, stage: str) -> dict[str, list]:
+    """The project's MLflow runs of one stage, by status (RUNNING, FINISHED, KILLED, ...)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(f"lesson5-{workload}")
+    by_status: dict[str, list] = {}
+    for run in client.search_runs([experiment.experiment_id], f"tags.`dvc.stage` = '{stage}'"):
+        by_status.setdefault(run.info.status, []).append(run)
+    return by_status
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import mlflow
@@ -17,7 +15,7 @@ import pytest
 import yaml
 
 from benchmarks.common import copy_project, free_port
-from tests.conftest import REPO, VENV_BIN, LoopbackServer, Project
+from tests.conftest import REPO, LoopbackServer, Project, kill_after_a_backed_up_epoch, stage_runs_by_status
 from tests.factories.movielens import movielens_zip, ratings_table
 
 STAGE = "movielens_train@bias"
@@ -67,27 +65,7 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(prepared):
         project.root / "data/movielens/metrics/train_bias.json",
         project.root / "data/movielens/history/bias.csv",
     ]
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "dvc"), "repro", STAGE],
-        cwd=project.root,
-        env=project.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not list(backup.glob("*/epoch_logs.json")):  # at least one epoch finished and backed up
-            assert proc.poll() is None, "training ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        done = len(json.loads(next(backup.glob("*/epoch_logs.json")).read_text()))
-        time.sleep(0.4)  # into the next epoch
-        os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage process under it
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    done = kill_after_a_backed_up_epoch(project, STAGE)
     assert done < 6
     assert not any(path.exists() for path in outputs), "a killed stage left an output"
     assert not list((project.root / "data/movielens").rglob(".*tmp*"))
@@ -99,15 +77,9 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(prepared):
     assert f"Epoch {resumed_at + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
     assert not backup.exists()  # cleaned after success
     # the killed process's run, left RUNNING, is closed by the rerun and points at the run that superseded it
-    client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
-    runs = {
-        r.info.status: r
-        for r in client.search_runs(
-            [client.get_experiment_by_name("lesson5-movielens").experiment_id], f"tags.`dvc.stage` = '{STAGE}'"
-        )
-    }
-    assert sorted(runs) == ["FINISHED", "KILLED"]
-    assert runs["KILLED"].data.tags["lesson5.superseded_by"] == runs["FINISHED"].info.run_id
+    runs = stage_runs_by_status(project, "movielens", STAGE)
+    assert sorted(runs) == ["FINISHED", "KILLED"] and len(runs["KILLED"]) == 1
+    assert runs["KILLED"][0].data.tags["lesson5.superseded_by"] == runs["FINISHED"][0].info.run_id
     history = (project.root / "data/movielens/history/bias.csv").read_text().splitlines()
     assert len(history) == 1 + 6  # the whole run's epochs, not just the resumed ones
     resumed = train_metrics(project)

@@ -7,6 +7,7 @@ import json
 import mlflow
 import pytest
 
+from tests.conftest import kill_after_a_backed_up_epoch, stage_runs_by_status
 from tests.test_text import generated_text
 
 pytestmark = pytest.mark.slow
@@ -65,3 +66,29 @@ def test_dvc_repro_text_chain_tracks_samples_in_mlflow(project, http_server):
     assert failed.returncode != 0
     assert "data/text/raw/corpus.txt is empty" in failed.stderr + failed.stdout
     assert "Traceback" not in failed.stderr + failed.stdout
+
+
+def test_a_killed_char_lstm_resumes_with_its_epochs_and_minutes_counted(project, http_server):
+    """Killed mid-way, the time-capped character LSTM resumes after its last finished epoch with the epochs,
+    batches and training seconds of before the kill counted (its cap counts them too)."""
+    serve(project, http_server, generated_text(3000).encode())
+    stage = "text_train@char_lstm"
+    project.set_params({"text.models": {"char_lstm": {**MODELS["char_lstm"], "epochs": 6, "batch_size": 4}}})
+    project.dvc("repro", "text_prepare")
+    done = kill_after_a_backed_up_epoch(project, stage)
+    timer_state = next((project.root / ".cache/backup" / stage).glob("*/timer.json"))
+    seconds_before_kill = json.loads(timer_state.read_text())
+
+    result = project.dvc("repro", stage)
+    assert f"{stage}: resuming after epoch" in result.stdout, result.stdout[-3000:]
+    resumed_at = int(result.stdout.split("resuming after epoch ")[1].split()[0])
+    assert done <= resumed_at < 6
+    assert f"Epoch {resumed_at + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
+    train = json.loads((project.root / "data/text/metrics/train_char_lstm.json").read_text())
+    timings = json.loads((project.root / "data/text/timings/train_char_lstm.json").read_text())
+    assert train["epochs_run"] == 6 and train["epochs_trained"] == 6  # the batches before the kill counted
+    assert timings["train_seconds"] > seconds_before_kill[str(resumed_at)][0]  # and their seconds
+    assert len((project.root / "data/text/history/char_lstm.csv").read_text().splitlines()) == 1 + 6
+    assert project.dvc("status", stage).stdout.strip().endswith("Data and pipelines are up to date.")
+    runs = stage_runs_by_status(project, "text", stage)
+    assert sorted(runs) == ["FINISHED", "KILLED"]

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from stages.common.cli import run_stage
+from stages.common.io import write_json
 from stages.common.params import pick_model
-from stages.common.training import LearningRateSchedule, save_training_outputs, seed_everything
+from stages.common.training import LearningRateSchedule, resume_callbacks, save_training_outputs, seed_everything
 from stages.text import corpus, paths
 from stages.text import params as text_params
 from stages.text.corpus import load_tokens
 from stages.text.params import LSTMParams, is_word_model
 from stages.text.paths import PREPARED
+
+TIMER_STATE = "timer.json"  # {finished epoch: [training seconds, batches] so far}, beside the resume backup
 
 
 def training_pairs(ids: np.ndarray, p, every_position: bool, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -23,15 +28,25 @@ def training_pairs(ids: np.ndarray, p, every_position: bool, what: str) -> tuple
     return x, (y if every_position else y[:, -1])
 
 
-def epoch_timer(max_minutes: float | None):
+def epoch_timer(max_minutes: float | None, backup_dir: Path | None = None):
     """Sums the seconds spent in training batches (validation excluded); stops at the batch that passes `max_minutes`.
 
-    A stop inside an epoch still validates and records that (partial) epoch.
+    A stop inside an epoch still validates and records that (partial) epoch. With `backup_dir` (the resume backup's
+    folder) the sums are kept there after each epoch, so a resumed training counts the minutes spent before the
+    kill against its cap.
     """
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
         seconds, batches = 0.0, 0
+
+        def on_train_begin(self, logs=None):
+            resumed_at = self.model._initial_epoch or 0  # set by BackupAndRestore, which runs before this callback
+            state = backup_dir / TIMER_STATE if backup_dir else None
+            if resumed_at and state and state.is_file():
+                sums = json.loads(state.read_text())  # the backup's epoch, or an earlier one if killed in between
+                if earlier := [epoch for epoch in sums if int(epoch) <= resumed_at]:
+                    self.seconds, self.batches = sums[max(earlier, key=int)]
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started, self.counted = time.perf_counter(), False
@@ -51,6 +66,10 @@ def epoch_timer(max_minutes: float | None):
 
         def on_epoch_end(self, epoch, logs=None):
             self._count()
+            if backup_dir and backup_dir.is_dir():  # the backup of this epoch has just been written
+                state = backup_dir / TIMER_STATE
+                sums = json.loads(state.read_text()) if state.is_file() else {}
+                write_json(state, {**sums, str(epoch + 1): [self.seconds, self.batches]})
 
         def _count(self):
             if not self.counted:  # on_test_begin also fires for evaluate() outside fit: count each epoch once
@@ -60,8 +79,9 @@ def epoch_timer(max_minutes: float | None):
     return EpochTimer()
 
 
-def train(train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int, p, extra_callbacks=()):
-    """Pure step: (trained model, history dict, {training seconds, tokens/s, targets/s})."""
+def train(train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int, p, extra_callbacks=(), backup=()):
+    """Pure step: (trained model, history dict, {training seconds, tokens/s, targets/s}). `backup`: the callbacks of
+    `resume_callbacks`, to resume a killed training after its last finished epoch."""
     import keras
 
     from stages.text.models import build, model_inputs
@@ -73,14 +93,14 @@ def train(train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int, p, extr
     model = build(p, vocab_size)
     schedule = LearningRateSchedule(p.lr_schedule)
     model.compile(optimizer=keras.optimizers.Adam(schedule.rate(0)), loss="sparse_categorical_crossentropy")
-    timer = epoch_timer(p.max_minutes)
+    timer = epoch_timer(p.max_minutes, Path(backup[0].backup_dir) if backup else None)
     history = model.fit(
         model_inputs(model, x),
         y,
         batch_size=p.batch_size,
         epochs=p.epochs,
         validation_data=(model_inputs(model, x_valid), y_valid),
-        callbacks=[schedule.callback(), timer, *extra_callbacks],
+        callbacks=[*backup, schedule.callback(), timer, *extra_callbacks],
         verbose=2,
     )
     full_epochs, partial_batches = divmod(timer.batches, math.ceil(len(x) / p.batch_size))
@@ -96,14 +116,17 @@ def train(train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int, p, extr
 
 
 def main(name: str) -> None:
-    from stages.common.tracking import stage_run
+    from stages.common.tracking import dvc_hashes, stage_run
 
     p = text_params.load()
     mp = pick_model(p.models, name, "text.models")
     train_ids, valid_ids, vocab = load_tokens(is_word_model(mp))
     unit = "words" if is_word_model(mp) else "chars"
     with stage_run("text", f"text_train@{name}", params={"model": name, **mp.model_dump()}, inputs=[PREPARED]) as run:
-        model, history, speed = train(train_ids, valid_ids, len(vocab), mp, extra_callbacks=[run.keras_callback()])
+        backup = resume_callbacks(f"text_train@{name}", {"params": mp.model_dump(), "data": dvc_hashes([PREPARED])})
+        model, history, speed = train(
+            train_ids, valid_ids, len(vocab), mp, extra_callbacks=[run.keras_callback()], backup=backup
+        )
         tokens_per_s = speed.pop("train_tokens_per_s")
         summary = {
             "final_loss": float(history["loss"][-1]),
