@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +169,9 @@ FAKE_SECRETS = {
 }
 
 
-def kill_after_a_backed_up_epoch(project: Project, stage: str) -> int:
-    """`dvc repro <stage>` killed with SIGKILL (DVC and the stage process under it) a little into the epoch after the
-    first one its resume backup holds; returns the number of epochs that backup held."""
+def kill_when_backed_up(project: Project, stage: str, ready: Callable[[Path], bool]) -> None:
+    """`dvc repro <stage>` killed with SIGKILL (DVC and the stage process under it) a little after `ready(the stage's
+    backup folder, .cache/backup/<stage>)` first holds."""
     backup = project.root / ".cache" / "backup" / stage
     proc = subprocess.Popen(
         [str(VENV_BIN / "dvc"), "repro", stage],
@@ -182,18 +183,22 @@ def kill_after_a_backed_up_epoch(project: Project, stage: str) -> int:
     )
     try:
         deadline = time.monotonic() + 300
-        while not list(backup.glob("*/epoch_logs.json")):  # at least one epoch finished and backed up
-            assert proc.poll() is None, "training ended before it could be killed"
+        while not ready(backup):
+            assert proc.poll() is None, f"{stage} ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        done = len(json.loads(next(backup.glob("*/epoch_logs.json")).read_text()))
         time.sleep(0.4)  # into the next epoch
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    return done
+
+
+def backed_up_epochs(backup: Path) -> int:
+    """Epochs held by a Keras resume backup (stages.common.training.resume_callbacks); 0 when none."""
+    logs = list(backup.glob("*/epoch_logs.json"))
+    return len(json.loads(logs[0].read_text())) if logs else 0
 
 
 def stage_runs_by_status(project: Project, workload: str, stage: str) -> dict[str, list]:

@@ -21,7 +21,7 @@ from stages.dogscats.images import Unusable, load_rgb
 from stages.dogscats.params import PrepareParams
 from stages.dogscats.prepare import prepare, scan, split
 from stages.dogscats.scoring import flip_averaged_scores, log_loss, scores
-from tests.conftest import REPO
+from tests.conftest import REPO, backed_up_epochs, kill_when_backed_up, stage_runs_by_status
 from tests.factories.dogscats import THUMBS_DB, jpeg, noisy_jpeg, pet_folder, zipped
 
 PREP = PrepareParams(seed=0, valid_fraction=0.25, max_per_class=None, max_pixels=10_000_000)
@@ -537,3 +537,66 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     assert np.load(root / "features/features_flipped.npy").shape == (20, 1, 1, 512)
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
     assert all(m["n_valid"] == 4 and 0 <= m["flip_averaged_val_accuracy"] <= 1 for m in metrics.values())
+
+
+@pytest.mark.slow
+def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_server, tmp_path, vgg_weights):
+    only_dogscats(project.root / "dvc.yaml")
+    images_url, images_sha = http_server.add("kagglecatsanddogs_5340.zip", zipped(pet_folder(tmp_path / "src", 60)))
+    weights_url, weights_sha = http_server.add("vgg16_notop.h5", vgg_weights[0].read_bytes())
+    project.set_params(
+        {
+            "dogscats.sources.images": {"url": images_url, "sha256": images_sha},
+            "dogscats.sources.weights": {"url": weights_url, "sha256": weights_sha},
+            "dogscats.prepare.max_per_class": 60,
+            # 64 px: slow enough (tens of ms an image) to be killed part-way
+            "dogscats.features": {"input_size": 64, "batch_size": 2, "flips": False, "checkpoint_images": 4},
+        }
+    )
+    project.dvc("repro", "dogscats_prepare")
+    photos = len(pd.read_csv(project.root / "data/dogscats/prepared/manifest.csv"))
+    progress = project.root / ".cache/backup/dogscats_features"
+    kill_when_backed_up(project, "dogscats_features", lambda backup: any(backup.glob("*/progress.json")))
+    checkpointed = json.loads(next(progress.glob("*/progress.json")).read_text())["features.npy"]
+    assert 4 <= checkpointed < photos
+    assert not (project.root / "data/dogscats/features").exists()
+
+    resumed = project.dvc("repro", "dogscats_features").stdout
+    assert "dogscats_features: resuming features.npy at image" in resumed, resumed[-3000:]
+    at = int(resumed.split("resuming features.npy at image ")[1].split()[0])
+    assert checkpointed <= at < photos
+    features = project.root / "data/dogscats/features/features.npy"
+    resumed_bytes = features.read_bytes()
+    assert not progress.exists()  # removed once whole
+    assert project.dvc("status", "dogscats_features").stdout.strip().endswith("Data and pipelines are up to date.")
+
+    project.dvc("repro", "--force", "--single-item", "dogscats_features")
+    assert features.read_bytes() == resumed_bytes  # byte-identical to an uninterrupted run
+
+    # fine-tuning block 5 (on the images, from a trained head): killed after an epoch, resumed after it
+    fit = {"epochs": 1, "learning_rate": 0.001}
+    project.set_params(
+        {
+            "dogscats.train.head": {"hidden": 8, "dropout": 0.0, "l2": 0.0},
+            "dogscats.train.calibration_images": 16,
+            **{f"dogscats.train.{head}": fit for head in ("dense", "bn_inserted", "bn_scratch")},
+            "dogscats.finetune": {
+                **project.params["dogscats"]["finetune"],
+                "enabled": True,
+                "epochs": 4,
+                "batch_size": 2,
+                "head": "dense",
+            },
+        }
+    )
+    project.dvc("repro", "dogscats_train")
+    kill_when_backed_up(project, "dogscats_finetune", lambda backup: backed_up_epochs(backup) > 0)
+    done = backed_up_epochs(project.root / ".cache/backup/dogscats_finetune")
+    resumed = project.dvc("repro", "dogscats_finetune").stdout
+    assert "dogscats_finetune: resuming after epoch" in resumed, resumed[-3000:]
+    at = int(resumed.split("resuming after epoch ")[1].split()[0])
+    assert done <= at < 4 and f"Epoch {at + 1}/4" in resumed and "Epoch 1/4" not in resumed
+    history = pd.read_csv(project.root / "data/dogscats/finetune/history.csv")
+    assert len(history) == 4 and history["val_accuracy"].between(0, 1).all()
+    assert project.dvc("status", "dogscats_finetune").stdout.strip().endswith("Data and pipelines are up to date.")
+    assert sorted(stage_runs_by_status(project, "dogscats", "dogscats_finetune")) == ["FINISHED", "KILLED"]

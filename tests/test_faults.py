@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from benchmarks.common import copy_project, free_port
-from tests.conftest import REPO, LoopbackServer, Project, kill_after_a_backed_up_epoch, stage_runs_by_status
+from tests.conftest import REPO, LoopbackServer, Project, backed_up_epochs, kill_when_backed_up, stage_runs_by_status
 from tests.factories.movielens import movielens_zip, ratings_table
 
 STAGE = "movielens_train@bias"
@@ -65,7 +65,8 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(prepared):
         project.root / "data/movielens/metrics/train_bias.json",
         project.root / "data/movielens/history/bias.csv",
     ]
-    done = kill_after_a_backed_up_epoch(project, STAGE)
+    kill_when_backed_up(project, STAGE, lambda backup: backed_up_epochs(backup) > 0)
+    done = backed_up_epochs(project.root / ".cache/backup" / STAGE)
     assert done < 6
     assert not any(path.exists() for path in outputs), "a killed stage left an output"
     assert not list((project.root / "data/movielens").rglob(".*tmp*"))
@@ -281,9 +282,9 @@ def tiny_fit(tmp_path, monkeypatch, epochs: int, extra_callback=None):
     import keras
     import numpy as np
 
-    from stages.common import training
+    from stages.common import resume, training
 
-    monkeypatch.setattr(training, "BACKUP_ROOT", tmp_path / "backup")
+    monkeypatch.setattr(resume, "BACKUP_ROOT", tmp_path / "backup")
     keras.utils.set_random_seed(0)
     inputs = keras.Input((1,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))

@@ -20,7 +20,7 @@ from stages.imdb.params import ImdbParams, ModelParams, TokenizeParams
 from stages.imdb.reviews import read_reviews
 from stages.imdb.sequences import repad
 from stages.imdb.tokenize import build_vocab, encode, stratified_valid_mask, tokenize, words
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_when_backed_up, stage_runs_by_status
 from tests.factories.imdb import glove_archive, glove_text, imdb_archive
 
 
@@ -584,3 +584,84 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
 
 def load(path):
     return np.load(path, allow_pickle=False)
+
+
+def test_a_training_killed_inside_its_second_phase_resumes_there_with_its_optimizer_state_and_best_epoch(tmp_path):
+    """Killed after epoch 3 of [2 frozen at 1e-2, 3 trained at 1e-3]: the rerun restores the weights, the best epoch
+    so far and the history, recompiles phase 2 (embedding trainable, its rate) and puts its Adam state back: Adam has
+    taken as many steps in phase 2 as in an uninterrupted run (a fresh optimizer would have taken 2 epochs' worth)."""
+    import keras
+
+    from stages.imdb.train import train
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 3:  # before the backup of epoch 4: the backup holds epochs 1-3
+                raise KeyboardInterrupt
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            steps.append(int(self.model.optimizer.iterations.numpy()))
+
+    steps: list[int] = []
+    train_data, valid_data = toy_data()
+    p = model_params(
+        phases=[
+            {"epochs": 2, "learning_rate": 0.01, "train_embedding": False},
+            {"epochs": 3, "learning_rate": 0.001, "train_embedding": True},
+        ]
+    )
+    backup = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        train(train_data, valid_data, p, 20, extra_callbacks=[Kill()], verbose=0, backup=backup)
+    state = json.loads((backup / "state.json").read_text())
+    assert state["epoch"] == 3 and len(state["history"]["val_accuracy"]) == 3
+
+    model, history, summary = train(train_data, valid_data, p, 20, extra_callbacks=[Steps()], verbose=0, backup=backup)
+    batches = -(-len(train_data[1]) // p.batch_size)
+    assert steps == [3 * batches]  # only phase 2 was fitted, and its optimizer went on from its 1 epoch
+    assert history["phase"] == [1, 1, 2, 2, 2] and history["embedding_trainable"] == [0, 0, 1, 1, 1]
+    assert history["learning_rate"] == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.001])
+    assert history["val_accuracy"][:3] == state["history"]["val_accuracy"]  # the epochs before the kill kept
+    assert summary["epochs"] == 5 and summary["best_epoch"] == int(np.argmax(history["val_accuracy"])) + 1
+
+
+@pytest.mark.slow
+def test_a_real_imdb_training_killed_in_its_second_phase_resumes_there(project, http_server):
+    imdb_url, imdb_sha = http_server.add("aclImdb_v1.tar.gz", imdb_archive(300))
+    glove_url, glove_sha = http_server.add("glove.6B.zip", glove_archive())
+    stage = "imdb_train@phased"
+    phased = {
+        **TINY_MODELS["single"],
+        "batch_size": 2,  # hundreds of steps an epoch: long enough to be killed inside one
+        "phases": [
+            {"epochs": 2, "learning_rate": 0.01, "train_embedding": False},
+            {"epochs": 3, "learning_rate": 0.001, "train_embedding": True},
+        ],
+    }
+    project.set_params(
+        {
+            "imdb.source": {"url": imdb_url, "sha256": imdb_sha},
+            "glove.source": {"url": glove_url, "sha256": glove_sha},
+            "imdb.tokenize.vocab_size": 27,
+            "imdb.tokenize.maxlen": 24,
+            "imdb.models": {"phased": phased},
+        }
+    )
+    project.dvc("repro", "imdb_tokenize", "glove_matrix")
+
+    def in_phase_2(backup: Path) -> bool:
+        return any(json.loads(state.read_text())["epoch"] >= 3 for state in backup.glob("*/train/state.json"))
+
+    kill_when_backed_up(project, stage, in_phase_2)
+    result = project.dvc("repro", stage)
+    assert "resuming after epoch" in result.stdout, result.stdout[-3000:]
+    resumed_at = int(result.stdout.split("resuming after epoch ")[1].split()[0])
+    assert 3 <= resumed_at < 5
+    assert f"Epoch {resumed_at + 1}/5" in result.stdout and "Epoch 1/5" not in result.stdout
+    history = pd.read_csv(project.root / "data/imdb/history/phased.csv")
+    assert history["phase"].tolist() == [1, 1, 2, 2, 2] and history["embedding_trainable"].tolist() == [0, 0, 1, 1, 1]
+    assert json.loads((project.root / "data/imdb/metrics/train_phased.json").read_text())["epochs"] == 5
+    assert not (project.root / ".cache/backup" / stage).exists()
+    assert project.dvc("status", stage).stdout.strip().endswith("Data and pipelines are up to date.")
+    assert sorted(stage_runs_by_status(project, "imdb", stage)) == ["FINISHED", "KILLED"]

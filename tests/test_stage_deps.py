@@ -107,7 +107,7 @@ def test_editing_shared_code_or_a_params_default_marks_exactly_the_stages_that_i
     project = clone_project(movielens_chain, tmp_path / "project")
     assert changed_stages(project) == set()
     edits = {
-        "stages/common/training.py": ('BACKUP_ROOT = Path(".cache/backup")', 'BACKUP_ROOT = Path(".cache/backups")'),
+        "stages/common/training.py": ("return float(current)", "return float(current) * 1.0"),
         "stages/movielens/params.py": (
             "dropout_hidden: float = Field(default=0.75",
             "dropout_hidden: float = Field(default=0.7",

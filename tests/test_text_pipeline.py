@@ -7,7 +7,7 @@ import json
 import mlflow
 import pytest
 
-from tests.conftest import kill_after_a_backed_up_epoch, stage_runs_by_status
+from tests.conftest import backed_up_epochs, kill_when_backed_up, stage_runs_by_status
 from tests.test_text import generated_text
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,8 @@ def test_a_killed_char_lstm_resumes_with_its_epochs_and_minutes_counted(project,
     stage = "text_train@char_lstm"
     project.set_params({"text.models": {"char_lstm": {**MODELS["char_lstm"], "epochs": 6, "batch_size": 4}}})
     project.dvc("repro", "text_prepare")
-    done = kill_after_a_backed_up_epoch(project, stage)
+    kill_when_backed_up(project, stage, lambda backup: backed_up_epochs(backup) > 0)
+    done = backed_up_epochs(project.root / ".cache/backup" / stage)
     timer_state = next((project.root / ".cache/backup" / stage).glob("*/timer.json"))
     seconds_before_kill = json.loads(timer_state.read_text())
 

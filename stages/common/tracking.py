@@ -20,10 +20,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stages.common import environment
 from stages.common.cli import StageError
+from stages.common.resume import dvc_hashes
 
 log = logging.getLogger("lesson5.tracking")
 STORE_LOCK_TIMEOUT_S = 300  # creating the schema takes seconds; a holder that dies releases the lock at once
@@ -77,26 +76,6 @@ def git_commit(cwd: str | os.PathLike = ".") -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def dvc_hashes(paths: list[str], lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
-    """DVC's recorded hash of each path: an upstream stage's out in dvc.lock, or a .dvc file."""
-    recorded: dict[str, str] = {}
-    lock = Path(lock_file)
-    if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for stage in stages.values():
-            for out in stage.get("outs", []):
-                recorded[out["path"].rstrip("/")] = out.get("md5") or out.get("hash") or "unknown"
-    result = {}
-    for path in paths:
-        key = path.rstrip("/")
-        dvc_file = Path(key + ".dvc")
-        if key not in recorded and dvc_file.is_file():
-            outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [{}])
-            recorded[key] = outs[0].get("md5", "unknown")
-        result[key] = recorded.get(key, "untracked")
-    return result
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from stages.common.io import atomic_path, save_figure, save_keras, write_csv, write_json, write_metrics
-
-BACKUP_ROOT = Path(".cache/backup")
+from stages.common.resume import backup_folder, remove_backup
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -65,12 +61,7 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
     """
     import keras
 
-    stage_dir = BACKUP_ROOT / re.sub(r"[^A-Za-z0-9_.@=-]", "_", stage)
-    digest = hashlib.sha256(json.dumps(fingerprint or {}, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = stage_dir / digest
-    for stale in stage_dir.glob("*"):
-        if stale != folder:
-            shutil.rmtree(stale, ignore_errors=True)
+    folder = backup_folder(stage, fingerprint or {})
 
     class EpochLogs(keras.callbacks.Callback):
         """Keeps finished epochs' logs with the backup and puts them back in front of a resumed run's history."""
@@ -99,9 +90,7 @@ def resume_callbacks(stage: str, fingerprint: Mapping[str, Any] | None = None) -
                 earlier = self.rows[: self.resumed_at]
                 for key, values in history.history.items():
                     history.history[key] = [row.get(key, float("nan")) for row in earlier] + values
-            shutil.rmtree(folder, ignore_errors=True)
-            if stage_dir.is_dir() and not any(stage_dir.iterdir()):
-                stage_dir.rmdir()
+            remove_backup(folder)
 
     class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         """Keras' backup written via temporary files and renamed into place, so a kill mid-write leaves the

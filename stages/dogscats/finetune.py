@@ -10,10 +10,19 @@ import pandas as pd
 
 from stages.common.cli import run_stage
 from stages.common.io import atomic_dir, load_keras, save_keras, write_csv, write_metrics
-from stages.common.training import history_rows, seed_everything
+from stages.common.training import history_rows, resume_callbacks, seed_everything
 from stages.dogscats import params as dogscats_params
 from stages.dogscats.params import FinetuneParams
-from stages.dogscats.paths import FINETUNE, FINETUNE_METRICS, FINETUNE_TIMINGS, MODEL, MODELS_DIR, PREPARED, WEIGHTS
+from stages.dogscats.paths import (
+    FINETUNE,
+    FINETUNE_METRICS,
+    FINETUNE_TIMINGS,
+    MODEL,
+    MODELS_DIR,
+    PREPARED,
+    WEIGHTS,
+    WEIGHTS_DIR,
+)
 from stages.dogscats.scoring import scores
 from stages.dogscats.vgg import conv_base, load_image
 
@@ -76,8 +85,10 @@ def finetune(
     p: FinetuneParams,
     log_loss_clip: float,
     callbacks=(),
+    backup=(),
 ):
-    """Pure step: returns the fine-tuned model, its history, and its held-out scores with the training time."""
+    """Pure step: returns the fine-tuned model, its history, and its held-out scores with the training time.
+    `backup`: the callbacks of `resume_callbacks`, to resume a killed run after its last finished epoch."""
     import keras
 
     import stages.common.batchnorm  # noqa: F401  registers CalibratedBatchNormalization for loading the head
@@ -91,24 +102,27 @@ def finetune(
         image_batches(valid, prepared, input_size, p.batch_size), valid["label"].to_numpy("float32"), log_loss_clip
     )
     started = time.perf_counter()
-    # held_out first: the other callbacks (MLflow, History, the progress log) then see its val_ metrics
+    # held_out first: the other callbacks (the backup's epoch logs, MLflow, History, the progress log) then see its
+    # val_ metrics
     history = model.fit(
         image_batches(train, prepared, input_size, p.batch_size, augmentation(p), p.seed),
         epochs=p.epochs,
-        callbacks=[held_out, *callbacks],
+        callbacks=[held_out, *backup, *callbacks],
         shuffle=False,
         verbose=2,
     )  # shuffled by image_batches
     seconds = time.perf_counter() - started
+    epochs_run = p.epochs - (backup[-1].resumed_at if backup else 0)
     # each epoch passes every training and held-out image through VGG16 (backward through block 5 for training ones)
     return (
         model,
         history.history,
-        held_out.scores | {"seconds": seconds, "images_per_s": p.epochs * len(manifest) / seconds},
+        held_out.scores | {"seconds": seconds, "images_per_s": epochs_run * len(manifest) / seconds},
     )
 
 
 def main() -> None:
+    from stages.common.resume import dvc_hashes
     from stages.common.tracking import stage_run
 
     p = dogscats_params.load()
@@ -123,6 +137,10 @@ def main() -> None:
             print("fine-tuning is off (dogscats.finetune.enabled: false)")
             return
         with stage_run("dogscats", "dogscats_finetune", params=fp.model_dump(), inputs=[PREPARED, MODELS_DIR]) as run:
+            inputs = dvc_hashes([PREPARED, MODELS_DIR, WEIGHTS_DIR])
+            backup = resume_callbacks(
+                "dogscats_finetune", {"params": fp.model_dump(), "size": p.features.input_size, "inputs": inputs}
+            )
             model, history, result = finetune(
                 Path(PREPARED),
                 WEIGHTS,
@@ -131,6 +149,7 @@ def main() -> None:
                 fp,
                 p.evaluate.log_loss_clip,
                 [run.keras_callback()],
+                backup,
             )
             result = {"enabled": True, **result}
             save_keras(out / "model.keras", model)

@@ -25,6 +25,7 @@ class FeaturesParams(Schema):
     input_size: int = Field(ge=32, le=1024, description="images are resized to input_size x input_size")
     batch_size: int = Field(ge=1, le=1024)
     flips: bool = Field(description="also cache the features of every image mirrored left-right (twice the time)")
+    checkpoint_images: int = Field(ge=1, description="progress kept every this many images: a killed run resumes there")
 
 
 class HeadParams(Schema):

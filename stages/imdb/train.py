@@ -7,13 +7,15 @@ The weights of the best validation epoch across all phases are kept. The test se
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from stages.common.cli import StageError, run_stage
-from stages.common.io import load_npy
+from stages.common.io import atomic_path, load_npy, write_json
 from stages.common.params import pick_model
 from stages.common.training import history_rows, save_training_outputs, seed_everything
 from stages.glove.paths import EMBEDDING as GLOVE_MATRIX
@@ -44,6 +46,70 @@ class KeepBest:
                     keeper.best, keeper.epoch, keeper.weights = score, epoch + 1, self.model.get_weights()
 
         return Keep()
+
+
+class PhaseBackup:
+    """After every epoch, in `folder`: the model's and the optimizer's variables, the best epoch's weights and the
+    history so far, so that a killed training resumes inside the right phase (recompiled with its trainable flag,
+    its optimizer state put back) after its last finished epoch. A phase's first epoch starts, as in an
+    uninterrupted run, with a fresh optimizer."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.state_file, self.arrays = folder / "state.json", folder / "arrays.npz"
+
+    def load(self) -> dict | None:
+        if not (self.state_file.is_file() and self.arrays.is_file()):
+            return None
+        state = json.loads(self.state_file.read_text())
+        with np.load(self.arrays) as arrays:
+            state["arrays"] = {key: arrays[key] for key in arrays.files}
+        return state if state["arrays"]["epoch"].item() == state["epoch"] else None  # else killed between the two
+
+    def callback(self, best: KeepBest | None, history: dict[str, list[float]], seconds: list[float]):
+        """Saves each epoch's end; `history`: the epochs before this fit, `seconds`: [training seconds so far]."""
+        import keras
+
+        backup = self
+
+        class Save(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.rows = {key: list(values) for key, values in history.items()}
+
+            def on_epoch_end(self, epoch, logs=None):
+                for key, value in logs.items():
+                    self.rows.setdefault(key, []).append(float(value))
+                arrays = {f"model_{i}": w for i, w in enumerate(self.model.get_weights())}
+                arrays |= {f"optimizer_{i}": v.numpy() for i, v in enumerate(self.model.optimizer.variables)}
+                if best is not None and best.weights is not None:
+                    arrays |= {f"best_{i}": w for i, w in enumerate(best.weights)}
+                arrays["epoch"] = np.array(epoch + 1)  # pairs the arrays with state.json
+                backup.folder.mkdir(parents=True, exist_ok=True)
+                with atomic_path(backup.arrays) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, **arrays)
+                state = {
+                    "epoch": epoch + 1,
+                    "history": self.rows,
+                    "seconds": seconds[0],
+                    "best": None if best is None else [best.best, best.epoch],
+                }
+                write_json(backup.state_file, state)
+
+        return Save()
+
+
+def epoch_timer(seconds: list[float]):
+    """Adds each epoch's seconds (training and validation) to seconds[0]."""
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds[0] += time.perf_counter() - self.started
+
+    return Timer()
 
 
 def phase_logger(phase: int):
@@ -98,10 +164,12 @@ def train(
     glove: np.ndarray | None = None,
     extra_callbacks=(),
     verbose: int = 2,
+    backup: Path | None = None,
 ):
     """Pure step: (model with the best validation weights, history dict, summary dict).
 
-    valid_data None: no choice to make, every phase is trained and the last weights are kept."""
+    valid_data None: no choice to make, every phase is trained and the last weights are kept. `backup`: a folder
+    where each epoch is backed up (PhaseBackup), and from which a killed training resumes."""
     import keras
 
     from stages.imdb.models import build
@@ -117,28 +185,49 @@ def train(
     model = build(p, vocab_size, train_data[0].shape[1], glove if p.embedding == "glove" else None)
     best = KeepBest(p.monitor) if valid_data is not None else None
     history: dict[str, list[float]] = {}
-    epoch, seconds = 0, 0.0
+    epoch, seconds = 0, [0.0]
+    phase_backup = PhaseBackup(backup) if backup else None
+    resumed = phase_backup.load() if phase_backup else None
+    if resumed:
+        print(f"{backup}: resuming after epoch {resumed['epoch']} (the previous run was interrupted)", flush=True)
+        history, seconds = resumed["history"], [resumed["seconds"]]
+        arrays = resumed["arrays"]
+        model.set_weights([arrays[f"model_{i}"] for i in range(len(model.weights))])
+        if best is not None and resumed["best"] is not None:
+            best.best, best.epoch = resumed["best"]
+            best.weights = [arrays[f"best_{i}"] for i in range(len(model.weights))]
     for number, phase in enumerate(p.phases, start=1):
+        phase_start, epoch = epoch, epoch + phase.epochs
+        if resumed and resumed["epoch"] >= epoch:
+            continue  # finished before the kill
         model.get_layer("embedding").trainable = phase.train_embedding
         # compile after changing `trainable`, with a new optimizer at this phase's rate: both really apply
         model.compile(
             optimizer=keras.optimizers.Adam(phase.learning_rate), loss="binary_crossentropy", metrics=["accuracy"]
         )
-        started = time.perf_counter()
+        first = phase_start
+        if resumed and resumed["epoch"] > phase_start:  # killed inside this phase: its optimizer state goes back
+            first = resumed["epoch"]
+            model.optimizer.build(model.trainable_variables)
+            for i, variable in enumerate(model.optimizer.variables):
+                variable.assign(resumed["arrays"][f"optimizer_{i}"])
+        saver = [phase_backup.callback(best, history, seconds)] if phase_backup else []
         fitted = model.fit(
             *train_data,
             batch_size=p.batch_size,
-            initial_epoch=epoch,
-            epochs=epoch + phase.epochs,
+            initial_epoch=first,
+            epochs=epoch,
             validation_data=valid_data,
             verbose=verbose,
-            callbacks=epoch_end_callbacks(number, best, extra_callbacks),
+            callbacks=[epoch_timer(seconds), *epoch_end_callbacks(number, best, extra_callbacks), *saver],
         )
-        seconds += time.perf_counter() - started
-        epoch += phase.epochs
         for key, values in fitted.history.items():
             history.setdefault(key, []).extend(values)
-    summary = {"epochs": epoch, "train_reviews_per_s": len(train_data[1]) * epoch / seconds, "train_seconds": seconds}
+    summary = {
+        "epochs": epoch,
+        "train_reviews_per_s": len(train_data[1]) * epoch / seconds[0],
+        "train_seconds": seconds[0],
+    }
     if best is None:
         return model, history, summary
     if best.weights is None:
@@ -164,6 +253,7 @@ def refit(
     glove: np.ndarray | None = None,
     extra_callbacks=(),
     verbose: int = 2,
+    backup: Path | None = None,
 ):
     """Pure step: the model trained again from p.seed on the training and validation reviews together through the
     first `epochs` epochs of its phases, the number the validation split chose; (model, summary)."""
@@ -176,6 +266,7 @@ def refit(
         glove,
         extra_callbacks,
         verbose,
+        backup,
     )
     require_learned(model, valid_data[0], p)
     return model, {
@@ -224,6 +315,7 @@ def main_nbsvm(name: str, mp: NbsvmParams) -> None:
 
 
 def main(name: str) -> None:
+    from stages.common.resume import backup_folder, dvc_hashes, remove_backup
     from stages.common.tracking import stage_run
 
     p = imdb_params.load()
@@ -236,16 +328,27 @@ def main(name: str) -> None:
     glove = load_npy(GLOVE_MATRIX) if mp.embedding == "glove" else None
     inputs = [TOKENIZED] + ([GLOVE_MATRIX] if glove is not None else [])
     with stage_run("imdb", f"imdb_train@{name}", params={"model": name, **mp.model_dump()}, inputs=inputs) as run:
+        # kept until the outputs are written: a kill during the refit does not redo the first training
+        folder = backup_folder(f"imdb_train@{name}", {"params": mp.model_dump(), "data": dvc_hashes(inputs)})
         model, history, summary = train(
-            train_data, valid_data, mp, p.tokenize.vocab_size, glove, extra_callbacks=[run.keras_callback()]
+            train_data,
+            valid_data,
+            mp,
+            p.tokenize.vocab_size,
+            glove,
+            extra_callbacks=[run.keras_callback()],
+            backup=folder / "train",
         )
         if mp.refit:
             print(f"{name}: validation chose epoch {summary['best_epoch']}; training again on every training review")
-            model, refitted = refit(train_data, valid_data, mp, summary["best_epoch"], p.tokenize.vocab_size, glove)
+            model, refitted = refit(
+                train_data, valid_data, mp, summary["best_epoch"], p.tokenize.vocab_size, glove, backup=folder / "refit"
+            )
             summary |= refitted
         save_training_outputs(
             run, paths, name, model, history, summary, f"IMDB {name}: accuracy per epoch", ["accuracy", "val_accuracy"]
         )
+        remove_backup(folder)
     print(
         f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']} "
         f"of {summary['epochs']}, {summary['train_reviews_per_s']:,.0f} reviews/s"

@@ -57,7 +57,8 @@ def train(ratings: pd.DataFrame, n_users: int, n_movies: int, p: ModelParams, ex
 
 
 def main(name: str) -> None:
-    from stages.common.tracking import dvc_hashes, stage_run
+    from stages.common.resume import dvc_hashes
+    from stages.common.tracking import stage_run
 
     p = movielens_params.load()
     mp = pick_model(p.models, name, "movielens.models")

@@ -116,7 +116,8 @@ def train(train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int, p, extr
 
 
 def main(name: str) -> None:
-    from stages.common.tracking import dvc_hashes, stage_run
+    from stages.common.resume import dvc_hashes
+    from stages.common.tracking import stage_run
 
     p = text_params.load()
     mp = pick_model(p.models, name, "text.models")
