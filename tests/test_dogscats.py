@@ -589,7 +589,12 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
             },
         }
     )
-    project.dvc("repro", "dogscats_train")
+    # the heads: killed once the dense head is finished, the rerun keeps it and trains the others
+    kill_when_backed_up(project, "dogscats_train", lambda backup: any(backup.glob("*/dense.json")))
+    heads = project.dvc("repro", "dogscats_train").stdout
+    assert "dense: kept from the interrupted run" in heads, heads[-3000:]
+    assert len(list((project.root / "data/dogscats/models").glob("*.keras"))) == 3
+    assert sorted(stage_runs_by_status(project, "dogscats", "dogscats_train@dense")) == ["FINISHED"]  # tracked once
     kill_when_backed_up(project, "dogscats_finetune", lambda backup: backed_up_epochs(backup) > 0)
     done = backed_up_epochs(project.root / ".cache/backup/dogscats_finetune")
     resumed = project.dvc("repro", "dogscats_finetune").stdout

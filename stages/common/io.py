@@ -136,6 +136,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def copy_file(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import pandas as pd
 
 from stages.common.cli import run_stage
-from stages.common.io import save_keras, write_csv, write_metrics
-from stages.common.training import history_rows, seed_everything
+from stages.common.io import copy_file, load_keras, save_keras, write_csv, write_json, write_metrics
+from stages.common.training import history_rows, resume_callbacks, seed_everything
 from stages.dogscats import params as dogscats_params
 from stages.dogscats.feature_files import load_features, load_flipped, split_arrays
 from stages.dogscats.models import BN_AFTER, dense_head
@@ -51,6 +52,7 @@ def train_head(name: str, train, valid, p: TrainParams, dense=None, callbacks=()
 
 
 def main() -> None:
+    from stages.common.resume import backup_folder, dvc_hashes, remove_backup
     from stages.common.tracking import stage_run
 
     p = dogscats_params.load()
@@ -63,34 +65,45 @@ def main() -> None:
         f"training on {len(train[1]):,} images{' (half of them mirrored)' if p.train.flips else ''}, "
         f"validating on {len(valid[1]):,}"
     )
+    fingerprint = {"params": p.train.model_dump(), "inputs": dvc_hashes([FEATURES])}
+    finished = backup_folder("dogscats_train", fingerprint)  # the heads a killed run finished, kept to the end
     summary, dense = {}, None
     for name in MODELS:  # dense first: bn_inserted starts from the trained dense head
-        with stage_run(
-            "dogscats", f"dogscats_train@{name}", params={"model": name, **p.train.model_dump()}, inputs=[FEATURES]
-        ) as run:
-            started = time.perf_counter()
-            model, history, extra = train_head(name, train, valid, p.train, dense, [run.keras_callback()])
-            rows = history_rows(history)
-            summary[name] = {
-                "final_val_accuracy": rows[-1]["val_accuracy"],
-                "final_val_loss": rows[-1]["val_loss"],
-                "epochs": len(rows),
-                "seconds": time.perf_counter() - started,
-                **extra,
-            }
+        kept_model, kept_result = finished / f"{name}.keras", finished / f"{name}.json"
+        if kept_model.is_file() and kept_result.is_file():
+            import stages.common.batchnorm  # noqa: F401  registers CalibratedBatchNormalization for loading
+
+            copy_file(kept_model, MODEL.format(name=name))
+            model, (rows, summary[name]) = load_keras(kept_model), json.loads(kept_result.read_text())
+            print(f"{name}: kept from the interrupted run ({kept_model}), already tracked in MLflow")
+        else:
+            with stage_run(
+                "dogscats", f"dogscats_train@{name}", params={"model": name, **p.train.model_dump()}, inputs=[FEATURES]
+            ) as run:
+                started = time.perf_counter()
+                backup = resume_callbacks(f"dogscats_train@{name}", fingerprint)
+                model, history, extra = train_head(name, train, valid, p.train, dense, [run.keras_callback(), *backup])
+                rows = history_rows(history)
+                summary[name] = {
+                    "final_val_accuracy": rows[-1]["val_accuracy"],
+                    "final_val_loss": rows[-1]["val_loss"],
+                    "epochs": len(rows),
+                    "seconds": time.perf_counter() - started,
+                    **extra,
+                }
+                run.log_metrics(summary[name])
+                run.log_keras_model(model)
             save_keras(MODEL.format(name=name), model)
-            write_csv(HISTORY.format(name=name), pd.DataFrame(rows))
-            run.log_metrics(summary[name])
-            run.log_keras_model(model)
+            copy_file(MODEL.format(name=name), kept_model)
+            write_json(kept_result, [rows, summary[name]])
+        write_csv(HISTORY.format(name=name), pd.DataFrame(rows))
         dense = model if name == "dense" else dense
+        insertion = summary[name].get("insertion_max_abs_change")
         print(
             f"{name}: val accuracy {summary[name]['final_val_accuracy']:.4f} after {len(rows)} epochs"
-            + (
-                f"; BN insertion changed the outputs by at most {extra['insertion_max_abs_change']:.1e}"
-                if extra
-                else ""
-            )
+            + (f"; BN insertion changed the outputs by at most {insertion:.1e}" if insertion is not None else "")
         )
+    remove_backup(finished)
     write_metrics(TRAIN_METRICS, TRAIN_TIMINGS, summary)
 
 
