@@ -342,3 +342,25 @@ def test_a_kill_while_the_backup_is_written_keeps_the_previous_epochs_backup(tmp
     out = capsys.readouterr().out
     assert "resuming after epoch 1" in out and "unreadable" not in out
     assert len(history.history["loss"]) == 4
+
+
+def test_a_backup_made_by_other_code_params_or_data_is_never_resumed(tmp_path, monkeypatch):
+    from stages.common import resume
+
+    monkeypatch.chdir(tmp_path)
+    code = tmp_path / "stages" / "workload" / "train.py"
+    code.parent.mkdir(parents=True)
+    code.write_text("EPOCHS = 1\n")
+    fingerprint = {"params": {"epochs": 3}, "data": {"data/prepared": "abc.dir"}}
+    first = resume.backup_folder("workload_train@m", fingerprint)
+    first.mkdir(parents=True)
+    assert resume.backup_folder("workload_train@m", fingerprint) == first and first.is_dir()  # same: resumed
+    for changed in (
+        {"params": {"epochs": 4}, "data": fingerprint["data"]},
+        {"params": fingerprint["params"], "data": {"data/prepared": "abd.dir"}},
+    ):
+        other = resume.backup_folder("workload_train@m", changed)
+        assert other != first and not first.exists()  # the old backup is deleted, never resumed
+        first.mkdir(parents=True)
+    code.write_text("EPOCHS = 2\n")
+    assert resume.backup_folder("workload_train@m", fingerprint) != first and not first.exists()

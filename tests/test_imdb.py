@@ -665,3 +665,7 @@ def test_a_real_imdb_training_killed_in_its_second_phase_resumes_there(project, 
     assert not (project.root / ".cache/backup" / stage).exists()
     assert project.dvc("status", stage).stdout.strip().endswith("Data and pipelines are up to date.")
     assert sorted(stage_runs_by_status(project, "imdb", stage)) == ["FINISHED", "KILLED"]
+    project.dvc("repro", "--force", "--single-item", stage)  # uninterrupted
+    uninterrupted = pd.read_csv(project.root / "data/imdb/history/phased.csv")
+    assert history["val_loss"].iloc[:resumed_at].tolist() == uninterrupted["val_loss"].iloc[:resumed_at].tolist()
+    assert history["val_loss"].iloc[-1] == pytest.approx(uninterrupted["val_loss"].iloc[-1], abs=0.02)  # after resuming

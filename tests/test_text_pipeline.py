@@ -93,3 +93,6 @@ def test_a_killed_char_lstm_resumes_with_its_epochs_and_minutes_counted(project,
     assert project.dvc("status", stage).stdout.strip().endswith("Data and pipelines are up to date.")
     runs = stage_runs_by_status(project, "text", stage)
     assert sorted(runs) == ["FINISHED", "KILLED"]
+    project.dvc("repro", "--force", "--single-item", stage)  # uninterrupted
+    uninterrupted = json.loads((project.root / "data/text/metrics/train_char_lstm.json").read_text())
+    assert train["final_val_loss"] == pytest.approx(uninterrupted["final_val_loss"], abs=0.05)

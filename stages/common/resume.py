@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 BACKUP_ROOT = Path(".cache/backup")
+CODE_ROOT = Path("stages")  # relative: stages run at the repository root
 
 
 def dvc_hashes(paths: list[str], lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
@@ -36,11 +37,21 @@ def dvc_hashes(paths: list[str], lock_file: str | os.PathLike = "dvc.lock") -> d
     return result
 
 
+def code_digest(root: Path = CODE_ROOT) -> str:
+    """One digest of the project's stage code: a backup made by other code is not resumed."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.as_posix()}\0".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def backup_folder(stage: str, fingerprint: Mapping[str, Any]) -> Path:
-    """`.cache/backup/<stage>/<digest of fingerprint>/` (not created): the place of a killed run's work. Other
-    digests' folders of the stage are deleted: a backup made with other params, code or data is never resumed."""
+    """`.cache/backup/<stage>/<digest of fingerprint and code>/` (not created): the place of a killed run's work.
+    `fingerprint`: the stage's params and the DVC hashes of its inputs. Other digests' folders of the stage are
+    deleted: a backup made with other params, code or data is never resumed."""
     stage_dir = BACKUP_ROOT / re.sub(r"[^A-Za-z0-9_.@=-]", "_", stage)
-    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    keyed = {"fingerprint": fingerprint, "code": code_digest()}
+    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = stage_dir / digest
     for stale in stage_dir.glob("*"):
         if stale != folder:
