@@ -626,6 +626,32 @@ def test_a_training_killed_inside_its_second_phase_resumes_there_with_its_optimi
     assert summary["epochs"] == 5 and summary["best_epoch"] == int(np.argmax(history["val_accuracy"])) + 1
 
 
+def test_the_best_weights_from_before_a_kill_survive_it(tmp_path):
+    """Phase 2 at a ruinous rate: the best epoch comes before the kill, and the resumed training returns exactly
+    the weights the killed one had kept for it."""
+    import keras
+
+    from stages.imdb.train import train
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 3:
+                raise KeyboardInterrupt
+
+    train_data, valid_data = toy_data()
+    p = model_params(phases=[{"epochs": 2, "learning_rate": 0.01}, {"epochs": 3, "learning_rate": 5.0}])
+    backup = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        train(train_data, valid_data, p, 20, extra_callbacks=[Kill()], verbose=0, backup=backup)
+    kept_epoch = json.loads((backup / "state.json").read_text())["best"][1]
+    with np.load(backup / "arrays.npz") as arrays:
+        kept = [arrays[f"best_{i}"] for i in range(len([k for k in arrays.files if k.startswith("best_")]))]
+    model, _, summary = train(train_data, valid_data, p, 20, verbose=0, backup=backup)
+    assert summary["best_epoch"] == kept_epoch <= 3
+    for weights, kept_weights in zip(model.get_weights(), kept, strict=True):
+        np.testing.assert_array_equal(weights, kept_weights)
+
+
 @pytest.mark.slow
 def test_a_real_imdb_training_killed_in_its_second_phase_resumes_there(project, http_server):
     imdb_url, imdb_sha = http_server.add("aclImdb_v1.tar.gz", imdb_archive(300))
