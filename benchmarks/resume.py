@@ -106,7 +106,7 @@ def read(path: str) -> dict:
 
 def measure(repeats: int) -> list[dict]:
     """[{stage, backup_s, epoch_s, what}] for each long stage of the default run."""
-    from stages.common.io import load_keras
+    from stages.common.io import load_keras, load_npy
     from stages.dogscats import params as dogscats_params
     from stages.dogscats.finetune import finetune_model
     from stages.dogscats.paths import MODEL, WEIGHTS
@@ -138,7 +138,7 @@ def measure(repeats: int) -> list[dict]:
         )
 
     imdb = imdb_params.load()
-    glove = np.load(EMBEDDING)
+    glove = load_npy(EMBEDDING)
     for name, p in imdb.models.items():
         if p.kind == "nbsvm":
             continue  # no epochs: it fits in about two minutes

@@ -644,7 +644,7 @@ def test_the_best_weights_from_before_a_kill_survive_it(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(train_data, valid_data, p, 20, extra_callbacks=[Kill()], verbose=0, backup=backup)
     kept_epoch = json.loads((backup / "state.json").read_text())["best"][1]
-    with np.load(backup / "arrays.npz") as arrays:
+    with np.load(backup / "arrays.npz", allow_pickle=False) as arrays:
         kept = [arrays[f"best_{i}"] for i in range(len([k for k in arrays.files if k.startswith("best_")]))]
     model, _, summary = train(train_data, valid_data, p, 20, verbose=0, backup=backup)
     assert summary["best_epoch"] == kept_epoch <= 3

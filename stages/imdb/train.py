@@ -62,7 +62,7 @@ class PhaseBackup:
         if not (self.state_file.is_file() and self.arrays.is_file()):
             return None
         state = json.loads(self.state_file.read_text())
-        with np.load(self.arrays) as arrays:
+        with np.load(self.arrays, allow_pickle=False) as arrays:
             state["arrays"] = {key: arrays[key] for key in arrays.files}
         return state if state["arrays"]["epoch"].item() == state["epoch"] else None  # else killed between the two
 
