@@ -75,6 +75,7 @@ TWO_REPLICAS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a subprocess with two virtual CPU devices
 def test_two_replicas_train_exactly_like_one():
     """Two mirrored replicas (two logical CPUs) split each batch and average gradients: same weights as one device."""
     import json

@@ -178,6 +178,7 @@ def test_a_stage_that_loses_the_experiment_creation_race_still_tracks_into_its_e
     assert used == created  # not "0", MLflow's Default experiment
 
 
+@pytest.mark.slow  # processes importing MLflow
 def test_processes_opening_an_empty_store_at_once_all_track_into_it(tmp_path):
     """MLflow builds a new SQLite schema without a lock: processes that open an empty store together both migrate
     it and one fails (this test's rounds fail every time without the project's lock). Four stage runs start at
