@@ -215,10 +215,9 @@ def test_processes_opening_an_empty_store_at_once_all_track_into_it(tmp_path):
     assert "WARNING: MLflow" not in result.stderr, result.stderr[-3000:]  # no stage gave up on tracking
 
 
-def test_only_runs_whose_process_is_gone_are_closed_as_ghosts(tmp_path, monkeypatch):
+def test_only_runs_whose_process_is_gone_are_closed_as_ghosts(tmp_path):
     from stages.common import tracking
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = tracking.this_process().rsplit(":", 2)[0]
     processes = {
@@ -227,14 +226,14 @@ def test_only_runs_whose_process_is_gone_are_closed_as_ghosts(tmp_path, monkeypa
         "reused pid": f"{host}:{os.getpid()}:1.000",  # our pid, another start time: a killed process's pid reused
         "other host": f"some-other-machine:{os.getpid()}:1.000",  # not ours to judge
     }
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("lesson5-movielens")
     runs = {
         name: client.create_run(experiment, tags={"dvc.stage": STAGE, tracking.PROCESS_TAG: process}).info.run_id
         for name, process in processes.items()
     }
     new = client.create_run(experiment, tags={"dvc.stage": STAGE, tracking.PROCESS_TAG: tracking.this_process()})
-    assert sorted(tracking.close_ghost_runs(client.get_run(new.info.run_id))) == sorted(
+    assert sorted(tracking.close_ghost_runs(client, client.get_run(new.info.run_id))) == sorted(
         [runs["killed"], runs["reused pid"]]
     )
     status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}

@@ -226,7 +226,8 @@ def stage_run(
     try:
         if started:
             run.run_id = started.info.run_id
-            run._safely("closing runs of killed processes", close_ghost_runs, started)
+            client = mlflow.MlflowClient(tracking_uri())
+            run._safely("closing runs of killed processes", close_ghost_runs, client, started)
             run.log_params(params or {})
         yield run
     except BaseException:
@@ -258,12 +259,9 @@ def _is_alive(process: str) -> bool:
         return False
 
 
-def close_ghost_runs(new_run) -> list[str]:
+def close_ghost_runs(client, new_run) -> list[str]:
     """Mark KILLED the runs of this stage that are still RUNNING although their process is gone (killed with
     SIGKILL, a power cut: nothing could end them), tagged with the run that superseded them. Returns their ids."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
     stage = new_run.data.tags["dvc.stage"]
     ghosts = [
         old.info.run_id
