@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -91,6 +92,7 @@ class DvcRunner:
         self._mutex = threading.Lock()
         self._loaded: dict | None = None
         self._lock_written = False
+        self._whole_lockfile = self.root / ".dvc" / "tmp" / "dvc.lock.whole"
 
     # -- the graph, read from dvc.yaml through DVC itself (foreach stages included)
     def stages(self, targets: list[str] | None = None) -> dict[str, StageInfo]:
@@ -135,6 +137,7 @@ class DvcRunner:
 
         with lock_repo(self.repo):
             self._repair_rwlock()
+            self._restore_lockfile()
             yield
 
     def _repair_rwlock(self) -> None:
@@ -166,8 +169,24 @@ class DvcRunner:
             self._loaded = {stage.addressing: stage for stage in self.repo.index.stages}
         return self._loaded[name]
 
+    def _restore_lockfile(self) -> None:
+        """DVC rewrites dvc.lock in place; `_dump` keeps a copy of the last whole one while it writes. A copy still
+        there means a process was killed mid-write: it goes back (that stage is recorded, or run, again)."""
+        if self._whole_lockfile.is_file():
+            print(
+                "WARNING: dvc.lock was being written when its process was killed; the last whole dvc.lock is restored",
+                file=sys.stderr,
+            )
+            os.replace(self._whole_lockfile, self.root / "dvc.lock")
+
     def _dump(self, stage) -> None:
+        lockfile = self.root / "dvc.lock"
+        if lockfile.is_file():
+            copy = self._whole_lockfile.with_name(self._whole_lockfile.name + ".tmp")
+            shutil.copyfile(lockfile, copy)
+            os.replace(copy, self._whole_lockfile)
         stage.dump(update_pipeline=False)
+        self._whole_lockfile.unlink(missing_ok=True)
         self._lock_written = True
 
     def prepare(self, name: str) -> str:

@@ -121,6 +121,22 @@ def test_stage_output_streams_lines_and_throttled_progress_bar_redraws(tmp_path)
     assert tail.splitlines() == seen
 
 
+def test_a_dvc_lock_left_half_written_by_a_killed_run_is_replaced_by_the_last_whole_one(tmp_path, capsys):
+    root = toy_project(tmp_path, CHAIN)
+    runner = DvcRunner(root)
+    with runner.hold_lock():
+        assert reproduce(runner, "first") == "run"
+    whole = (root / "dvc.lock").read_text()
+    assert not (root / ".dvc/tmp/dvc.lock.whole").exists()  # kept only while DVC writes
+    (root / ".dvc/tmp/dvc.lock.whole").write_text(whole)  # as a kill during the next write leaves it
+    (root / "dvc.lock").write_text(whole[: len(whole) // 2])
+    with DvcRunner(root).hold_lock():
+        pass
+    assert "the last whole dvc.lock is restored" in capsys.readouterr().err
+    assert (root / "dvc.lock").read_text() == whole
+    assert json.loads(dvc(root, "status", "--json", "first").stdout) == {}
+
+
 def test_a_rwlock_file_left_truncated_by_a_killed_process_is_reset_once_the_runner_holds_the_lock(tmp_path, capsys):
     root = toy_project(tmp_path, CHAIN)
     (root / ".dvc/tmp").mkdir(exist_ok=True)
