@@ -170,21 +170,34 @@ class DvcRunner:
         return self._loaded[name]
 
     def _restore_lockfile(self) -> None:
-        """DVC rewrites dvc.lock in place; `_dump` keeps a copy of the last whole one while it writes. A copy still
-        there means a process was killed mid-write: it goes back (that stage is recorded, or run, again)."""
-        if self._whole_lockfile.is_file():
+        """DVC rewrites dvc.lock in place; `_dump` keeps a copy of the last whole one while it writes (an empty copy:
+        there was none). A copy still there means a process was killed mid-write: dvc.lock goes back to that state
+        (the stage being recorded is recorded, or run, again)."""
+        if not self._whole_lockfile.is_file():
+            return
+        lockfile = self.root / "dvc.lock"
+        if self._whole_lockfile.stat().st_size:
             print(
                 "WARNING: dvc.lock was being written when its process was killed; the last whole dvc.lock is restored",
                 file=sys.stderr,
             )
-            os.replace(self._whole_lockfile, self.root / "dvc.lock")
+            os.replace(self._whole_lockfile, lockfile)
+        else:
+            print(
+                "WARNING: dvc.lock was being created when its process was killed; the partial file is removed",
+                file=sys.stderr,
+            )
+            lockfile.unlink(missing_ok=True)
+            self._whole_lockfile.unlink()
 
     def _dump(self, stage) -> None:
         lockfile = self.root / "dvc.lock"
+        copy = self._whole_lockfile.with_name(self._whole_lockfile.name + ".tmp")
         if lockfile.is_file():
-            copy = self._whole_lockfile.with_name(self._whole_lockfile.name + ".tmp")
             shutil.copyfile(lockfile, copy)
-            os.replace(copy, self._whole_lockfile)
+        else:
+            copy.write_bytes(b"")  # a real dvc.lock is never empty: this one says there was none
+        os.replace(copy, self._whole_lockfile)
         stage.dump(update_pipeline=False)
         self._whole_lockfile.unlink(missing_ok=True)
         self._lock_written = True

@@ -121,19 +121,40 @@ def test_stage_output_streams_lines_and_throttled_progress_bar_redraws(tmp_path)
     assert tail.splitlines() == seen
 
 
-def test_a_dvc_lock_left_half_written_by_a_killed_run_is_replaced_by_the_last_whole_one(tmp_path, capsys):
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it in the process runs."""
+
+
+@pytest.mark.parametrize("before", ["no dvc.lock yet", "a dvc.lock"])
+def test_a_dvc_lock_left_half_written_by_a_killed_run_goes_back_to_its_last_whole_state(
+    tmp_path, capsys, monkeypatch, before
+):
+    from dvc.stage import PipelineStage
+
     root = toy_project(tmp_path, CHAIN)
+    if before == "a dvc.lock":
+        runner = DvcRunner(root)
+        with runner.hold_lock():
+            reproduce(runner, "apart")
+    whole = (root / "dvc.lock").read_bytes() if before == "a dvc.lock" else None
+
+    def killed_mid_write(stage, **kwargs):
+        (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  first:\n    deps:\n    - pa")  # the kill's cut
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PipelineStage, "dump", killed_mid_write)
+        runner = DvcRunner(root)
+        with pytest.raises(Killed), runner.hold_lock():
+            reproduce(runner, "first")
+    assert "validation failed" in dvc(root, "status", check=False).stderr  # plain DVC is stuck
+
     runner = DvcRunner(root)
     with runner.hold_lock():
-        assert reproduce(runner, "first") == "run"
-    whole = (root / "dvc.lock").read_text()
-    assert not (root / ".dvc/tmp/dvc.lock.whole").exists()  # kept only while DVC writes
-    (root / ".dvc/tmp/dvc.lock.whole").write_text(whole)  # as a kill during the next write leaves it
-    (root / "dvc.lock").write_text(whole[: len(whole) // 2])
-    with DvcRunner(root).hold_lock():
-        pass
-    assert "the last whole dvc.lock is restored" in capsys.readouterr().err
-    assert (root / "dvc.lock").read_text() == whole
+        assert (root / "dvc.lock").read_bytes() == whole if whole else not (root / "dvc.lock").exists()
+        assert reproduce(runner, "first") == "restored"  # its command had finished: DVC's run-cache holds it
+    assert "dvc.lock was being" in capsys.readouterr().err
+    assert not (root / ".dvc/tmp/dvc.lock.whole").exists()
     assert json.loads(dvc(root, "status", "--json", "first").stdout) == {}
 
 
