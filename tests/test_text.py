@@ -274,3 +274,11 @@ def test_max_minutes_stops_inside_an_epoch_and_still_validates():
     ids = (np.arange(4000) % 7).astype(np.int32)
     _, history, speed = train(ids, ids[:200], 7, lstm_params(epochs=50, batch_size=4, max_minutes=1e-4))
     assert speed["epochs_run"] == 1 and 0 < speed["epochs_trained"] < 0.1 and len(history["val_loss"]) == 1
+    assert speed["cut_short"] == 1
+
+
+def test_the_default_budgets_are_epochs_not_minutes():
+    """The same params must give the same model on any machine: no default training stops on wall-clock time."""
+    from stages.text import params as text_params
+
+    assert all(p.max_minutes is None for p in text_params.load().models.values())

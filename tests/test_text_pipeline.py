@@ -13,7 +13,8 @@ from tests.test_text import generated_text
 pytestmark = pytest.mark.slow
 TINY = {"epochs": 1, "batch_size": 32, "lr_schedule": [[0, 0.01]], "seed": 0}
 MODELS = {
-    "three_char": {"kind": "three_char", "seq_len": 3, "embedding": 4, "hidden": 8, **TINY},
+    # cut short by its (opt-in) wall-clock cap at its first batch
+    "three_char": {"kind": "three_char", "seq_len": 3, "embedding": 4, "hidden": 8, "max_minutes": 1e-6, **TINY},
     "char_lstm": {
         "kind": "char_lstm",
         "seq_len": 16,
@@ -47,11 +48,14 @@ def test_dvc_repro_text_chain_tracks_samples_in_mlflow(project, http_server):
         train = json.loads((root / f"data/text/metrics/train_{name}.json").read_text())
         timings = json.loads((root / f"data/text/timings/train_{name}.json").read_text())
         assert timings["train_chars_per_s"] > 0 and train["epochs_run"] == 1 and "train_chars_per_s" not in train
+        assert train["cut_short"] == (name == "three_char")
 
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesson5-text")
     by_stage = {r.data.tags["dvc.stage"]: r for r in client.search_runs([experiment.experiment_id])}
     assert {"text_train@three_char", "text_train@char_lstm", "text_evaluate@char_lstm"} <= set(by_stage)
+    assert "max_minutes=1e-06" in by_stage["text_train@three_char"].data.tags["lesson5.cut_short"]
+    assert "lesson5.cut_short" not in by_stage["text_train@char_lstm"].data.tags
     evaluated = by_stage["text_evaluate@char_lstm"].info.run_id
     assert "val_loss" in by_stage["text_evaluate@char_lstm"].data.metrics
     logged = {a.path for a in client.list_artifacts(evaluated, "samples/char_lstm")}

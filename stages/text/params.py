@@ -27,7 +27,10 @@ class TrainParams(Schema):
     batch_size: int = Field(ge=1)
     lr_schedule: list[tuple[int, float]] = Field(min_length=1, description="[[first_epoch, learning_rate], ...]")
     max_minutes: float | None = Field(
-        default=None, gt=0, description="stop training once this many minutes have passed; null: all epochs"
+        default=None,
+        gt=0,
+        description="opt-in safety net: stop once this many minutes of training have passed and mark the run cut "
+        "short (the model then depends on the machine's speed); null: all epochs",
     )
     seed: int = Field(ge=0)
 

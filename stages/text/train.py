@@ -29,7 +29,9 @@ def training_pairs(ids: np.ndarray, p, every_position: bool, what: str) -> tuple
 
 
 def epoch_timer(max_minutes: float | None, backup_dir: Path | None = None):
-    """Sums the seconds spent in training batches (validation excluded); stops at the batch that passes `max_minutes`.
+    """Sums the seconds spent in training batches (validation excluded). `max_minutes` is an opt-in safety net, not a
+    budget (budgets are epochs, so the same params give the same model on any machine): it stops at the batch that
+    passes it and sets `cut_short`.
 
     A stop inside an epoch still validates and records that (partial) epoch. With `backup_dir` (the resume backup's
     folder) the sums are kept there after each epoch, so a resumed training counts the minutes spent before the
@@ -38,7 +40,7 @@ def epoch_timer(max_minutes: float | None, backup_dir: Path | None = None):
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
-        seconds, batches = 0.0, 0
+        seconds, batches, cut_short = 0.0, 0, False
 
         def on_train_begin(self, logs=None):
             resumed_at = self.model._initial_epoch or 0  # set by BackupAndRestore, which runs before this callback
@@ -49,17 +51,18 @@ def epoch_timer(max_minutes: float | None, backup_dir: Path | None = None):
                     self.seconds, self.batches = sums[max(earlier, key=int)]
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.started, self.counted = time.perf_counter(), False
+            self.epoch, self.started, self.counted = epoch, time.perf_counter(), False
 
         def on_train_batch_end(self, batch, logs=None):
             self.batches += 1
             elapsed = self.seconds + time.perf_counter() - self.started
             if max_minutes is not None and elapsed > max_minutes * 60 and not self.model.stop_training:
                 print(
-                    f"stopping at batch {batch + 1}: {elapsed / 60:.1f} min of training reached "
-                    f"max_minutes={max_minutes}"
+                    f"WARNING: cut short at batch {batch + 1} of epoch {self.epoch + 1}: "
+                    f"{elapsed / 60:.1f} min of training reached max_minutes={max_minutes}; this model depends on "
+                    "the machine's speed (set max_minutes: null to train every epoch)"
                 )
-                self.model.stop_training = True
+                self.model.stop_training = self.cut_short = True
 
         def on_test_begin(self, logs=None):
             self._count()
@@ -109,6 +112,7 @@ def train(train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int, p, extr
         "train_seconds": timer.seconds,
         "epochs_run": len(history.history["loss"]),
         "epochs_trained": sequences_seen / len(x),  # fractional when max_minutes stopped inside an epoch
+        "cut_short": int(timer.cut_short),
         "train_tokens_per_s": sequences_seen * x.shape[1] / timer.seconds,
         "train_targets_per_s": sequences_seen * (y.size // len(y)) / timer.seconds,
     }
@@ -128,6 +132,8 @@ def main(name: str) -> None:
         model, history, speed = train(
             train_ids, valid_ids, len(vocab), mp, extra_callbacks=[run.keras_callback()], backup=backup
         )
+        if speed["cut_short"]:
+            run.set_tags({"lesson5.cut_short": f"max_minutes={mp.max_minutes} stopped the training"})
         tokens_per_s = speed.pop("train_tokens_per_s")
         summary = {
             "final_loss": float(history["loss"][-1]),
