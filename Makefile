@@ -29,8 +29,9 @@ $(VENV)/.installed-$(TF_BUILD): pyproject.toml uv.lock
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# PROFILE=full: fast.ai's full size (profiles/full.yaml) as a DVC experiment; params.yaml stays as it is
 run: install
-	$(BIN)/python -m pipelines.flow
+	$(BIN)/python -m pipelines.flow $(if $(PROFILE),--profile $(PROFILE))
 
 # The whole suite (what CI runs; the 15 slowest tests are listed at the end)
 test: install

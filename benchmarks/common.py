@@ -289,7 +289,7 @@ def set_nested(data: dict, dotted: str, value: Any) -> None:
 
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "sources.lock.yaml")
-PROJECT_FOLDERS = ("stages", "pipelines", "benchmarks/results")  # the records: imdb_compare shows them
+PROJECT_FOLDERS = ("stages", "pipelines", "profiles", "benchmarks/results")  # the records: imdb_compare shows them
 
 
 def copy_project(root: Path) -> None:

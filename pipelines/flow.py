@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -175,7 +176,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("targets", nargs="*", help="stages to reproduce with their upstream (default: all)")
     parser.add_argument("--max-parallel", type=int, help="override params.yaml pipeline.max_parallel")
     parser.add_argument("--root", default=".", help="the DVC repository (default: current folder)")
+    parser.add_argument(
+        "--profile", help="run profiles/<PROFILE>.yaml's overrides as a DVC experiment instead (pipelines/profile.py)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="with --profile: print the plan, run nothing")
     args = parser.parse_args(argv)
+    if args.profile:
+        from pipelines.profile import run
+        from stages.common import environment
+        from stages.common.cli import StageError
+
+        environment.filter_native_noise()  # the plan imports TensorFlow to ask for a GPU
+        try:
+            return run(args.profile, Path(args.root), args.targets or None, args.dry_run)
+        except StageError as err:
+            print(f"ERROR: {err}", file=sys.stderr)
+            return 2
     # MLflow's import and store set-up overlap Prefect's start-up (an ephemeral server takes ~10 s to answer)
     threading.Thread(target=warm_up, args=(args.root,), name="mlflow-warm-up", daemon=True).start()
     state = pipeline(args.targets or None, args.max_parallel, args.root, return_state=True)

@@ -12,8 +12,9 @@ import yaml
 from dvc.utils.hydra import apply_overrides
 from dvc.utils.serialize import load_yaml
 
+from pipelines.profile import hydra_value
 from stages.common.params import read_params_file
-from tests.conftest import REPO
+from tests.conftest import REPO, VENV_BIN
 from tests.test_text import generated_text
 
 REAL_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -43,21 +44,6 @@ def changed(value):
     return value  # lists: written back as they are (the whole file is re-dumped either way)
 
 
-def override(value) -> str:
-    """`value` in the Hydra override grammar that `dvc exp run -S key=value` takes."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{override(v)}" for k, v in value.items()) + "}"
-    return "[" + ",".join(override(v) for v in value) + "]"
-
-
 def get(params: dict, dotted: str):
     for part in dotted.split("."):
         params = params[part]
@@ -71,7 +57,7 @@ def test_dvc_param_modification_keeps_params_yaml_valid_for_every_key(tmp_path, 
     path = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", path)
     updates = {key: changed(value) for key, value in leaves(REAL_PARAMS[section], f"{section}.")}
-    apply_overrides(str(path), [f"{key}={override(value)}" for key, value in updates.items()])
+    apply_overrides(str(path), [f"{key}={hydra_value(value)}" for key, value in updates.items()])
     expected = load_yaml(str(REPO / "params.yaml"))
     for key, value in updates.items():
         parent, _, leaf = key.rpartition(".")
@@ -113,3 +99,42 @@ def test_dvc_exp_run_and_exp_show_on_the_real_params_file(project, tmp_path):
         if run["name"] == "fewer-words"
     ]
     assert params[0]["text"]["prepare"]["max_words"] == 5
+
+
+@pytest.mark.slow
+def test_a_profile_runs_as_a_dvc_experiment_in_a_copy_and_leaves_the_workspace_as_it_was(project, tmp_path):
+    corpus = generated_text(3000).encode()
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "nietzsche.txt").write_bytes(corpus)
+    (mirror / "SHA256SUMS").write_text(f"{hashlib.sha256(corpus).hexdigest()}  nietzsche.txt\n")
+    profiles = project.root / "profiles"
+    (profiles / "tiny.yaml").write_text(
+        "description: one epoch of the three-character model\n"
+        "overrides:\n  text.models.three_char.epochs: 1\n  text.models.three_char.hidden: 16\n"
+    )
+    project.run("git", "add", "-A")
+    project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    project.env["LESSON5_MIRROR"] = "../mirror"  # relative, as in the README: the copy runs in another folder
+    del project.env["MLFLOW_TRACKING_URI"]  # the default store, <repo>/mlflow.db
+
+    out = project.run(str(VENV_BIN / "python"), "-m", "pipelines.flow", "--profile", "tiny", "text_train@three_char")
+    log = out.stdout + out.stderr
+    assert "text.models.three_char.epochs = 1" in log and "stages it reruns" in log and "TensorFlow sees" in log
+    assert (project.root / "params.yaml").read_bytes() == (REPO / "params.yaml").read_bytes()  # untouched
+    assert not (project.root / "data/text/models").exists()  # the workspace's outputs too
+
+    shown = json.loads(project.dvc("exp", "show", "--json").stdout)
+    runs = [run for rev in shown for exp in (rev.get("experiments") or []) for run in exp["revs"]]
+    tiny = [run for run in runs if run["name"].startswith("tiny-")]
+    assert len(tiny) == 1
+    assert tiny[0]["data"]["params"]["params.yaml"]["data"]["text"]["models"]["three_char"]["hidden"] == 16
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project.root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lesson5-text")
+    assert experiment is not None, "the experiment copy's runs were lost with the copy"
+    runs = client.search_runs([experiment.experiment_id])
+    trained = [r for r in runs if r.data.tags["dvc.stage"] == "text_train@three_char"]
+    assert len(trained) == 1 and trained[0].data.params["hidden"] == "16"

@@ -34,8 +34,16 @@ FLOW_RUN_ENV = "LESSON5_FLOW_RUN_ID"
 
 
 def tracking_uri(root: str | os.PathLike | None = None) -> str:
-    """MLFLOW_TRACKING_URI, else `mlflow.db` in `root` (default: the current folder, the repo root in stages)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root or Path.cwd()).resolve() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, else `mlflow.db` in `root` (default: the current folder, the repo root in stages).
+
+    `dvc exp run --temp` and `dvc queue` run the stages in a copy of the workspace under <repo>/.dvc/tmp/exps/,
+    deleted afterwards: their runs go to the repository's store, where the other runs are."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    folder = Path(root or Path.cwd()).resolve()
+    parts = folder.parts
+    copy = next((i for i in range(len(parts) - 3) if parts[i : i + 3] == (".dvc", "tmp", "exps")), None)
+    return f"sqlite:///{(Path(*parts[:copy]) if copy is not None else folder) / 'mlflow.db'}"
 
 
 def ensure_store(uri: str) -> None:
@@ -120,6 +128,11 @@ class StageRun:
 
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         self._safely("log_metrics", mlflow.log_metrics, clean, step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        self._safely("set_tags", mlflow.set_tags, dict(tags))
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         import mlflow
