@@ -114,9 +114,10 @@ def schedule(
     return results
 
 
-def format_summary(results: list[StageResult], wall: float) -> str:
+def format_summary(results: list[StageResult], wall: float, load: tuple[float, ...]) -> str:
     counts = {s: sum(r.status == s for r in results) for s in ("ran", "restored", "skipped", "failed", "blocked")}
     lines = [f"pipeline finished in {wall:.1f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
+    lines.append(f"  load average at the end: {' '.join(f'{x:.2f}' for x in load)} (1, 5, 15 min)")
     for r in results:
         waited = f"  (waited {r.waited:.1f}s for a slot)" if r.waited >= 0.1 else ""
         lines.append(f"  {r.status:<9} {r.stage:<32} {r.seconds:8.1f}s{waited}")
@@ -154,13 +155,21 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
                 if parent.run_id:
                     env[PARENT_RUN_ENV] = parent.run_id
                 results = schedule(runner, stages, params, env)
-                wall = time.perf_counter() - started
-                summary = format_summary(results, wall)
+                wall, load = time.perf_counter() - started, os.getloadavg()
+                summary = format_summary(results, wall, load)
                 counts = {
                     f"stages_{s}": sum(r.status == s for r in results)
                     for s in ("ran", "restored", "skipped", "failed", "blocked")
                 }
-                parent.log_metrics({"wall_seconds": wall, **counts})
+                # each stage's run time and slot wait apart, as the summary shows them (MLflow keys take no '@')
+                stage_times = {
+                    f"{what}_seconds.{r.stage.replace('@', '.')}": value
+                    for r in results
+                    for what, value in (("run", r.seconds), ("wait", r.waited))
+                    if r.status == "ran" or what == "run"
+                }
+                loads = dict(zip(("loadavg_1m", "loadavg_5m", "loadavg_15m"), load, strict=True))
+                parent.log_metrics({"wall_seconds": wall, **counts, **stage_times, **loads})
                 parent.log_text(summary, "pipeline_summary.txt")
     finally:
         os.chdir(cwd)

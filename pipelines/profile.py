@@ -213,7 +213,7 @@ def estimate(stages: list[str], default: dict, profiled: dict, root: Path) -> li
         )
     if "dogscats_train" in stages:
         heads = _read_json(root, "data/dogscats/timings/train.json") or {}
-        seconds = sum(head.get("seconds", 0) for head in heads.values()) or None
+        seconds = sum(head.get("seconds", 0) for head in heads.values() if isinstance(head, dict)) or None
         flips = 2 if _get(profiled, "dogscats.train.flips") else 1
         width = _get(profiled, "dogscats.train.head.hidden") / _get(default, "dogscats.train.head.hidden")
         scale = photos / default_photos * flips * width

@@ -254,8 +254,7 @@ def test_write_metrics_puts_timings_apart_from_the_metrics_later_stages_read(tmp
         "best_val_mse": 0.8,
         "heads": {"dense": {"val_accuracy": 0.9}, "bn": {"val_accuracy": 0.8}},
     }
-    assert read_json(timings) == {
-        "train_ratings_per_s": 1e4,
-        "train_seconds": 2.5,
-        "heads": {"dense": {"seconds": 1.5}},
-    }
+    written = read_json(timings)
+    load = written.pop("loadavg")
+    assert written == {"train_ratings_per_s": 1e4, "train_seconds": 2.5, "heads": {"dense": {"seconds": 1.5}}}
+    assert len(load) == 3 and all(x >= 0 for x in load)  # the machine's load, with every timing

@@ -121,9 +121,12 @@ def write_metrics(path: str | os.PathLike, timings_path: str | os.PathLike, metr
 
     Timings differ on every run; kept apart, the metrics file is byte-identical whenever the computation is, so
     the stages that read it (imdb_compare reads data/imdb/metrics) are not rerun. Nothing may depend on timings/.
+    Timings carry the machine's load average (1, 5, 15 min) at their end: a time taken beside other work reads so.
     """
     kept, timings = _split_timings(metrics)
     write_json(path, kept)
+    if timings:
+        timings["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     write_json(timings_path, timings)
 
 
