@@ -14,7 +14,7 @@ UV_VERSION := 0.13.9
 # Test workers: one per core (the tests are mostly subprocesses that each keep one core busy)
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install run test check ui bench docs plots clean
+.PHONY: install run stop test check ui bench docs plots clean
 
 install: $(VENV)/.installed-$(TF_BUILD)
 
@@ -29,9 +29,14 @@ $(VENV)/.installed-$(TF_BUILD): pyproject.toml uv.lock
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# PROFILE=full: fast.ai's full size (profiles/full.yaml) as a DVC experiment; params.yaml stays as it is
+# Against the project's local Prefect server, started by the first run and reused (`make stop` ends it), or the
+# one PREFECT_API_URL names. PROFILE=full: fast.ai's full size (profiles/full.yaml) as a DVC experiment.
 run: install
-	$(BIN)/python -m pipelines.flow $(if $(PROFILE),--profile $(PROFILE))
+	api=$${PREFECT_API_URL:-$$($(BIN)/python -m pipelines.server url)} && \
+	PREFECT_API_URL=$$api $(BIN)/python -m pipelines.flow $(if $(PROFILE),--profile $(PROFILE))
+
+stop:
+	$(BIN)/python -m pipelines.server stop
 
 # The whole suite (what CI runs; the 15 slowest tests are listed at the end)
 test: install

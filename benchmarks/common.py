@@ -11,19 +11,18 @@ import os
 import platform
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipelines.server import free_port, wait_healthy
 from stages.common.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -222,13 +221,6 @@ def record_result(
     return record
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on (for a server to start on, or to stand for a dead one)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def local_prefect_server(env: dict[str, str], cwd: str | os.PathLike, timeout: float = 180) -> Iterator[str]:
     """`prefect server start` on a free 127.0.0.1 port with `env` (its PREFECT_HOME holds the SQLite store);
@@ -243,17 +235,7 @@ def local_prefect_server(env: dict[str, str], cwd: str | os.PathLike, timeout: f
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {server.returncode}")
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{api} not healthy after {timeout:.0f}s") from None
-                time.sleep(1)
+        wait_healthy(api, server, timeout)
         yield api
     finally:
         server.terminate()

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.common import free_port
+from pipelines.server import free_port
 from stages.common.download import ChecksumError, DownloadError, TrustRecord, UnpinnedSourceError, fetch, sha256_file
 from stages.common.params import Source
 from tests.conftest import REPO, RangeHandler

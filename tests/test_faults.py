@@ -14,7 +14,8 @@ import mlflow
 import pytest
 import yaml
 
-from benchmarks.common import copy_project, free_port
+from benchmarks.common import copy_project
+from pipelines.server import free_port
 from tests.conftest import REPO, LoopbackServer, Project, backed_up_epochs, kill_when_backed_up, stage_runs_by_status
 from tests.factories.movielens import movielens_zip, ratings_table
 

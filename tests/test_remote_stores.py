@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import free_port
+from pipelines.server import free_port
 from tests.conftest import VENV_BIN
 from tests.factories.movielens import small_movielens
 
