@@ -324,8 +324,15 @@ class ProjectCopy:
     def dvc(self, *args: str, quiet: bool = True) -> float:
         return self.run(str(Path(sys.executable).parent / "dvc"), *args, quiet=quiet)
 
-    def flow(self, *targets: str, quiet: bool = True) -> float:
-        return self.run(sys.executable, "-m", "pipelines.flow", *targets, quiet=quiet)
+    def flow(self, *targets: str, quiet: bool = True, api: str | None = None) -> float:
+        """The flow, with its own ephemeral Prefect server or (`api`) against that server."""
+        server = ["env", f"PREFECT_API_URL={api}"] if api else []
+        return self.run(*server, sys.executable, "-m", "pipelines.flow", *targets, quiet=quiet)
+
+    def make_run(self, *targets: str) -> float:
+        """What `make run` runs (Makefile): the project's Prefect server's URL, then the flow against it."""
+        shell = f"PREFECT_API_URL=$({sys.executable} -m pipelines.server url) {sys.executable} -m pipelines.flow"
+        return self.run("bash", "-c", " ".join([shell, *targets]))
 
     def set_params(self, updates: dict) -> None:
         """Set params.yaml values by dotted key, e.g. {"dogscats.train.seed": 43}."""

@@ -52,6 +52,8 @@ def test_dvc_repro_text_chain_tracks_samples_in_mlflow(project, http_server):
 
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesson5-text")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not a GenAI landing page
+    assert "Nietzsche" in experiment.tags["mlflow.note.content"]  # the experiment's description
     by_stage = {r.data.tags["dvc.stage"]: r for r in client.search_runs([experiment.experiment_id])}
     assert {"text_train@three_char", "text_train@char_lstm", "text_evaluate@char_lstm"} <= set(by_stage)
     assert "max_minutes=1e-06" in by_stage["text_train@three_char"].data.tags["lesson5.cut_short"]

@@ -78,6 +78,23 @@ def experiment_name(workload: str) -> str:
     return f"lesson5-{workload}"
 
 
+# Shown on each experiment's page. MLflow 3's UI takes an experiment without a kind for a GenAI one (traces,
+# "Agent versions"); the kind tag makes it open as model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+DESCRIPTIONS = {
+    "movielens": "MovieLens collaborative filtering (fast.ai Lesson 5): dot product, dot + biases + L2, a neural net; "
+    "baselines, evaluation, and the analysis of the bias model's embeddings. One run per DVC stage.",
+    "imdb": "IMDB sentiment (fast.ai Lessons 5-6): single hidden layer, 1-D CNN, GloVe CNN, multi-size CNN, LSTM, "
+    "and the NB-SVM baseline. One run per DVC stage.",
+    "glove": "GloVe 6B word vectors: the embedding matrix for IMDB's vocabulary and a t-SNE map of words.",
+    "dogscats": "Dogs vs Cats (fast.ai Lesson 3): VGG16 features, dense heads with BatchNorm inserted without "
+    "changing their function, optional block-5 fine-tuning. One run per DVC stage.",
+    "text": "RNNs on Nietzsche (fast.ai Lesson 6): the 3-character merge model, unrolled RNN, SimpleRNN, char and "
+    "word LSTMs, with generated samples. One run per DVC stage.",
+    "pipeline": "Runs of the Prefect flow over dvc.yaml: what ran, was skipped or failed, and how long each took.",
+}
+
+
 def git_commit(cwd: str | os.PathLike = ".") -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -301,6 +318,9 @@ def _start(workload: str, stage: str, tags: dict[str, str]):
     # when two stages create the experiment at once, MLflow 3.17 returns it to the loser without making it
     # active (that stage's run would land in "Default"): activate it by id
     mlflow.set_experiment(experiment_id=experiment.experiment_id)
+    wanted = {**EXPERIMENT_KIND, "mlflow.note.content": DESCRIPTIONS.get(workload, "")}
+    if missing := {k: v for k, v in wanted.items() if k not in experiment.tags}:  # a user's edit stays
+        mlflow.set_experiment_tags(missing)
     parent = os.environ.get(PARENT_RUN_ENV) or None
     return mlflow.start_run(run_name=stage, tags=tags, parent_run_id=parent, nested=bool(parent))
 
