@@ -268,3 +268,41 @@ def pytest_collection_modifyitems(items):
         return 1
 
     items.sort(key=rank)
+
+
+def served_predictions(model_uri: str, env: dict[str, str], payload: dict) -> list:
+    """`mlflow models serve` of `model_uri` (with this environment, as the README shows), one POST /invocations of
+    `payload`, the predictions it answered; the server is stopped afterwards."""
+    import urllib.request
+
+    from pipelines.server import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"mlflow models serve exited: {server.stderr.read().decode()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow models serve did not answer /ping"
+                time.sleep(1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import clone_project
+from tests.conftest import clone_project, served_predictions
 from tests.factories.movielens import CHAIN, TARGETS
 
 pytestmark = pytest.mark.slow
@@ -96,11 +96,31 @@ def test_logged_model_loads_back_and_an_experiment_reruns_only_its_model(moviele
     mlflow.set_tracking_uri(movielens_chain.env["MLFLOW_TRACKING_URI"])
     import numpy as np
 
-    import stages.movielens.models  # noqa: F401  custom layer registration
-
-    model = mlflow.keras.load_model(f"models:/{model_info.model_id}")
+    model = mlflow.keras.load_model(f"models:/{model_info.model_id}")  # built-in layers only: no import needed
     out = model.predict({"user": np.array([0, 1], "int32"), "movie": np.array([0, 1], "int32")}, verbose=0)
     assert out.shape == (2,) and np.all((out >= 0) & (out <= 5.5))
+
+    # named after its model, with a signature, and carrying the metrics of the epoch whose weights it holds
+    assert model_info.name == "dot"
+    signature = mlflow.models.get_model_info(f"models:/{model_info.model_id}").signature
+    assert [spec["name"] for spec in signature.inputs.to_dict()] == ["user", "movie"]
+    best = json.loads((movielens_chain.root / "data/movielens/metrics/train_dot.json").read_text())["best_epoch"]
+    at_best = {m.key: m.value for m in client.get_metric_history(dot_run.info.run_id, "val_loss") if m.step == best}
+    linked = {m.key: m.value for m in model_info.metrics}
+    assert linked["val_loss"] == at_best["val_loss"] and {m.step for m in model_info.metrics} == {best}
+
+    # the champion: the best evaluated model on validation MSE, answering as `mlflow models serve`
+    metrics = movielens_chain.root / "data/movielens/metrics"
+    models = [p.stem.removeprefix("train_") for p in metrics.glob("train_*.json")]
+    val = {m: json.loads((metrics / f"{m}.json").read_text())["val_mse"] for m in models}
+    champion = client.get_model_version_by_alias("lesson5-movielens", "champion")
+    assert champion.tags["model"] == min(val, key=val.get) and float(champion.tags["validation.val_mse"]) == min(
+        val.values()
+    )
+    ratings = served_predictions(
+        "models:/lesson5-movielens@champion", movielens_chain.env, {"inputs": {"user": [0, 1], "movie": [0, 1]}}
+    )
+    assert len(ratings) == 2 and all(0 <= r <= 5.5 for r in ratings)
 
     # `dvc exp run -S` on a committed workspace: only the changed model's stage reruns
     project = clone_project(movielens_chain, tmp_path / "project")

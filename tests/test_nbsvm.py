@@ -90,7 +90,7 @@ def test_the_saved_model_reads_raw_text_through_keras_and_mlflow_without_pickle(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(REPO)  # the model's code and the `stages` package it ships are read from the project
     with stage_run("imdb", "imdb_train@nbsvm") as run:
-        run.log_text_model(str(tmp_path / "nbsvm.keras"), "stages/imdb/nbsvm_serving.py")
+        run.log_text_model(str(tmp_path / "nbsvm.keras"), "stages/imdb/nbsvm_serving.py", "nbsvm", 1)
     assert run.active  # logged, not degraded to a warning
     (logged,) = mlflow.MlflowClient(uri).search_logged_models([run_experiment(uri)])
     served = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")  # what `mlflow models serve` answers with

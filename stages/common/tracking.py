@@ -11,6 +11,7 @@ metrics are written as usual.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -31,6 +32,7 @@ PARENT_RUN_ENV = "LESSON5_PARENT_RUN_ID"
 PROCESS_TAG = "lesson5.process"  # the process that runs it: a RUNNING run whose process is gone is a ghost
 SUPERSEDED_TAG = "lesson5.superseded_by"
 FLOW_RUN_ENV = "LESSON5_FLOW_RUN_ID"
+FILE_TAG = "lesson5.file_sha256"  # on a logged model: the sha256 of the DVC output it was logged from
 
 
 def tracking_uri(root: str | os.PathLike | None = None) -> str:
@@ -170,15 +172,28 @@ class StageRun:
 
         self._safely("log_input", _log)
 
-    def log_keras_model(self, model, name: str = "model") -> None:
+    def log_keras_model(self, model, name: str, step: int, path: str | os.PathLike) -> None:
+        """The model under its own name (the compare view tells models apart), linked to the metrics of `step`, the
+        epoch whose weights it holds, with its signature, and tagged with the sha256 of its DVC output `path` (what
+        finds it again: stages/common/champion.py). No input example: MLflow's Keras flavour writes it before
+        creating the model's folder and fails (mlflow/mlflow#16183, open)."""
         import keras
         import mlflow.keras
         import tensorflow as tf
 
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-        self._safely("log_model", mlflow.keras.log_model, model, name=name, pip_requirements=requirements)
+        self._safely(
+            "log_model",
+            mlflow.keras.log_model,
+            model,
+            name=name,
+            step=step,
+            signature=keras_signature(model),
+            tags={FILE_TAG: file_sha256(path)},
+            pip_requirements=requirements,
+        )
 
-    def log_text_model(self, keras_path: str, code: str, name: str = "model") -> None:
+    def log_text_model(self, keras_path: str, code: str, name: str, step: int) -> None:
         """A model that reads raw text, as MLflow "models from code" (`code`: the file defining its pyfunc, with
         the project's `stages` package shipped beside it; the .keras file its artifact): no pickle."""
         import keras
@@ -191,12 +206,32 @@ class StageRun:
             "log_model",
             mlflow.pyfunc.log_model,
             name=name,
+            step=step,
+            tags={FILE_TAG: file_sha256(keras_path)},
             python_model=code,
             artifacts={"keras_model": keras_path},
             code_paths=["stages"],
             pip_requirements=requirements,
             input_example=pd.DataFrame({"review": ["Not bad at all: a fine film."]}),
         )
+
+    def offer_champion(
+        self,
+        workload: str,
+        model_file: str | os.PathLike,
+        validation: tuple[str, float],
+        higher_is_better: bool,
+        figures: Mapping[str, float] | None = None,
+    ) -> None:
+        """The evaluated model (`model_file`, the DVC output) becomes the workload's registered champion if it beats
+        the current one on `validation` (stages/common/champion.py)."""
+        import mlflow
+
+        from stages.common.champion import offer
+
+        client = mlflow.MlflowClient(tracking_uri())
+        digest = file_sha256(model_file)
+        self._safely("registering the champion", offer, client, workload, digest, validation, higher_is_better, figures)
 
     def keras_callback(self):
         """A Keras callback logging every epoch's metrics under stable names."""
@@ -206,9 +241,30 @@ class StageRun:
 
         class EpochMetrics(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
-                run.log_metrics(logs or {}, step=epoch)
+                run.log_metrics(logs or {}, step=epoch + 1)  # epochs count from 1, as best_epoch does
 
         return EpochMetrics()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def keras_signature(model):
+    """The MLflow signature of a Keras model, read from its input and output tensors (named when several)."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    def spec(tensor, named: bool):
+        shape = (-1, *(-1 if d is None else d for d in tensor.shape[1:]))  # -1: any length (a batch, a sequence)
+        return TensorSpec(np.dtype(tensor.dtype), shape, tensor.name if named else None)
+
+    named = len(model.inputs) > 1
+    return ModelSignature(
+        inputs=Schema([spec(t, named) for t in model.inputs]), outputs=Schema([spec(t, False) for t in model.outputs])
+    )
 
 
 def _configure_mlflow() -> None:

@@ -146,7 +146,8 @@ def save_training_outputs(
     close(fig)
     run.log_metrics(summary)
     run.log_artifact(curves, "plots")
+    step = summary.get("best_epoch") or len(rows)  # the epoch whose weights the model holds
     if serving_code:
-        run.log_text_model(paths.MODEL.format(name=name), serving_code)
+        run.log_text_model(paths.MODEL.format(name=name), serving_code, name, step)
     else:
-        run.log_keras_model(model)
+        run.log_keras_model(model, name, step, paths.MODEL.format(name=name))

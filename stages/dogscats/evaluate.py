@@ -91,6 +91,11 @@ def main() -> None:
     with stage_run("dogscats", "dogscats_evaluate", params=p.evaluate.model_dump(), inputs=[FEATURES]) as run:
         for name, metrics in results.items():
             run.log_metrics({f"{name}_{k}": v for k, v in metrics.items() if k != "confusion"})
+            validation, figures = (
+                ("val_accuracy", metrics["val_accuracy"]),
+                {"validation.val_log_loss": metrics["val_log_loss"]},
+            )
+            run.offer_champion("dogscats", MODEL.format(name=name), validation, True, figures)
         for path in sorted(Path(EVALUATION).iterdir()):
             run.log_artifact(path, "evaluation")
     for name, m in results.items():

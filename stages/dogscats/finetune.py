@@ -153,9 +153,10 @@ def main() -> None:
             )
             result = {"enabled": True, **result}
             save_keras(out / "model.keras", model)
-            write_csv(out / "history.csv", pd.DataFrame(history_rows(history)))
+            rows = history_rows(history)
+            write_csv(out / "history.csv", pd.DataFrame(rows))
             run.log_metrics(result)
-            run.log_keras_model(model)
+            run.log_keras_model(model, f"finetuned_{fp.head}", len(rows), out / "model.keras")  # the last epoch
     write_metrics(FINETUNE_METRICS, FINETUNE_TIMINGS, result)
     print(
         f"fine-tuned block 5 + {fp.head}: val accuracy {result['val_accuracy']:.4f} ({result['errors']} wrong of "

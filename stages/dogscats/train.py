@@ -91,9 +91,9 @@ def main() -> None:
                     "seconds": time.perf_counter() - started,
                     **extra,
                 }
+                save_keras(MODEL.format(name=name), model)
                 run.log_metrics(summary[name])
-                run.log_keras_model(model)
-            save_keras(MODEL.format(name=name), model)
+                run.log_keras_model(model, name, len(rows), MODEL.format(name=name))  # the last epoch's weights
             copy_file(MODEL.format(name=name), kept_model)
             write_json(kept_result, [rows, summary[name]])
         write_csv(HISTORY.format(name=name), pd.DataFrame(rows))

@@ -9,9 +9,19 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, roc_auc_score, roc_curve
 
 from stages.common.cli import run_stage
-from stages.common.io import load_keras, save_figure, write_csv, write_json
+from stages.common.io import load_keras, read_json, save_figure, write_csv, write_json
 from stages.common.tracking import stage_run
-from stages.imdb.paths import ARCHIVE, CONFUSION_PLOT, METRICS, MODEL, PREDICTIONS, ROC, ROC_PLOT, TOKENIZED
+from stages.imdb.paths import (
+    ARCHIVE,
+    CONFUSION_PLOT,
+    METRICS,
+    MODEL,
+    PREDICTIONS,
+    ROC,
+    ROC_PLOT,
+    TOKENIZED,
+    TRAIN_METRICS,
+)
 from stages.imdb.reviews import read_reviews
 from stages.imdb.sequences import load_arrays
 
@@ -92,6 +102,9 @@ def main(name: str) -> None:
         for path in figures:
             run.log_artifact(path, "plots")
         run.log_artifact(ROC.format(name=name), "eval")
+        validation = read_json(TRAIN_METRICS.format(name=name))["best_val_accuracy"]  # chosen on it; test read once
+        tests = {f"test.{k}": metrics[f"test_{k}"] for k in ("accuracy", "roc_auc", "log_loss")}
+        run.offer_champion("imdb", model_path, ("val_accuracy", validation), True, tests)
     print(
         f"{name}: test accuracy {metrics['test_accuracy']:.4f}, ROC AUC {metrics['test_roc_auc']:.4f}, "
         f"log loss {metrics['test_log_loss']:.4f}"

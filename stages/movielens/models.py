@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pandas as pd
-from keras import layers, ops, regularizers
+from keras import layers, regularizers
 
 
 def inputs(ratings: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -17,26 +17,14 @@ def _embedding(n: int, dim: int, l2: float, name: str) -> layers.Embedding:
     return layers.Embedding(n, dim, embeddings_regularizer=regularizers.l2(l2) if l2 else None, name=name)
 
 
-@keras.saving.register_keras_serializable(package="lesson5")
-class RatingRange(layers.Layer):
-    """low + (high - low) * sigmoid(score): predictions stay inside the rating range.
-
-    A named layer rather than a Lambda, so saved models load with safe_mode=True.
-    """
-
-    def __init__(self, low: float, high: float, **kwargs):
-        super().__init__(**kwargs)
-        self.low, self.high = float(low), float(high)
-
-    def call(self, x):
-        return self.low + (self.high - self.low) * ops.sigmoid(x)
-
-    def get_config(self):
-        return {**super().get_config(), "low": self.low, "high": self.high}
-
-
 def _squash(x, rating_range: tuple[float, float] | None):
-    return x if rating_range is None else RatingRange(*rating_range, name="rating_range")(x)
+    """low + (high - low) * sigmoid(score): predictions stay inside the rating range. Built-in layers only, so a saved
+    model loads anywhere (`mlflow models serve` included) without importing this module."""
+    if rating_range is None:
+        return x
+    low, high = rating_range
+    x = layers.Activation("sigmoid", name="rating_sigmoid")(x)
+    return layers.Rescaling(scale=high - low, offset=low, name="rating_range")(x)
 
 
 def dot_model(
