@@ -32,8 +32,12 @@ $(VENV)/.installed-$(TF_BUILD): pyproject.toml uv.lock
 # Against the project's local Prefect server, started by the first run and reused (`make stop` ends it), or the
 # one PREFECT_API_URL names. PROFILE=full: fast.ai's full size (profiles/full.yaml) as a DVC experiment.
 run: install
+ifdef PROFILE
+	$(BIN)/python -m pipelines.flow --profile $(PROFILE)
+else
 	api=$${PREFECT_API_URL:-$$($(BIN)/python -m pipelines.server url)} && \
-	PREFECT_API_URL=$$api $(BIN)/python -m pipelines.flow $(if $(PROFILE),--profile $(PROFILE))
+	PREFECT_API_URL=$$api $(BIN)/python -m pipelines.flow
+endif
 
 stop:
 	$(BIN)/python -m pipelines.server stop

@@ -12,6 +12,7 @@ what ran, what was skipped and what failed, and why.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -46,6 +47,18 @@ class StageFailed(RuntimeError):
     pass
 
 
+def api_only(run_logger) -> logging.LoggerAdapter:
+    """A logger for the run of `run_logger` that writes to Prefect's API only: the terminal has the line already."""
+    from prefect.logging.handlers import APILogHandler
+
+    base = logging.getLogger("lesson5.stage_output")
+    if not base.handlers:
+        base.addHandler(APILogHandler())
+        base.setLevel(logging.INFO)
+        base.propagate = False
+    return logging.LoggerAdapter(base, run_logger.extra)
+
+
 @task(cache_policy=NO_CACHE)
 def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slots: threading.Semaphore) -> dict:
     """One DVC stage: skipped if up to date, restored from the run-cache, or its command run in a free slot.
@@ -57,9 +70,12 @@ def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slo
         logger.info("%s: %s", info.name, "up to date" if outcome == "skipped" else "restored from the run-cache")
         return {"status": outcome, "waited": 0.0, "seconds": time.perf_counter() - started}
 
-    def echo(line: str) -> None:
+    to_prefect = api_only(logger)
+
+    def echo(line: str) -> None:  # the terminal, and the task's log in Prefect (a worker's run shows its epochs)
         sys.stderr.write(f"[{info.name}] {line}\n")
         sys.stderr.flush()
+        to_prefect.info(line)
 
     if not slots.acquire(blocking=False):
         logger.info("%s waits for a free slot (pipeline.max_parallel)", info.name)
@@ -126,6 +142,22 @@ def format_summary(results: list[StageResult], wall: float, load: tuple[float, .
     return "\n".join(lines)
 
 
+def summary_artifact(results: list[StageResult], wall: float, mlflow_run_id: str | None) -> None:
+    """The summary as a table on the flow run's Artifacts tab in the Prefect UI, naming the MLflow parent run."""
+    from prefect.artifacts import create_table_artifact
+
+    where = f"MLflow parent run {mlflow_run_id} (experiment lesson5-pipeline; `make ui`)" if mlflow_run_id else ""
+    create_table_artifact(
+        [
+            {"stage": r.stage, "status": r.status, "run_s": round(r.seconds, 1), "wait_s": round(r.waited, 1)}
+            | {"error": r.error.splitlines()[-1] if r.error else ""}
+            for r in results
+        ],
+        key="lesson5-pipeline-summary",
+        description=f"pipeline finished in {wall:.1f}s. {where}",
+    )
+
+
 @flow(name="lesson5-pipeline", log_prints=True)
 def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, root: str = ".") -> list[dict]:
     """Reproduce the DVC pipeline (or `targets` and their upstream) with independent branches in parallel."""
@@ -171,6 +203,7 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
                 loads = dict(zip(("loadavg_1m", "loadavg_5m", "loadavg_15m"), load, strict=True))
                 parent.log_metrics({"wall_seconds": wall, **counts, **stage_times, **loads})
                 parent.log_text(summary, "pipeline_summary.txt")
+                summary_artifact(results, wall, parent.run_id)
     finally:
         os.chdir(cwd)
     get_run_logger().info("\n%s", summary)
