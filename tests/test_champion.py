@@ -27,6 +27,7 @@ def trained(tmp_path, name: str, factors: int):
     path = tmp_path / f"{name}.keras"
     save_keras(path, model)
     with stage_run("movielens", f"movielens_train@{name}") as run:
+        run.log_metrics({"val_mse": 9.0}, step=1)  # its per-epoch curve
         run.log_keras_model(model, name, 1, path)
     assert run.active
     return path
@@ -34,6 +35,7 @@ def trained(tmp_path, name: str, factors: int):
 
 def offer(path, name: str, val_mse: float):
     with stage_run("movielens", f"movielens_evaluate@{name}") as run:
+        run.log_onto_training_run("movielens", path, {"val_mse": val_mse, "val_rmse": val_mse**0.5})
         run.offer_champion("movielens", path, ("val_mse", val_mse), False, {"validation.val_rmse": val_mse**0.5})
     return run
 
@@ -56,6 +58,10 @@ def test_the_alias_moves_only_to_a_model_better_on_validation(store, tmp_path, c
 
     loaded = mlflow.pyfunc.load_model(f"models:/{registered_name('movielens')}@{ALIAS}")  # the README's two lines
     assert loaded.metadata.get_model_info().name == "nn"
+
+    # the evaluation's new figures are on the training run too (one row per model); its own val_mse curve stays
+    trained_run = mlflow.MlflowClient(store).get_run(version.run_id).data.metrics
+    assert trained_run["val_rmse"] == pytest.approx(0.79**0.5) and trained_run["val_mse"] == 9.0
 
 
 def test_a_model_file_that_was_never_logged_is_refused_with_a_warning(store, tmp_path, capsys):

@@ -22,6 +22,21 @@ def registered_name(workload: str) -> str:
     return f"lesson5-{workload}"
 
 
+def logged_model(client, workload: str, file_sha256: str):
+    """The newest logged model of the workload's experiment logged from the model file with this sha256."""
+    from stages.common.tracking import FILE_TAG, experiment_name
+
+    experiment = client.get_experiment_by_name(experiment_name(workload))
+    logged = [
+        m
+        for m in client.search_logged_models([experiment.experiment_id], max_results=1000)
+        if (m.tags or {}).get(FILE_TAG) == file_sha256
+    ]
+    if not logged:  # e.g. its train stage was restored from DVC's run-cache, which logs nothing
+        raise LookupError(f"the evaluated model was never logged to {experiment.name}: rerun its train stage")
+    return max(logged, key=lambda m: m.creation_timestamp)
+
+
 def offer(
     client,
     workload: str,
@@ -36,19 +51,9 @@ def offer(
     from filelock import FileLock
     from mlflow.exceptions import MlflowException
 
-    from stages.common.tracking import FILE_TAG, experiment_name
-
     metric, value = validation
     name = registered_name(workload)
-    experiment = client.get_experiment_by_name(experiment_name(workload))
-    logged = [
-        m
-        for m in client.search_logged_models([experiment.experiment_id], max_results=1000)
-        if (m.tags or {}).get(FILE_TAG) == file_sha256
-    ]
-    if not logged:  # e.g. its train stage was restored from DVC's run-cache, which logs nothing
-        raise LookupError(f"the evaluated model was never logged to {experiment.name}: rerun its train stage")
-    model = max(logged, key=lambda m: m.creation_timestamp)
+    model = logged_model(client, workload, file_sha256)
     # evaluate stages of one workload run in parallel: one of them at a time compares and moves the alias
     Path(".cache").mkdir(exist_ok=True)
     with FileLock(f".cache/champion-{workload}.lock", timeout=LOCK_TIMEOUT_S):

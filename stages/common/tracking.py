@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,25 @@ class StageRun:
             pip_requirements=requirements,
             input_example=pd.DataFrame({"review": ["Not bad at all: a fine film."]}),
         )
+
+    def log_onto_training_run(self, workload: str, model_file: str | os.PathLike, metrics: Mapping[str, float]) -> None:
+        """The evaluation's figures also on the run that trained the model (found by the sha256 of `model_file`): one
+        row of the MLflow UI then holds a model's params, curves and evaluation. A name the training run already has
+        (its per-epoch `val_loss`, ...) is left out: one name, one quantity."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        from stages.common.champion import logged_model
+
+        def _log():
+            client = mlflow.MlflowClient(tracking_uri())
+            trained = logged_model(client, workload, file_sha256(model_file)).source_run_id
+            now = int(time.time() * 1000)
+            has = client.get_run(trained).data.metrics
+            new = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k not in has}
+            client.log_batch(trained, metrics=[Metric(k, v, now, 0) for k, v in new.items()])
+
+        self._safely("logging onto the training run", _log)
 
     def offer_champion(
         self,

@@ -91,11 +91,16 @@ def main() -> None:
     with stage_run("dogscats", "dogscats_evaluate", params=p.evaluate.model_dump(), inputs=[FEATURES]) as run:
         for name, metrics in results.items():
             run.log_metrics({f"{name}_{k}": v for k, v in metrics.items() if k != "confusion"})
-            validation, figures = (
-                ("val_accuracy", metrics["val_accuracy"]),
+            figures = {k: v for k, v in metrics.items() if k != "confusion"}
+            run.log_onto_training_run("dogscats", MODEL.format(name=name), figures)  # its own names on its own row
+            validation = ("val_accuracy", metrics["val_accuracy"])
+            run.offer_champion(
+                "dogscats",
+                MODEL.format(name=name),
+                validation,
+                True,
                 {"validation.val_log_loss": metrics["val_log_loss"]},
             )
-            run.offer_champion("dogscats", MODEL.format(name=name), validation, True, figures)
         for path in sorted(Path(EVALUATION).iterdir()):
             run.log_artifact(path, "evaluation")
     for name, m in results.items():

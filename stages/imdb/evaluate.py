@@ -104,6 +104,7 @@ def main(name: str) -> None:
         run.log_artifact(ROC.format(name=name), "eval")
         validation = read_json(TRAIN_METRICS.format(name=name))["best_val_accuracy"]  # chosen on it; test read once
         tests = {f"test.{k}": metrics[f"test_{k}"] for k in ("accuracy", "roc_auc", "log_loss")}
+        run.log_onto_training_run("imdb", model_path, {k: v for k, v in metrics.items() if not isinstance(v, dict)})
         run.offer_champion("imdb", model_path, ("val_accuracy", validation), True, tests)
     print(
         f"{name}: test accuracy {metrics['test_accuracy']:.4f}, ROC AUC {metrics['test_roc_auc']:.4f}, "

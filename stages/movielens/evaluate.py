@@ -29,6 +29,7 @@ def main(name: str) -> None:
         "movielens", f"movielens_evaluate@{name}", params={"model": name}, inputs=[PREPARED, model_path]
     ) as run:
         run.log_metrics(metrics)
+        run.log_onto_training_run("movielens", model_path, metrics)
         run.offer_champion("movielens", model_path, ("val_mse", metrics["val_mse"]), False)
     print(f"{name}: val MSE {metrics['val_mse']:.4f}, RMSE {metrics['val_rmse']:.4f}")
 

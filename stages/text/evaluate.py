@@ -173,6 +173,7 @@ def main(name: str) -> None:
         run.log_metrics(metrics)
         for path in sorted(Path(out_dir).iterdir()):
             run.log_artifact(path, f"samples/{name}")
+        run.log_onto_training_run("text", model_path, metrics)
         if not word_level:  # losses per character and per word do not compare: the champion is a character model
             run.offer_champion("text", model_path, ("val_loss", metrics["val_loss"]), False)
     unit = "word" if word_level else "char"
