@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 
@@ -149,12 +150,9 @@ def full_run_report(project: ProjectCopy, full: float, command: str, scope: str,
 
 
 def _stage_seconds(summary: str) -> dict[str, float]:
-    seconds = {}
-    for line in summary.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] in ("ran", "restored", "skipped", "failed") and parts[2].endswith("s"):
-            seconds[parts[1]] = float(parts[2][:-1])
-    return seconds
+    """{stage: run seconds} from the flow's summary lines (`  ran  <stage>  12.3s  (waited 4.5s for a slot)`)."""
+    lines = (re.match(r"\s+(?:ran|restored|skipped|failed)\s+(\S+)\s+([\d.]+)s", line) for line in summary.splitlines())
+    return {m[1]: float(m[2]) for m in lines if m}
 
 
 if __name__ == "__main__":
