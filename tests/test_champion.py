@@ -69,6 +69,19 @@ def test_a_model_file_that_was_never_logged_is_refused_with_a_warning(store, tmp
     stray = tmp_path / "restored.keras"
     stray.write_bytes(b"not the logged file")  # as a train stage restored from DVC's run-cache, which logs nothing
     run = offer(stray, "dot", 0.5)
-    assert not run.active and "was never logged to lesson5-movielens" in capsys.readouterr().err
+    assert "was never logged to lesson5-movielens" in capsys.readouterr().err
+    assert run.active  # not an outage: the stage's other logging goes on
     with pytest.raises(mlflow.exceptions.MlflowException):
         champion(store)
+    assert mlflow.active_run() is None  # every run this process started has ended
+
+
+def test_a_run_whose_logging_failed_is_still_ended(store, monkeypatch):
+    """After a failed logging call the StageRun stops logging, but its MLflow run must not stay this process's
+    active run: the next stage_run in the same process (the flow, a test worker) could not start."""
+    with stage_run("movielens", "movielens_evaluate@dot") as run:
+        run.log_artifact("/nonexistent/file", "plots")
+    assert not run.active and mlflow.active_run() is None
+    with stage_run("movielens", "movielens_evaluate@bias") as second:
+        pass
+    assert second.run_id and second.active

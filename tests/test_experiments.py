@@ -71,13 +71,19 @@ def test_dvc_param_modification_keeps_params_yaml_valid_for_every_key(tmp_path, 
         assert [key for key in updates if get(reread, key) != updates[key]] == []
 
 
-@pytest.mark.slow
-def test_dvc_exp_run_and_exp_show_on_the_real_params_file(project, tmp_path):
+def text_mirror(tmp_path):
+    """A mirror folder holding a generated nietzsche.txt and its SHA256SUMS."""
     corpus = generated_text(3000).encode()
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "nietzsche.txt").write_bytes(corpus)
     (mirror / "SHA256SUMS").write_text(f"{hashlib.sha256(corpus).hexdigest()}  nietzsche.txt\n")
+    return mirror
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_and_exp_show_on_the_real_params_file(project, tmp_path):
+    mirror = text_mirror(tmp_path)
     project.env["LESSON5_MIRROR"] = str(mirror)
     assert (project.root / "params.yaml").read_bytes() == (REPO / "params.yaml").read_bytes()
     project.run("git", "add", "-A")
@@ -103,11 +109,7 @@ def test_dvc_exp_run_and_exp_show_on_the_real_params_file(project, tmp_path):
 
 @pytest.mark.slow
 def test_a_profile_runs_as_a_dvc_experiment_in_a_copy_and_leaves_the_workspace_as_it_was(project, tmp_path):
-    corpus = generated_text(3000).encode()
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    (mirror / "nietzsche.txt").write_bytes(corpus)
-    (mirror / "SHA256SUMS").write_text(f"{hashlib.sha256(corpus).hexdigest()}  nietzsche.txt\n")
+    text_mirror(tmp_path)  # ../mirror, which the profile run reaches by a relative path
     profiles = project.root / "profiles"
     (profiles / "tiny.yaml").write_text(
         "description: one epoch of the three-character model\n"

@@ -74,15 +74,24 @@ def test_a_failing_branch_stops_only_its_downstream_and_the_summary_says_why(flo
 
     # in the Prefect UI: the failing stage's own output in its task's log, the summary as a table artifact
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: flow_env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         runs = [run for run in client.read_flow_runs() if run.parameters.get("root") == str(root)]
         first = min(runs, key=lambda run: run.created).id
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first])))
-        (artifact,) = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first]))
+        (artifact,) = client.read_artifacts(  # the summary (Prefect also records the failed run's result)
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[first]),
+                key=ArtifactFilterKey(any_=["lesson5-pipeline-summary"]),
+            )
         )
     assert any(log.task_run_id and log.message == "no space left on the toy device" for log in logs)
     table = {row["stage"]: row for row in json.loads(artifact.data)}

@@ -227,7 +227,11 @@ class StageRun:
 
         def _log():
             client = mlflow.MlflowClient(tracking_uri())
-            trained = logged_model(client, workload, file_sha256(model_file)).source_run_id
+            try:
+                trained = logged_model(client, workload, file_sha256(model_file)).source_run_id
+            except LookupError as err:  # not an outage: this stage's other logging goes on
+                print(f"WARNING: {self.stage}: not logged onto a training run: {err}", file=sys.stderr)
+                return
             now = int(time.time() * 1000)
             has = client.get_run(trained).data.metrics
             new = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k not in has}
@@ -249,9 +253,14 @@ class StageRun:
 
         from stages.common.champion import offer
 
-        client = mlflow.MlflowClient(tracking_uri())
-        digest = file_sha256(model_file)
-        self._safely("registering the champion", offer, client, workload, digest, validation, higher_is_better, figures)
+        def _offer():
+            client = mlflow.MlflowClient(tracking_uri())
+            try:
+                offer(client, workload, file_sha256(model_file), validation, higher_is_better, figures)
+            except LookupError as err:  # not an outage: this stage's other logging goes on
+                print(f"WARNING: {self.stage}: no champion offer: {err}", file=sys.stderr)
+
+        self._safely("registering the champion", _offer)
 
     def keras_callback(self):
         """A Keras callback logging every epoch's metrics under stable names."""
@@ -337,12 +346,22 @@ def stage_run(
             run.log_params(params or {})
         yield run
     except BaseException:
-        if run.active:
-            run._safely("end_run", mlflow.end_run, status="FAILED")
+        _end(run, "FAILED")
         raise
     else:
-        if run.active:
-            run._safely("end_run", mlflow.end_run)
+        _end(run, "FINISHED")
+
+
+def _end(run: StageRun, status: str) -> None:
+    """End the run this process started, also when a logging call failed since (else it stays this process's active
+    run, and the next stage_run in the process cannot start)."""
+    import mlflow
+
+    if run.active:
+        run._safely("end_run", mlflow.end_run, status=status)
+    elif run.run_id:
+        with contextlib.suppress(Exception):  # its failure was reported already
+            mlflow.end_run(status=status)
 
 
 def this_process() -> str:
