@@ -40,20 +40,19 @@ def logged_model(client, workload: str, file_sha256: str):
 def offer(
     client,
     workload: str,
-    file_sha256: str,
+    model,
     validation: tuple[str, float],
     higher_is_better: bool,
     figures: Mapping[str, float] | None = None,
 ) -> str | None:
-    """Register the logged model of the model file with this sha256 as the champion if it beats the current one on
-    `validation` ((metric name, value)); returns the new version, or None when the champion stays. `figures`: more
-    figures for the version's tags, by tag name (`test.accuracy`, ...)."""
+    """Register `model` (a LoggedModel: `logged_model`) as the champion if it beats the current one on `validation`
+    ((metric name, value)); returns the new version, or None when the champion stays. `figures`: more figures for
+    the version's tags, by tag name (`test.accuracy`, ...)."""
     from filelock import FileLock
     from mlflow.exceptions import MlflowException
 
     metric, value = validation
     name = registered_name(workload)
-    model = logged_model(client, workload, file_sha256)
     # evaluate stages of one workload run in parallel: one of them at a time compares and moves the alias
     Path(".cache").mkdir(exist_ok=True)
     with FileLock(f".cache/champion-{workload}.lock", timeout=LOCK_TIMEOUT_S):

@@ -123,6 +123,7 @@ class StageRun:
     def __init__(self, active: bool, stage: str = "<stage>"):
         self.active, self.stage = active, stage
         self.run_id: str | None = None
+        self._logged: dict[str, Any] = {}  # model file -> its LoggedModel, looked up once per stage run
 
     def _safely(self, what: str, fn, *args, **kwargs):
         if not self.active:
@@ -223,12 +224,10 @@ class StageRun:
         import mlflow
         from mlflow.entities import Metric
 
-        from stages.common.champion import logged_model
-
         def _log():
             client = mlflow.MlflowClient(tracking_uri())
             try:
-                trained = logged_model(client, workload, file_sha256(model_file)).source_run_id
+                trained = self._logged_model(client, workload, model_file).source_run_id
             except LookupError as err:  # not an outage: this stage's other logging goes on
                 print(f"WARNING: {self.stage}: not logged onto a training run: {err}", file=sys.stderr)
                 return
@@ -238,6 +237,15 @@ class StageRun:
             client.log_batch(trained, metrics=[Metric(k, v, now, 0) for k, v in new.items()])
 
         self._safely("logging onto the training run", _log)
+
+    def _logged_model(self, client, workload: str, model_file: str | os.PathLike):
+        """The LoggedModel of `model_file` (by its sha256), hashed and searched once however many calls need it."""
+        from stages.common.champion import logged_model
+
+        key = str(model_file)
+        if key not in self._logged:
+            self._logged[key] = logged_model(client, workload, file_sha256(model_file))
+        return self._logged[key]
 
     def offer_champion(
         self,
@@ -256,7 +264,8 @@ class StageRun:
         def _offer():
             client = mlflow.MlflowClient(tracking_uri())
             try:
-                offer(client, workload, file_sha256(model_file), validation, higher_is_better, figures)
+                model = self._logged_model(client, workload, model_file)
+                offer(client, workload, model, validation, higher_is_better, figures)
             except LookupError as err:  # not an outage: this stage's other logging goes on
                 print(f"WARNING: {self.stage}: no champion offer: {err}", file=sys.stderr)
 
