@@ -230,17 +230,33 @@ class DvcRunner:
             self._dump(stage)
 
     def run_command(
-        self, info: StageInfo, env: dict[str, str], echo: Callable[[str], None], progress_every: float = 15.0
+        self,
+        info: StageInfo,
+        env: dict[str, str],
+        echo: Callable[[str], None],
+        progress_every: float = 15.0,
+        timeout_s: float | None = None,
     ) -> tuple[int, str]:
         """Run the stage's cmd as DVC would (shell, repo root); stream its lines to `echo`; return (code, tail).
 
         Progress bars redraw a line with a carriage return and no newline: those redraws are echoed at most
-        every `progress_every` seconds, so a long stage shows its progress without flooding the log."""
+        every `progress_every` seconds, so a long stage shows its progress without flooding the log. A command
+        still running after `timeout_s` is stopped (its whole process group: SIGTERM, then SIGKILL) and fails."""
         env = {**env, "DVC_ROOT": str(self.root), "DVC_STAGE": info.name}  # as DVC sets them for stage commands
         proc = subprocess.Popen(
             info.cmd, shell=True, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         tail: list[str] = []
+        timed_out = threading.Event()
+
+        def stop() -> None:
+            timed_out.set()
+            _stop_tree(proc.pid)
+
+        timer = threading.Timer(timeout_s, stop) if timeout_s else None
+        if timer:
+            timer.daemon = True
+            timer.start()
 
         def emit(raw: bytes) -> None:
             line = raw.decode(errors="replace").rstrip()
@@ -259,7 +275,33 @@ class DvcRunner:
                     last_progress = time.monotonic()
                 emit(text)
         emit(pending)
-        return proc.wait(), "\n".join(tail)
+        code = proc.wait()
+        if timer:
+            timer.cancel()
+            timer.join()  # when it fired: until everything the command started is stopped too
+        if timed_out.is_set():
+            note = f"stopped: still running after its timeout of {timeout_s / 60:g} min (pipeline.timeout_minutes)"
+            emit(note.encode())
+        return code, "\n".join(tail)
+
+
+def _stop_tree(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM to the command's shell and everything it started, SIGKILL to what is left after `grace_s`
+    (the stage's own process group is the terminal's: Ctrl+C still reaches it)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
 
 
 def python_env() -> dict[str, str]:

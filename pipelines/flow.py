@@ -22,16 +22,31 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipelines.dvc_runner import DvcRunner, StageInfo, python_env
-from stages.common.params import Schema, load_params
-from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, stage_run, warm_up
+from stages.common.params import ParamsError, Schema, load_params
+from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, WorkloadParents, stage_run, warm_up
 
 
 class PipelineParams(Schema):
     max_parallel: int = Field(ge=1, le=64, description="stages running at once")
     download_retries: int = Field(ge=0, le=10, description="retries (with backoff) of *_download stages")
+    timeout_minutes: dict[str, float] = Field(
+        description="a stage command still running after this many minutes is stopped and fails: `default`, or "
+        "by stage name without its @item (training stages resume from their last epoch on the next run)"
+    )
+
+    @field_validator("timeout_minutes")
+    @classmethod
+    def _has_default(cls, value: dict[str, float]) -> dict[str, float]:
+        if "default" not in value or any(minutes <= 0 for minutes in value.values()):
+            raise ValueError("needs a `default` entry, and every timeout must be above 0 minutes")
+        return value
+
+    def timeout_s(self, stage: str) -> float:
+        minutes = self.timeout_minutes
+        return 60 * minutes.get(stage.split("@")[0], minutes["default"])
 
 
 @dataclass
@@ -60,9 +75,16 @@ def api_only(run_logger) -> logging.LoggerAdapter:
 
 
 @task(cache_policy=NO_CACHE)
-def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slots: threading.Semaphore) -> dict:
-    """One DVC stage: skipped if up to date, restored from the run-cache, or its command run in a free slot.
-    Returns its outcome and the seconds it waited for a slot and ran."""
+def reproduce_stage(
+    runner: DvcRunner,
+    info: StageInfo,
+    env: dict[str, str],
+    slots: threading.Semaphore,
+    parents: WorkloadParents,
+    timeout_s: float,
+) -> dict:
+    """One DVC stage: skipped if up to date, restored from the run-cache, or its command run in a free slot (its
+    MLflow run nested under its workload's parent run). Returns its outcome and the seconds it waited and ran."""
     logger = get_run_logger()
     started = time.perf_counter()
     outcome = runner.prepare(info.name)
@@ -82,8 +104,10 @@ def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slo
         slots.acquire()
     waited = time.perf_counter() - started
     logger.info("%s: running `%s`", info.name, info.cmd)
+    if parent := parents.run_id(info.name.split("_")[0]):
+        env = {**env, PARENT_RUN_ENV: parent}
     try:
-        code, tail = runner.run_command(info, env, echo)
+        code, tail = runner.run_command(info, env, echo, timeout_s=timeout_s)
     finally:
         slots.release()
     if code != 0:
@@ -93,6 +117,19 @@ def reproduce_stage(runner: DvcRunner, info: StageInfo, env: dict[str, str], slo
     return {"status": "ran", "waited": waited, "seconds": time.perf_counter() - started - waited}
 
 
+def check_timeouts(params: PipelineParams, dvc_yaml: str) -> None:
+    """A timeout named after no stage of dvc.yaml is a typo that would leave the stage on the default: refused."""
+    import yaml
+
+    with open(dvc_yaml) as f:
+        names = set((yaml.safe_load(f) or {}).get("stages", {}))
+    if unknown := sorted(set(params.timeout_minutes) - names - {"default"}):
+        raise ParamsError(
+            f"params.yaml: pipeline.timeout_minutes names no stage of {dvc_yaml}: {', '.join(unknown)} "
+            f"(stage names without their @item, e.g. {sorted(names)[0] if names else 'text_train'})"
+        )
+
+
 def _retry_options(info: StageInfo, retries: int) -> dict:
     if not info.name.split("@")[0].endswith("_download") or retries == 0:
         return {}
@@ -100,7 +137,11 @@ def _retry_options(info: StageInfo, retries: int) -> dict:
 
 
 def schedule(
-    runner: DvcRunner, stages: dict[str, StageInfo], params: PipelineParams, env: dict[str, str]
+    runner: DvcRunner,
+    stages: dict[str, StageInfo],
+    params: PipelineParams,
+    env: dict[str, str],
+    parents: WorkloadParents,
 ) -> list[StageResult]:
     """Every stage submitted at once, each waiting for its upstream stages (Prefect's `wait_for`, which also draws
     the DVC graph in Prefect's UI): a failure leaves only its downstream stages not run. At most `max_parallel`
@@ -113,7 +154,13 @@ def schedule(
             name=name, task_run_name=name, **_retry_options(info, params.download_retries)
         )
         futures[name] = task_run.submit(
-            runner, info, env, slots, wait_for=[futures[u] for u in info.upstream if u in futures]
+            runner,
+            info,
+            env,
+            slots,
+            parents,
+            params.timeout_s(name),
+            wait_for=[futures[u] for u in info.upstream if u in futures],
         )
     results = []
     for name, future in futures.items():
@@ -168,6 +215,7 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
     params = load_params("pipeline", PipelineParams, os.path.join(root, "params.yaml"))
     if max_parallel is not None:
         params = params.model_copy(update={"max_parallel": max_parallel})
+    check_timeouts(params, os.path.join(root, "dvc.yaml"))
     runner = DvcRunner(root)
     env = python_env()
     env[FLOW_RUN_ENV] = str(flow_run.get_id() or "")
@@ -186,7 +234,9 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
             ) as parent:
                 if parent.run_id:
                     env[PARENT_RUN_ENV] = parent.run_id
-                results = schedule(runner, stages, params, env)
+                parents = WorkloadParents(parent.run_id, {"prefect.flow_run_id": env[FLOW_RUN_ENV]})
+                results = schedule(runner, stages, params, env, parents)
+                parents.finish({r.stage for r in results if r.status in ("failed", "blocked")})
                 wall, load = time.perf_counter() - started, os.getloadavg()
                 summary = format_summary(results, wall, load)
                 counts = {

@@ -288,12 +288,9 @@ def run(name: str, root: Path, targets: list[str] | None = None, dry_run: bool =
     if dry_run:
         return 0
     experiment = f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    env = dict(os.environ)
-    if env.get("LESSON5_MIRROR"):  # the experiment runs in another folder: a relative mirror path would miss
-        env["LESSON5_MIRROR"] = os.path.abspath(env["LESSON5_MIRROR"])
     command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", experiment]
     print(f"running the DVC experiment {experiment}: dvc exp run --temp --name {experiment} -S ...", flush=True)
-    done = subprocess.run([*command, *profile.dvc_set_params(), *(targets or [])], cwd=root, env=env)
+    done = subprocess.run([*command, *profile.dvc_set_params(), *(targets or [])], cwd=root)
     if done.returncode == 0:
         print(f"done: `dvc exp show` lists {experiment}; `dvc exp apply {experiment}` brings it into the workspace")
     return done.returncode

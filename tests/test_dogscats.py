@@ -509,6 +509,19 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
         "import mlflow; print(len(mlflow.search_runs(experiment_names=['lesson5-dogscats'])))",
     ).stdout
     assert int(runs.strip()) == 8  # 3 heads + evaluate, twice
+    names = json.loads(
+        project.run(
+            str(Path(project.env["PATH"].split(":")[0]) / "python"),
+            "-c",
+            "import json, mlflow; "
+            "runs = mlflow.search_runs(experiment_names=['lesson5-dogscats'], output_format='list'); "
+            "print(json.dumps({r.info.run_name: sorted(r.data.metrics) for r in runs}))",
+        ).stdout
+    )
+    heads = [set(names[f"dogscats_train@{h}"]) for h in ("dense", "bn_scratch")]  # bn_inserted adds its check
+    assert heads[0] == heads[1] >= {"val_accuracy", "val_loss", "val_log_loss", "errors", "epochs", "train_seconds"}
+    assert names["dogscats_evaluate"] == []  # each head's figures are on its own row, under the same names
+    assert not [k for n in names.values() for k in n if k.startswith("final_") or "dense" in k or "bn_" in k]
 
     # fine-tuning block 5 on images: off by default (a note, no training), then on, on the trained head
     project.dvc("repro", "dogscats_finetune")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 
 import pytest
 import yaml
@@ -140,3 +141,19 @@ def test_a_profile_runs_as_a_dvc_experiment_in_a_copy_and_leaves_the_workspace_a
     runs = client.search_runs([experiment.experiment_id])
     trained = [r for r in runs if r.data.tags["dvc.stage"] == "text_train@three_char"]
     assert len(trained) == 1 and trained[0].data.params["hidden"] == "16"
+
+    # `dvc queue`: queued experiments run in copies under .dvc/tmp/exps too, and their runs land in the same store
+    project.dvc(
+        "exp", "run", "--queue", "--name", "queued", "-S", "text.models.three_char.hidden=12", "text_train@three_char"
+    )
+    project.dvc("queue", "start")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = project.dvc("queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Success" in status, status + project.dvc("queue", "logs", "queued", check=False).stdout[-3000:]
+    project.dvc("queue", "stop", check=False)
+    queued = client.search_runs([experiment.experiment_id], "tags.`dvc.exp_name` = 'queued'")
+    assert [r.data.params["hidden"] for r in queued if r.data.tags["dvc.stage"] == "text_train@three_char"] == ["12"]

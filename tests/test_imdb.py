@@ -580,6 +580,22 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     scores = served_predictions("models:/lesson5-imdb@champion", project.env, reviews)
     assert len(scores) == 2 and all(0 <= float(np.ravel(s)[0]) <= 1 for s in scores)
 
+    # one row per model: its curves, validation and test figures under the same names, with its training data
+    experiment = client.get_experiment_by_name("lesson5-imdb")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    names = {m: set(runs[f"imdb_train@{m}"].data.metrics) for m in val}
+    assert names["single"] == {k for k in names["glove_cnn"] if not k.startswith("refit_")}  # glove_cnn refits
+    headline = {"val_accuracy", "val_loss", "test_accuracy", "test_roc_auc", "test_log_loss", "best_epoch", "epochs"}
+    assert all(headline <= n for n in names.values())
+    assert not [k for k in set().union(*names.values()) if k.startswith(("best_val", "final_")) or "cnn" in k]
+    assert runs["imdb_train@single"].data.metrics["val_accuracy"] == val["single"]  # the chosen epoch's
+    assert not runs["imdb_compare"].data.metrics  # the models' figures live on their own rows
+    for model in val:
+        trained = runs[f"imdb_train@{model}"].info.run_id
+        assert {"plots/confusion.png", "plots/roc.png"} <= {a.path for a in client.list_artifacts(trained, "plots")}
+        (dataset,) = client.get_run(trained).inputs.dataset_inputs
+        assert dataset.dataset.name == ("imdb-train-reviews" if model == "nbsvm" else "imdb-train")
+
     project.set_params({"imdb.models.single.hidden": 6})
     changed = json.loads(project.dvc("status", "--json", "--with-deps", *targets).stdout)
     assert list(changed) == ["imdb_train@single"]  # the other model, tokenize, GloVe: up to date

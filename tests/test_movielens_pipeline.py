@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -26,7 +27,7 @@ def flow(project, *targets: str) -> str:
     return result.stdout + result.stderr
 
 
-def test_the_flow_reproduces_the_chain_as_dvc_repro_would_and_tracks_every_stage(movielens_chain):
+def test_the_flow_reproduces_the_chain_as_dvc_repro_would_and_tracks_every_stage(movielens_chain, tmp_path):
     project = movielens_chain  # built by the flow once per session; only read here
     assert "pipeline finished" in project.flow_log and "10 ran" in project.flow_log
     assert stale_stages(project) == set()
@@ -40,15 +41,41 @@ def test_the_flow_reproduces_the_chain_as_dvc_repro_would_and_tracks_every_stage
     assert (project.root / "data/movielens/analysis/pca_pc1_pc3.png").stat().st_size > 10_000
 
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
-    (parent,) = client.search_runs([client.get_experiment_by_name("lesson5-pipeline").experiment_id])
+    (flow_run,) = client.search_runs([client.get_experiment_by_name("lesson5-pipeline").experiment_id])
     experiment = client.get_experiment_by_name("lesson5-movielens")
-    runs = client.search_runs([experiment.experiment_id])
+    # the flow's parent in this workload's experiment, every stage run nested under it
+    (parent,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'pipeline'")
+    assert parent.data.tags["mlflow.parentRunId"] == flow_run.info.run_id and parent.info.status == "FINISHED"
+    runs = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     by_stage = {r.data.tags["dvc.stage"]: r for r in runs}
     assert set(by_stage) == set(CHAIN[2:]), project.flow_log  # every stage but download/prepare tracks a run
-    assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs)
-    assert all(r.data.tags.get("prefect.flow_run_id") == parent.data.tags["prefect.flow_run_id"] for r in runs)
+    assert all(r.data.tags.get("prefect.flow_run_id") == flow_run.data.tags["prefect.flow_run_id"] for r in runs)
+    # its summary: the headline figure of each model and baseline, the best one on the parent
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "summary.json", str(tmp_path))).read_text())
+    summary = dict(zip((row[0] for row in table["data"]), (row[1] for row in table["data"]), strict=True))
+    assert set(summary) == {f"movielens_train@{m}" for m in ("dot", "bias", "nn")} | {
+        "movielens_baselines@global_mean",
+        "movielens_baselines@movie_mean",
+    }
+    assert parent.data.metrics["val_mse"] == pytest.approx(min(summary.values()))
+    assert summary[parent.data.tags["lesson5.best.val_mse"]] == min(summary.values())
+
+    # one name per quantity: the models' rows and the baselines' compare column by column
+    names = {r.info.run_name: set(r.data.metrics) for r in runs}
+    trained = [names[f"movielens_train@{m}"] for m in ("dot", "bias", "nn")]
+    assert trained[0] == trained[1] == trained[2] >= {"val_mse", "val_rmse", "best_epoch", "epochs", "n_valid"}
+    baselines = [names[f"movielens_baselines@{b}"] for b in ("global_mean", "movie_mean")]
+    assert baselines[0] == baselines[1] == {"val_mse", "val_rmse"}
+    every = set().union(*names.values())
+    assert not [k for k in every if k.startswith(("best_val", "final_")) or any(m in k for m in ("dot", "bias", "nn"))]
     train = by_stage["movielens_train@bias"]
-    assert len(client.get_metric_history(train.info.run_id, "val_mse")) == 2  # one point per epoch
+    # one point per epoch, then the saved model's (the best epoch's) again, MLflow's convention for restored weights
+    history = client.get_metric_history(train.info.run_id, "val_mse")
+    best = json.loads((project.root / "data/movielens/metrics/train_bias.json").read_text())["best_epoch"]
+    assert [m.step for m in history] == [1, 2, 3] and history[-1].value == history[best - 1].value
+    assert train.data.metrics["val_mse"] == history[best - 1].value
+    (dataset,) = client.get_run(train.info.run_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "movielens-train"
     assert train.data.params["l2"] == "0.0001" and "git.commit" in train.data.tags
     assert train.data.tags["dvc.input.data/movielens/prepared"] not in ("", "untracked")
     logged = client.search_logged_models([experiment.experiment_id])
@@ -87,9 +114,7 @@ def test_a_param_change_reruns_only_what_it_affects_by_the_flow_and_by_dvc_repro
 def test_logged_model_loads_back_and_an_experiment_reruns_only_its_model(movielens_chain, tmp_path):
     client = mlflow.MlflowClient(movielens_chain.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesson5-movielens")
-    dot_run = {r.data.tags["dvc.stage"]: r for r in client.search_runs([experiment.experiment_id])}[
-        "movielens_train@dot"
-    ]
+    (dot_run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'movielens_train@dot'")
     (model_info,) = [
         m for m in client.search_logged_models([experiment.experiment_id]) if m.source_run_id == dot_run.info.run_id
     ]

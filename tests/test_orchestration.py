@@ -59,13 +59,15 @@ def test_a_failing_branch_stops_only_its_downstream_and_the_summary_says_why(flo
         **CHAIN,
         "broken": write_file_stage("data/broken.txt", fail="no space left on the toy device"),
         "after_broken": write_file_stage("data/after.txt", deps=("data/broken.txt",)),
+        "stuck": write_file_stage("data/stuck.txt", sleep=600),
     }
-    root = toy_project(tmp_path / "toy", stages)
+    root = toy_project(tmp_path / "toy", stages, timeout_minutes={"stuck": 0.05})  # 3 s
     result = run_flow(root, flow_env, check=False)
     log = result.stdout + result.stderr
     assert result.returncode == 1
     assert "failed    broken" in log and "no space left on the toy device" in log
     assert "blocked   after_broken" in log and "upstream stage broken did not finish" in log
+    assert "failed    stuck" in log and "still running after its timeout of 0.05 min" in log
     assert all(f"ran       {name}" in log for name in CHAIN)
     assert stale(root, *CHAIN) == {}
 

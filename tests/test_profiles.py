@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -92,3 +93,21 @@ def test_an_experiment_copy_of_the_workspace_tracks_to_the_repositorys_store(mon
     assert tracking_uri(copy) == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
     assert tracking_uri(tmp_path / "repo") == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
     assert tracking_uri(Path("/")) == "sqlite:////mlflow.db"
+
+
+def test_a_relative_mirror_is_found_from_an_experiment_copy_of_the_workspace(monkeypatch, tmp_path):
+    """LESSON5_MIRROR=../shared/data, as the README has it, names the same folder from the copy's stages."""
+    from stages.common.download import fetch
+    from stages.common.params import Source
+
+    data = b"the mirrored file\n"
+    mirror = tmp_path / "shared" / "data"
+    mirror.mkdir(parents=True)
+    (mirror / "file.txt").write_bytes(data)
+    (mirror / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()}  file.txt\n")
+    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("LESSON5_MIRROR", "../shared/data")
+    source = Source(url="http://127.0.0.1:9/file.txt", sha256=hashlib.sha256(data).hexdigest())
+    assert fetch(source, copy / "got.txt").read_bytes() == data  # the URL is unreachable: only the mirror has it

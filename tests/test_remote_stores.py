@@ -166,14 +166,14 @@ def test_stage_tracks_to_an_mlflow_server_on_postgres(project, http_server, post
     assert run.info.status == "FINISHED"
     assert (run.data.params["kind"], run.data.params["factors"], run.data.params["epochs"]) == ("dot", "4", "2")
     summary = json.loads((project.root / "data/movielens/metrics/train_dot.json").read_text())
-    assert run.data.metrics["best_val_mse"] == pytest.approx(summary["best_val_mse"])
-    assert len(client.get_metric_history(run.info.run_id, "val_mse")) == 2  # one point per epoch
+    assert run.data.metrics["val_mse"] == pytest.approx(summary["best_val_mse"])  # the saved model's
+    assert len(client.get_metric_history(run.info.run_id, "val_mse")) == 3  # one point per epoch, then the model's
 
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/dot_curves.png"]
-    fetched = Path(client.download_artifacts(run.info.run_id, "plots/dot_curves.png", str(tmp_path)))
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/curves.png"]
+    fetched = Path(client.download_artifacts(run.info.run_id, "plots/curves.png", str(tmp_path)))
     assert fetched.read_bytes() == (project.root / "data/movielens/plots/dot_curves.png").read_bytes()
     # the server stored the artifact in its artifact store, and the run in PostgreSQL
-    assert list(mlflow_server.artifacts.rglob("dot_curves.png"))
+    assert list(mlflow_server.artifacts.rglob("curves.png"))
     with psycopg.connect(postgres) as conn:
         stored = conn.execute("SELECT name, status FROM runs WHERE run_uuid = %s", (run.info.run_id,)).fetchone()
     assert stored == ("movielens_train@dot", "FINISHED")

@@ -86,6 +86,22 @@ def test_a_failing_command_returns_its_code_and_the_tail_of_its_output(tmp_path)
     assert not (root / "dvc.lock").exists()
 
 
+def test_a_command_past_its_timeout_is_stopped_with_what_it_started_and_fails(tmp_path):
+    import psutil
+
+    script = (
+        "import pathlib, subprocess, time; child = subprocess.Popen(['sleep', '600']); "
+        "pathlib.Path('child.pid').write_text(str(child.pid)); time.sleep(600)"
+    )
+    root = toy_project(tmp_path, {"stuck": {"cmd": f'python -c "{script}"', "outs": ["data/stuck.txt"]}})
+    runner = DvcRunner(root)
+    assert runner.prepare("stuck") == "run"
+    code, tail = runner.run_command(runner.stages()["stuck"], python_env(), lambda line: None, timeout_s=6)
+    assert code != 0 and tail.splitlines()[-1].startswith("stopped: still running after its timeout of 0.1 min"), tail
+    child = int((root / "child.pid").read_text())  # written at once; 6 s leave room on a loaded machine
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
 def test_while_the_runner_holds_dvcs_lock_a_manual_dvc_repro_stops_and_changes_nothing(tmp_path):
     root = toy_project(tmp_path, CHAIN)
     runner = DvcRunner(root)
@@ -168,3 +184,21 @@ def test_a_rwlock_file_left_truncated_by_a_killed_process_is_reset_once_the_runn
         assert reproduce(runner, "first") == "run"
     assert "left unreadable by an interrupted DVC process" in capsys.readouterr().err
     assert json.loads(dvc(root, "status", "--json", "first").stdout) == {}
+
+
+def test_stage_timeouts_need_a_default_and_name_real_stages(tmp_path):
+    from pipelines.flow import PipelineParams, check_timeouts
+    from stages.common.params import ParamsError, validate_section
+
+    root = toy_project(tmp_path, CHAIN)
+    section = {"max_parallel": 2, "download_retries": 0, "timeout_minutes": {"default": 60, "second": 1}}
+    params = validate_section("pipeline", section, PipelineParams)
+    check_timeouts(params, root / "dvc.yaml")
+    assert params.timeout_s("second") == 60 and params.timeout_s("third") == 3600
+    assert params.timeout_s("second@item") == 60  # a foreach/matrix stage by its name without @item
+    for bad in ({"second": 1}, {"default": 0}):
+        with pytest.raises(ParamsError, match="timeout_minutes"):
+            validate_section("pipeline", {**section, "timeout_minutes": bad}, PipelineParams)
+    typo = validate_section("pipeline", {**section, "timeout_minutes": {"default": 60, "secnd": 1}}, PipelineParams)
+    with pytest.raises(ParamsError, match="pipeline.timeout_minutes names no stage of .*: secnd"):
+        check_timeouts(typo, root / "dvc.yaml")

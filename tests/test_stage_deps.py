@@ -129,3 +129,21 @@ def test_editing_shared_code_or_a_params_default_marks_exactly_the_stages_that_i
         "movielens_train@nn",
     }
     assert "movielens_download" in importers("stages/movielens/params.py", CHAIN, project.root)
+
+
+def test_the_overlay_plots_show_every_model_in_params():
+    from stages.dogscats.params import MODELS as HEADS
+
+    graph = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    overlays = {next(iter(p)): next(iter(p.values())) for p in graph["plots"] if isinstance(p, dict)}
+    text_models, imdb_models = params["text"]["models"], params["imdb"]["models"]
+    expected = {  # NB-SVM's steps are C values and a word model's loss is per word: not on these axes
+        "movielens_val_mse": (params["movielens"]["models"], "val_mse"),
+        "imdb_val_accuracy": ([m for m, mp in imdb_models.items() if mp["kind"] != "nbsvm"], "val_accuracy"),
+        "text_val_loss_per_char": ([m for m, mp in text_models.items() if mp["kind"] != "word_lstm"], "val_loss"),
+        "dogscats_val_accuracy": (HEADS, "val_accuracy"),
+    }
+    for plot, (models, column) in expected.items():
+        workload = plot.split("_")[0]
+        assert overlays[plot]["y"] == {f"data/{workload}/history/{m}.csv": column for m in models}, plot

@@ -58,10 +58,17 @@ def test_dvc_repro_text_chain_tracks_samples_in_mlflow(project, http_server):
     assert {"text_train@three_char", "text_train@char_lstm", "text_evaluate@char_lstm"} <= set(by_stage)
     assert "max_minutes=1e-06" in by_stage["text_train@three_char"].data.tags["lesson5.cut_short"]
     assert "lesson5.cut_short" not in by_stage["text_train@char_lstm"].data.tags
-    evaluated = by_stage["text_evaluate@char_lstm"].info.run_id
-    assert "val_loss" in by_stage["text_evaluate@char_lstm"].data.metrics
-    logged = {a.path for a in client.list_artifacts(evaluated, "samples/char_lstm")}
-    assert "samples/char_lstm/temperature_0.5.txt" in logged
+    # one name per quantity, units in it (nats per character), the same artifact names on every model's rows
+    evaluated, trained = by_stage["text_evaluate@char_lstm"], by_stage["text_train@char_lstm"]
+    assert "val_loss_per_char" in evaluated.data.metrics and "val_loss" not in evaluated.data.metrics
+    names = [set(by_stage[f"text_train@{m}"].data.metrics) for m in MODELS]
+    assert names[0] == names[1] >= {"loss_per_char", "val_loss_per_char", "bits_per_char", "epochs"}
+    assert not {"val_loss", "epochs_run", "epochs_trained", "final_val_loss"} & names[0]
+    for run in (evaluated, trained):
+        assert "samples/temperature_0.5.txt" in {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert "plots/curves.png" in {a.path for a in client.list_artifacts(trained.info.run_id, "plots")}
+    (dataset,) = client.get_run(trained.info.run_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "nietzsche-train-chars"
 
     out = project.dvc("repro", "text_evaluate").stdout
     assert "Running stage" not in out

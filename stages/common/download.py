@@ -35,6 +35,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from stages.common.cli import StageError
+from stages.common.environment import repository_root
 from stages.common.io import atomic_path
 from stages.common.params import Source
 
@@ -170,6 +171,8 @@ def fetch(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    if mirror:  # relative to the repository, also from an experiment's copy of it (dvc exp run --temp, dvc queue)
+        mirror = os.path.normpath(repository_root() / mirror)
     tried: list[str] = []
 
     if mirror:

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import threading
+from pathlib import Path
 
 DEFAULTS = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ info and warnings
@@ -33,6 +34,14 @@ HARMLESS = re.compile(
     r"|E0000 \S+ +\d+ util\.cc:\d+\] oneDNN supports DT_\w+ only on platforms with"
 )
 HARMLESS_START = re.compile(rb"WARNING: All log messages|[IE]0000 ")  # held until its line ends, to be judged whole
+
+
+def repository_root(folder: str | os.PathLike | None = None) -> Path:
+    """The repository a stage works for: `folder` (default: the current one, the repo root in stages), or, inside a
+    copy that `dvc exp run --temp` or `dvc queue` made under <repo>/.dvc/tmp/exps/ (deleted afterwards), <repo>."""
+    parts = Path(folder or Path.cwd()).resolve().parts
+    copy = next((i for i in range(len(parts) - 3) if parts[i : i + 3] == (".dvc", "tmp", "exps")), None)
+    return Path(*parts[:copy]) if copy is not None else Path(*parts)
 
 
 def apply_defaults() -> None:

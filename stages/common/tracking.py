@@ -14,9 +14,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -43,10 +46,7 @@ def tracking_uri(root: str | os.PathLike | None = None) -> str:
     deleted afterwards: their runs go to the repository's store, where the other runs are."""
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         return uri
-    folder = Path(root or Path.cwd()).resolve()
-    parts = folder.parts
-    copy = next((i for i in range(len(parts) - 3) if parts[i : i + 3] == (".dvc", "tmp", "exps")), None)
-    return f"sqlite:///{(Path(*parts[:copy]) if copy is not None else folder) / 'mlflow.db'}"
+    return f"sqlite:///{environment.repository_root(root) / 'mlflow.db'}"
 
 
 def ensure_store(uri: str) -> None:
@@ -124,6 +124,16 @@ class StageRun:
         self.active, self.stage = active, stage
         self.run_id: str | None = None
         self._logged: dict[str, Any] = {}  # model file -> its LoggedModel, looked up once per stage run
+        self._names: dict[str, str | None] = {}  # a stage's own metric name -> its MLflow name (None: not logged)
+
+    def rename_metrics(self, names: Mapping[str, str | None]) -> None:
+        """Log these metrics under other names (None: not at all), e.g. a text model's `val_loss` as
+        `val_loss_per_char`: one MLflow name per quantity across a workload's runs, units in it where they differ."""
+        self._names.update(names)
+
+    def _named(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        named = {self._names.get(k, k): v for k, v in metrics.items() if isinstance(v, (int, float))}
+        return {k: float(v) for k, v in named.items() if k is not None}
 
     def _safely(self, what: str, fn, *args, **kwargs):
         if not self.active:
@@ -147,8 +157,18 @@ class StageRun:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import mlflow
 
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        self._safely("log_metrics", mlflow.log_metrics, clean, step=step)
+        self._safely("log_metrics", mlflow.log_metrics, self._named(metrics), step=step)
+
+    def log_training(self, rows: list[Mapping[str, float]], summary: Mapping[str, Any], model_epoch: int) -> None:
+        """A finished training's figures, one name per quantity. The epoch whose weights the model holds
+        (`model_epoch`, from 1) is logged again after the last one, MLflow autolog's convention for restored
+        weights: each curve's latest value, which the runs table shows, is the saved model's. The summary's
+        `best_<x>`/`final_<x>` copies of those figures are left out (duplicates); `epochs` is the number trained
+        unless the summary says otherwise."""
+        figures = {k: v for k, v in rows[model_epoch - 1].items() if k.startswith("val_") or f"val_{k}" in rows[0]}
+        self.log_metrics(figures, step=len(rows) + 1)
+        copies = {f"{prefix}_{k}" for k in figures for prefix in ("best", "final")}
+        self.log_metrics({"epochs": len(rows), **{k: v for k, v in summary.items() if k not in copies}})
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
@@ -160,16 +180,33 @@ class StageRun:
 
         self._safely("log_artifact", mlflow.log_artifact, str(path), artifact_path)
 
+    def log_artifact_as(self, path: str | os.PathLike, artifact_file: str) -> None:
+        """`path` under the artifact name `artifact_file` (a model's file is named after it on disk; in MLflow every
+        run's copy has the same name, so the compare view lines them up)."""
+        import mlflow
+
+        def _log():
+            with named_copy(path, artifact_file) as (named, folder):
+                mlflow.log_artifact(named, folder)
+
+        self._safely("log_artifact", _log)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         import mlflow
 
         self._safely("log_text", mlflow.log_text, text, artifact_file)
 
-    def log_dataset(self, df, name: str, source: str, digest: str, context: str = "training") -> None:
+    def log_dataset(self, data, name: str, source: str, digest: str, targets=None, context: str = "training") -> None:
+        """The run's training data on its Datasets tab: `data` a DataFrame, or arrays (with their `targets`);
+        `digest` DVC's hash of `source`, its DVC output, so equal digests mean the same data."""
         import mlflow
+        import pandas as pd
 
         def _log():
-            dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest[:36])
+            if isinstance(data, pd.DataFrame):
+                dataset = mlflow.data.from_pandas(data, source=source, name=name, digest=digest[:36])
+            else:
+                dataset = mlflow.data.from_numpy(data, source=source, targets=targets, name=name, digest=digest[:36])
             mlflow.log_input(dataset, context=context)
 
         self._safely("log_input", _log)
@@ -217,10 +254,17 @@ class StageRun:
             input_example=pd.DataFrame({"review": ["Not bad at all: a fine film."]}),
         )
 
-    def log_onto_training_run(self, workload: str, model_file: str | os.PathLike, metrics: Mapping[str, float]) -> None:
-        """The evaluation's figures also on the run that trained the model (found by the sha256 of `model_file`): one
-        row of the MLflow UI then holds a model's params, curves and evaluation. A name the training run already has
-        (its per-epoch `val_loss`, ...) is left out: one name, one quantity."""
+    def log_onto_training_run(
+        self,
+        workload: str,
+        model_file: str | os.PathLike,
+        metrics: Mapping[str, float],
+        artifacts: Mapping[str, str | os.PathLike] | None = None,
+    ) -> None:
+        """The evaluation's figures (and `artifacts`: MLflow name -> file) also on the run that trained the model
+        (found by the sha256 of `model_file`): one row of the MLflow UI then holds a model's params, curves and
+        evaluation. A name the training run already has (its per-epoch `val_loss`, ...) is left out: one name, one
+        quantity."""
         import mlflow
         from mlflow.entities import Metric
 
@@ -233,8 +277,11 @@ class StageRun:
                 return
             now = int(time.time() * 1000)
             has = client.get_run(trained).data.metrics
-            new = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k not in has}
+            new = {k: v for k, v in self._named(metrics).items() if k not in has}
             client.log_batch(trained, metrics=[Metric(k, v, now, 0) for k, v in new.items()])
+            for artifact_file, path in (artifacts or {}).items():
+                with named_copy(path, artifact_file) as (named, folder):
+                    client.log_artifact(trained, named, folder)
 
         self._safely("logging onto the training run", _log)
 
@@ -282,6 +329,16 @@ class StageRun:
                 run.log_metrics(logs or {}, step=epoch + 1)  # epochs count from 1, as best_epoch does
 
         return EpochMetrics()
+
+
+@contextlib.contextmanager
+def named_copy(path: str | os.PathLike, artifact_file: str) -> Iterator[tuple[str, str | None]]:
+    """(a copy of `path` named as `artifact_file`'s last part, its artifact folder): a file named after its model on
+    disk gets the same artifact name in every run, so MLflow's compare view lines the runs' artifacts up."""
+    with tempfile.TemporaryDirectory() as tmp:
+        named = Path(tmp) / Path(artifact_file).name
+        shutil.copyfile(path, named)
+        yield str(named), (str(Path(artifact_file).parent) if "/" in artifact_file else None)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -427,6 +484,87 @@ def _start(workload: str, stage: str, tags: dict[str, str]):
         mlflow.set_experiment_tags(missing)
     parent = os.environ.get(PARENT_RUN_ENV) or None
     return mlflow.start_run(run_name=stage, tags=tags, parent_run_id=parent, nested=bool(parent))
+
+
+# The figure each workload's models are judged by (True: higher is better), summarised on the flow's parent runs
+HEADLINES = {
+    "movielens": {"val_mse": False},
+    "imdb": {"val_accuracy": True, "test_accuracy": True},
+    "text": {"val_loss_per_char": False, "bits_per_char": False, "val_loss_per_word": False},
+    "dogscats": {"val_accuracy": True, "val_log_loss": False},
+}
+
+
+class WorkloadParents:
+    """The flow's parent run in each workload's experiment, created when that workload's first stage command starts
+    (a no-change run adds none), so each experiment shows its stage runs nested under the flow run that made them.
+    `finish` ends them with a table of their children's headline figures and the best one on the parent."""
+
+    def __init__(self, pipeline_run_id: str | None, tags: Mapping[str, str]):
+        self.pipeline_run_id, self.tags = pipeline_run_id, dict(tags)
+        self.runs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def run_id(self, workload: str) -> str | None:
+        """The workload's parent run id (created on the first call), or None when tracking is unavailable."""
+        with self._lock:
+            if workload not in self.runs and self.pipeline_run_id:
+                try:
+                    self.runs[workload] = self._create(workload)
+                except Exception as err:  # tracking never stops the pipeline
+                    print(f"WARNING: MLflow parent run for {workload} not created ({err})", file=sys.stderr)
+                    self.pipeline_run_id = None
+            return self.runs.get(workload)
+
+    def _create(self, workload: str) -> str:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri())
+        name = experiment_name(workload)
+        wanted = {**EXPERIMENT_KIND, "mlflow.note.content": DESCRIPTIONS.get(workload, "")}
+        experiment = client.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name, tags=wanted)
+        tags = {**self.tags, "mlflow.parentRunId": self.pipeline_run_id, "workload": workload}
+        return client.create_run(experiment_id, run_name="pipeline", tags=tags).info.run_id
+
+    def finish(self, failed: set[str]) -> None:
+        """End each parent (FAILED when one of its workload's stages in `failed` did not finish), with its children's
+        headline figures as the table `summary.json` and the best of each on the parent itself."""
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri())
+        for workload, run_id in self.runs.items():
+            try:
+                self._summarise(client, workload, run_id)
+            except Exception as err:
+                print(f"WARNING: MLflow summary of {workload} not logged ({err})", file=sys.stderr)
+            status = "FAILED" if any(s.startswith(f"{workload}_") for s in failed) else "FINISHED"
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, status)
+
+    @staticmethod
+    def _summarise(client, workload: str, run_id: str) -> None:
+        import pandas as pd
+
+        headlines = HEADLINES.get(workload, {})
+        children = client.search_runs(
+            [client.get_run(run_id).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'"
+        )
+        rows = [
+            {"run": child.info.run_name, **{k: child.data.metrics[k] for k in headlines if k in child.data.metrics}}
+            for child in children
+            if "_evaluate" not in child.info.run_name  # its figures are on the training run too
+        ]
+        rows = [row for row in rows if len(row) > 1]
+        if not rows:
+            return
+        table = pd.DataFrame(rows).sort_values("run")
+        client.log_table(run_id, table, "summary.json")
+        for metric, higher_is_better in headlines.items():
+            if metric in table and table[metric].notna().any():
+                best = table.loc[table[metric].idxmax() if higher_is_better else table[metric].idxmin()]
+                client.log_metric(run_id, metric, float(best[metric]))
+                client.set_tag(run_id, f"lesson5.best.{metric}", best["run"])
 
 
 if __name__ == "__main__":  # `make ui`: the store exists before the UI opens it (see ensure_store)

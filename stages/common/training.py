@@ -143,10 +143,10 @@ def save_training_outputs(
     curves = paths.CURVES.format(name=name)
     fig = training_curves(rows, curve_title, curve_metrics)
     save_figure(curves, fig)
-    close(fig)
-    run.log_metrics(summary)
-    run.log_artifact(curves, "plots")
     step = summary.get("best_epoch") or len(rows)  # the epoch whose weights the model holds
+    run.log_training(rows, summary, step)
+    close(fig)
+    run.log_artifact_as(curves, "plots/curves.png")  # one artifact name in every run: the compare view lines them up
     if serving_code:
         run.log_text_model(paths.MODEL.format(name=name), serving_code, name, step)
     else:

@@ -89,10 +89,9 @@ def main() -> None:
         close(fig)
     write_json(EVALUATE_METRICS, results)
     with stage_run("dogscats", "dogscats_evaluate", params=p.evaluate.model_dump(), inputs=[FEATURES]) as run:
-        for name, metrics in results.items():
-            run.log_metrics({f"{name}_{k}": v for k, v in metrics.items() if k != "confusion"})
+        for name, metrics in results.items():  # each head's figures on its own row, under the same names
             figures = {k: v for k, v in metrics.items() if k != "confusion"}
-            run.log_onto_training_run("dogscats", MODEL.format(name=name), figures)  # its own names on its own row
+            run.log_onto_training_run("dogscats", MODEL.format(name=name), figures)
             validation = ("val_accuracy", metrics["val_accuracy"])
             run.offer_champion(
                 "dogscats",

@@ -138,6 +138,8 @@ def main() -> None:
             return
         with stage_run("dogscats", "dogscats_finetune", params=fp.model_dump(), inputs=[PREPARED, MODELS_DIR]) as run:
             inputs = dvc_hashes([PREPARED, MODELS_DIR, WEIGHTS_DIR])
+            photos = pd.read_csv(Path(PREPARED) / "manifest.csv")
+            run.log_dataset(photos[photos["split"] == "train"], "dogscats-train-photos", PREPARED, inputs[PREPARED])
             backup = resume_callbacks(
                 "dogscats_finetune", {"params": fp.model_dump(), "size": p.features.input_size, "inputs": inputs}
             )
@@ -155,7 +157,8 @@ def main() -> None:
             save_keras(out / "model.keras", model)
             rows = history_rows(history)
             write_csv(out / "history.csv", pd.DataFrame(rows))
-            run.log_metrics(result)
+            run.rename_metrics({"seconds": "train_seconds"})
+            run.log_training(rows, {k: v for k, v in result.items() if k not in rows[-1]}, len(rows))
             run.log_keras_model(model, f"finetuned_{fp.head}", len(rows), out / "model.keras")  # the last epoch
     write_metrics(FINETUNE_METRICS, FINETUNE_TIMINGS, result)
     print(

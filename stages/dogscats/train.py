@@ -80,6 +80,8 @@ def main() -> None:
             with stage_run(
                 "dogscats", f"dogscats_train@{name}", params={"model": name, **p.train.model_dump()}, inputs=[FEATURES]
             ) as run:
+                digest = fingerprint["inputs"][FEATURES]
+                run.log_dataset(train[0], "dogscats-train-features", FEATURES, digest, targets=train[1])
                 started = time.perf_counter()
                 backup = resume_callbacks(f"dogscats_train@{name}", fingerprint)
                 model, history, extra = train_head(name, train, valid, p.train, dense, [run.keras_callback(), *backup])
@@ -92,7 +94,8 @@ def main() -> None:
                     **extra,
                 }
                 save_keras(MODEL.format(name=name), model)
-                run.log_metrics(summary[name])
+                run.rename_metrics({"seconds": "train_seconds"})
+                run.log_training(rows, summary[name], len(rows))
                 run.log_keras_model(model, name, len(rows), MODEL.format(name=name))  # the last epoch's weights
             copy_file(MODEL.format(name=name), kept_model)
             write_json(kept_result, [rows, summary[name]])

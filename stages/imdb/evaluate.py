@@ -97,14 +97,19 @@ def main(name: str) -> None:
         save_figure(path, fig)
         close(fig)
     with stage_run("imdb", f"imdb_evaluate@{name}", params={"model": name}, inputs=[TOKENIZED, model_path]) as run:
-        run.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
-        run.log_metrics({f"test_{k}": v for k, v in metrics["confusion_matrix"].items()})
-        for path in figures:
-            run.log_artifact(path, "plots")
-        run.log_artifact(ROC.format(name=name), "eval")
+        figures = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+        figures |= {f"test_{k}": v for k, v in metrics["confusion_matrix"].items()}
+        artifacts = {
+            "plots/confusion.png": CONFUSION_PLOT.format(name=name),
+            "plots/roc.png": ROC_PLOT.format(name=name),
+            "eval/roc.csv": ROC.format(name=name),
+        }
+        run.log_metrics(figures)
+        for artifact_file, path in artifacts.items():
+            run.log_artifact_as(path, artifact_file)
         validation = read_json(TRAIN_METRICS.format(name=name))["best_val_accuracy"]  # chosen on it; test read once
         tests = {f"test.{k}": metrics[f"test_{k}"] for k in ("accuracy", "roc_auc", "log_loss")}
-        run.log_onto_training_run("imdb", model_path, {k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        run.log_onto_training_run("imdb", model_path, figures, artifacts)
         run.offer_champion("imdb", model_path, ("val_accuracy", validation), True, tests)
     print(
         f"{name}: test accuracy {metrics['test_accuracy']:.4f}, ROC AUC {metrics['test_roc_auc']:.4f}, "

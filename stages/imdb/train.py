@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_path, load_npy, write_json
@@ -287,16 +288,19 @@ def labelled_reviews() -> tuple[tuple[list[str], np.ndarray], tuple[list[str], n
 
 
 def main_nbsvm(name: str, mp: NbsvmParams) -> None:
+    from stages.common.resume import dvc_hashes
     from stages.common.tracking import stage_run
     from stages.imdb import nbsvm
 
     train_reviews, valid_reviews = labelled_reviews()
     with stage_run("imdb", f"imdb_train@{name}", params={"model": name, **mp.model_dump()}, inputs=[ARCHIVE]) as run:
+        reviews = pd.DataFrame({"review": train_reviews[0], "label": train_reviews[1]})
+        run.log_dataset(reviews, "imdb-train-reviews", ARCHIVE, dvc_hashes([ARCHIVE])[ARCHIVE])
         started = time.perf_counter()
         model, history, summary = nbsvm.train(train_reviews, valid_reviews, mp)
         summary["train_seconds"] = time.perf_counter() - started
-        for step, row in enumerate(history_rows(history)):
-            run.log_metrics(row, step=step)
+        for row in history_rows(history):  # each C tried is a step, counted from 1 as epochs are
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         save_training_outputs(
             run,
             paths,
@@ -329,7 +333,9 @@ def main(name: str) -> None:
     inputs = [TOKENIZED] + ([GLOVE_MATRIX] if glove is not None else [])
     with stage_run("imdb", f"imdb_train@{name}", params={"model": name, **mp.model_dump()}, inputs=inputs) as run:
         # kept until the outputs are written: a kill during the refit does not redo the first training
-        folder = backup_folder(f"imdb_train@{name}", {"params": mp.model_dump(), "data": dvc_hashes(inputs)})
+        hashes = dvc_hashes(inputs)
+        run.log_dataset(train_data[0], "imdb-train", TOKENIZED, hashes[TOKENIZED], targets=train_data[1])
+        folder = backup_folder(f"imdb_train@{name}", {"params": mp.model_dump(), "data": hashes})
         model, history, summary = train(
             train_data,
             valid_data,

@@ -30,8 +30,10 @@ def baselines(ratings: pd.DataFrame) -> dict[str, dict[str, float]]:
 def main() -> None:
     result = baselines(pd.read_parquet(f"{PREPARED}/ratings.parquet"))
     write_json(BASELINES, result)
-    with stage_run("movielens", "movielens_baselines", inputs=[PREPARED]) as run:
-        run.log_metrics({f"{name}_{k}": v for name, m in result.items() for k, v in m.items()})
+    for name, metrics in result.items():  # a row each, beside the models' and under their metric names
+        tags = {"dvc.stage": "movielens_baselines"}
+        with stage_run("movielens", f"movielens_baselines@{name}", inputs=[PREPARED], tags=tags) as run:
+            run.log_metrics(metrics)
     print(", ".join(f"{n}: val MSE {m['val_mse']:.4f}" for n, m in result.items()))
 
 

@@ -15,7 +15,7 @@ from stages.text import corpus
 from stages.text import params as text_params
 from stages.text.corpus import load_tokens
 from stages.text.models import fixed_context, model_inputs, predicts_every_position
-from stages.text.params import EvaluateParams, is_word_model
+from stages.text.params import EvaluateParams, is_word_model, per_unit_names
 from stages.text.paths import METRICS, MODEL, PREPARED, SAMPLES
 
 
@@ -170,13 +170,15 @@ def main(name: str) -> None:
         params={"model": name, **p.evaluate.model_dump()},
         inputs=[PREPARED, model_path],
     ) as run:
+        unit = "word" if word_level else "char"
+        run.rename_metrics(per_unit_names(unit))
         run.log_metrics(metrics)
-        for path in sorted(Path(out_dir).iterdir()):
-            run.log_artifact(path, f"samples/{name}")
-        run.log_onto_training_run("text", model_path, metrics)
+        sample_files = {f"samples/{path.name}": path for path in sorted(Path(out_dir).iterdir())}
+        for artifact_file, path in sample_files.items():
+            run.log_artifact_as(path, artifact_file)
+        run.log_onto_training_run("text", model_path, metrics, sample_files)
         if not word_level:  # losses per character and per word do not compare: the champion is a character model
-            run.offer_champion("text", model_path, ("val_loss", metrics["val_loss"]), False)
-    unit = "word" if word_level else "char"
+            run.offer_champion("text", model_path, ("val_loss_per_char", metrics["val_loss"]), False)
     print(
         f"{name}: validation loss {metrics['val_loss']:.4f} nats/{unit}, perplexity {metrics['perplexity']:.2f}, "
         f"{metrics[f'bits_per_{unit}']:.3f} bits/{unit} ({metrics['n_scored']:,} {unit}s scored)"

@@ -83,6 +83,12 @@ def is_word_model(p: TrainParams) -> bool:
     return p.kind == "word_lstm"
 
 
+def per_unit_names(unit: str) -> dict[str, str]:
+    """MLflow names of the losses, in nats per `unit` ("char" or "word"): a character model's loss and a word
+    model's are different quantities, so they never share a column."""
+    return {name: f"{name}_per_{unit}" for name in ("loss", "val_loss", "perplexity")}
+
+
 class EvaluateParams(Schema):
     probes: list[tuple[str, str]] = Field(description="[prefix, expected next character]")
     word_probes: list[tuple[str, str]] = Field(description="[prefix, expected next word] for word models")

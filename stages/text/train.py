@@ -17,7 +17,7 @@ from stages.common.training import LearningRateSchedule, resume_callbacks, save_
 from stages.text import corpus, paths
 from stages.text import params as text_params
 from stages.text.corpus import load_tokens
-from stages.text.params import LSTMParams, is_word_model
+from stages.text.params import LSTMParams, is_word_model, per_unit_names
 from stages.text.paths import PREPARED
 
 TIMER_STATE = "timer.json"  # {finished epoch: [training seconds, batches] so far}, beside the resume backup
@@ -128,7 +128,10 @@ def main(name: str) -> None:
     train_ids, valid_ids, vocab = load_tokens(is_word_model(mp))
     unit = "words" if is_word_model(mp) else "chars"
     with stage_run("text", f"text_train@{name}", params={"model": name, **mp.model_dump()}, inputs=[PREPARED]) as run:
-        backup = resume_callbacks(f"text_train@{name}", {"params": mp.model_dump(), "data": dvc_hashes([PREPARED])})
+        run.rename_metrics({**per_unit_names(unit[:-1]), "epochs_trained": "epochs", "epochs_run": None})
+        hashes = dvc_hashes([PREPARED])
+        run.log_dataset(train_ids, f"nietzsche-train-{unit}", PREPARED, hashes[PREPARED])
+        backup = resume_callbacks(f"text_train@{name}", {"params": mp.model_dump(), "data": hashes})
         model, history, speed = train(
             train_ids, valid_ids, len(vocab), mp, extra_callbacks=[run.keras_callback()], backup=backup
         )

@@ -28,14 +28,17 @@ def write_file_stage(
     return stage
 
 
-def toy_project(root: Path, stages: dict[str, dict], max_parallel: int = 2) -> Path:
+def toy_project(
+    root: Path, stages: dict[str, dict], max_parallel: int = 2, timeout_minutes: dict[str, float] | None = None
+) -> Path:
     """A git + DVC repository at `root` with these stages, an input.txt for them to depend on (DVC keeps no
     run-cache entry for a stage without deps) and a params.yaml holding the flow's section."""
+    timeouts = {"default": 60, **(timeout_minutes or {})}
     root.mkdir(parents=True, exist_ok=True)
     (root / "input.txt").write_text("the toy pipeline's input\n")
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     (root / "params.yaml").write_text(
-        yaml.safe_dump({"pipeline": {"max_parallel": max_parallel, "download_retries": 0}})
+        yaml.safe_dump({"pipeline": {"max_parallel": max_parallel, "download_retries": 0, "timeout_minutes": timeouts}})
     )
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
