@@ -177,10 +177,37 @@ def schedule(
     return results
 
 
-def format_summary(results: list[StageResult], wall: float, load: tuple[float, ...]) -> str:
+DISK_AREAS = {"outputs": ("data",), "cache": (".dvc/cache",), "tracking": ("mlflow.db", "mlruns", "mlartifacts")}
+
+
+def disk_usage(root: str) -> dict[str, float]:
+    """MB in the DVC outputs, the DVC cache and the MLflow store, and `total`: all three with each file counted once
+    (a hardlinked output and its cached copy are one file on disk)."""
+    seen: set[tuple[int, int]] = set()
+    usage = dict.fromkeys([*DISK_AREAS, "total"], 0.0)
+    for area, names in DISK_AREAS.items():
+        for name in names:
+            path = os.path.join(root, name)
+            walked = [(path, [], [""])] if os.path.isfile(path) else os.walk(path)
+            for folder, _, files in walked:
+                for file in files:
+                    stat = os.lstat(os.path.join(folder, file) if file else folder)
+                    usage[area] += stat.st_size / 1e6
+                    if (stat.st_dev, stat.st_ino) not in seen:
+                        seen.add((stat.st_dev, stat.st_ino))
+                        usage["total"] += stat.st_size / 1e6
+    return usage
+
+
+def format_summary(
+    results: list[StageResult], wall: float, load: tuple[float, ...], disk: dict[str, float] | None = None
+) -> str:
     counts = {s: sum(r.status == s for r in results) for s in ("ran", "restored", "skipped", "failed", "blocked")}
     lines = [f"pipeline finished in {wall:.1f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
     lines.append(f"  load average at the end: {' '.join(f'{x:.2f}' for x in load)} (1, 5, 15 min)")
+    if disk:
+        areas = ", ".join(f"{area} {disk[area]:,.0f}" for area in DISK_AREAS)
+        lines.append(f"  disk (MB): {areas}; {disk['total']:,.0f} in all, each file once (outputs link to the cache)")
     for r in results:
         waited = f"  (waited {r.waited:.1f}s for a slot)" if r.waited >= 0.1 else ""
         lines.append(f"  {r.status:<9} {r.stage:<32} {r.seconds:8.1f}s{waited}")
@@ -237,8 +264,8 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
                 parents = WorkloadParents(parent.run_id, {"prefect.flow_run_id": env[FLOW_RUN_ENV]})
                 results = schedule(runner, stages, params, env, parents)
                 parents.finish({r.stage for r in results if r.status in ("failed", "blocked")})
-                wall, load = time.perf_counter() - started, os.getloadavg()
-                summary = format_summary(results, wall, load)
+                wall, load, disk = time.perf_counter() - started, os.getloadavg(), disk_usage(root)
+                summary = format_summary(results, wall, load, disk)
                 counts = {
                     f"stages_{s}": sum(r.status == s for r in results)
                     for s in ("ran", "restored", "skipped", "failed", "blocked")
@@ -251,7 +278,8 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
                     if r.status == "ran" or what == "run"
                 }
                 loads = dict(zip(("loadavg_1m", "loadavg_5m", "loadavg_15m"), load, strict=True))
-                parent.log_metrics({"wall_seconds": wall, **counts, **stage_times, **loads})
+                disk_mb = {f"disk_mb.{area}": mb for area, mb in disk.items()}
+                parent.log_metrics({"wall_seconds": wall, **counts, **stage_times, **loads, **disk_mb})
                 parent.log_text(summary, "pipeline_summary.txt")
                 summary_artifact(results, wall, parent.run_id)
     finally:

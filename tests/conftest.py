@@ -144,7 +144,7 @@ def new_project(root: Path) -> Project:
     proj = Project(root)
     proj.run("git", "init", "-q")
     proj.dvc("init", "-q")
-    proj.dvc("config", "core.analytics", "false")
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the project's settings: linked cache
     return proj
 
 

@@ -327,6 +327,29 @@ def test_features_match_the_conv_base_on_each_image(tmp_path, vgg_weights, flips
         assert np.abs(flipped.astype(np.float32) - features).max() > 1e-2
 
 
+def test_mixed_precision_computes_in_float16_with_float32_weights_and_leaves_the_policy(tmp_path, vgg_weights, capsys):
+    import keras
+
+    from stages.dogscats.features import compute_features
+    from stages.dogscats.vgg import conv_base
+
+    mixed = conv_base(32, vgg_weights[0], mixed_precision=True)
+    conv = mixed.get_layer("block1_conv1")
+    assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # other models built later stay float32
+    assert "WARNING: mixed_precision is on without a GPU" in capsys.readouterr().err  # this machine has none
+
+    _, _, prepared = run_prepare(tmp_path, pet_folder(tmp_path, n_per_class=3))
+    features = {}
+    for half in (False, True):
+        out = tmp_path / f"features-{half}"
+        out.mkdir()
+        compute_features(prepared, out, vgg_weights[0], input_size=32, batch_size=4, mixed_precision=half)
+        features[half] = np.load(out / "features.npy").astype(np.float32)
+    scale = np.abs(features[False]).max()
+    np.testing.assert_allclose(features[True], features[False], atol=0.02 * scale)  # float16 round-off only
+
+
 def test_load_image_resizes_and_uses_vgg_preprocessing(tmp_path):
     from stages.dogscats.vgg import load_image
 

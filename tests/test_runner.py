@@ -202,3 +202,45 @@ def test_stage_timeouts_need_a_default_and_name_real_stages(tmp_path):
     typo = validate_section("pipeline", {**section, "timeout_minutes": {"default": 60, "secnd": 1}}, PipelineParams)
     with pytest.raises(ParamsError, match="pipeline.timeout_minutes names no stage of .*: secnd"):
         check_timeouts(typo, root / "dvc.yaml")
+
+
+def test_with_the_projects_linked_cache_a_rerun_replaces_outputs_and_leaves_their_cached_copies(tmp_path):
+    """.dvc/config links outputs to the cache (one copy on disk): the project's atomic writers replace a linked
+    output, a persisted one included, and never write through the link into the cached copy."""
+    import shutil
+
+    from tests.conftest import REPO
+
+    script = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; "
+        "from stages.common.io import atomic_dir, write_text; text = Path('input.txt').read_text(); "
+        "write_text('data/copy.txt', text); "
+        "exec('with atomic_dir(\\'data/kept\\') as out: (out / \\'copy.txt\\').write_text(text.upper())')"
+    )
+    stage = {
+        "cmd": f'python -c "{script}"',
+        "deps": ["input.txt"],
+        "outs": ["data/copy.txt", {"data/kept": {"persist": True}}],
+    }
+    root = toy_project(tmp_path, {"copy": stage})
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    assert reproduce(DvcRunner(root), "copy") == "run"
+    cache = [p for p in (root / ".dvc/cache/files/md5").rglob("*") if p.is_file() and not p.name.endswith(".dir")]
+    outputs = [root / "data/copy.txt", root / "data/kept/copy.txt"]
+    assert {p.stat().st_ino for p in outputs} == {p.stat().st_ino for p in cache} and len(cache) == 2  # one copy each
+    # the run summary's disk figures count a linked file once
+    from pipelines.flow import disk_usage
+
+    usage, manifests = disk_usage(str(root)), [p for p in (root / ".dvc/cache").rglob("*.dir")]
+    linked = sum(p.stat().st_size for p in outputs) / 1e6
+    unlinked = sum(p.stat().st_size for p in (root / "data").rglob(".gitignore")) / 1e6  # DVC's, not outputs
+    assert usage["outputs"] == pytest.approx(linked + unlinked)
+    assert usage["cache"] == pytest.approx(linked + sum(p.stat().st_size for p in manifests) / 1e6)
+    assert usage["total"] == pytest.approx(usage["cache"] + unlinked) and usage["tracking"] == 0
+    before = {p: p.read_bytes() for p in (root / ".dvc/cache/files/md5").rglob("*") if p.is_file()}
+
+    (root / "input.txt").write_text("another input\n")
+    assert reproduce(DvcRunner(root), "copy") == "run"
+    assert [p.read_text() for p in outputs] == ["another input\n", "ANOTHER INPUT\n"]
+    assert all(p.read_bytes() == blob for p, blob in before.items())  # the earlier versions, whole in the cache
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}

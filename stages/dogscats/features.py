@@ -130,6 +130,7 @@ def compute_features(
     batch_size: int,
     flips: bool = False,
     checkpoints: Checkpoints | None = None,
+    mixed_precision: bool = False,
 ):
     """Pure step: write PHOTOS (float16, manifest order), with `flips` also FLIPPED, and index.csv into
     out_dir; return stats (the rates are those of the first pass). With `checkpoints`, each pass is computed in
@@ -137,7 +138,7 @@ def compute_features(
     import tensorflow as tf
 
     manifest = pd.read_csv(prepared / "manifest.csv")
-    model = conv_base(input_size, weights)
+    model = conv_base(input_size, weights, mixed_precision)
     paths = [str(prepared / p) for p in manifest["path"]]
 
     def write_pass(name: str, flip: bool) -> dict:
@@ -184,7 +185,14 @@ def main() -> None:
     checkpoints = Checkpoints(folder, p.features.checkpoint_images)
     with atomic_dir(FEATURES) as out:
         stats = compute_features(
-            Path(PREPARED), out, WEIGHTS, p.features.input_size, p.features.batch_size, p.features.flips, checkpoints
+            Path(PREPARED),
+            out,
+            WEIGHTS,
+            p.features.input_size,
+            p.features.batch_size,
+            p.features.flips,
+            checkpoints,
+            p.features.mixed_precision,
         )
     remove_backup(folder)
     write_metrics(FEATURES_METRICS, FEATURES_TIMINGS, stats)

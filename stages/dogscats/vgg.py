@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from stages.common.cli import StageError
@@ -62,11 +63,20 @@ def check_weights(model, path: Path) -> None:
         )
 
 
-def conv_base(input_size: int, weights: str | Path | None):
-    """VGG16 without its dense layers, output `block5_pool`; `weights`: a weights file, or None for random."""
+def conv_base(input_size: int, weights: str | Path | None, mixed_precision: bool = False):
+    """VGG16 without its dense layers, output `block5_pool`; `weights`: a weights file, or None for random.
+    `mixed_precision`: its layers compute in float16 with float32 weights (for a GPU; slower on a CPU)."""
     import keras
+    import tensorflow as tf
 
-    model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(input_size, input_size, 3))
+    if mixed_precision and not tf.config.list_physical_devices("GPU"):
+        print("WARNING: mixed_precision is on without a GPU: float16 on a CPU is slower, not faster", file=sys.stderr)
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+    try:  # the policy is global: set only while VGG16's layers are built
+        model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(input_size, input_size, 3))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():
