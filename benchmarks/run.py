@@ -9,7 +9,7 @@ import importlib
 import sys
 import time
 
-WORKLOADS = ["movielens", "imdb", "dogscats", "text", "orchestration"]
+WORKLOADS = ["movielens", "imdb", "dogscats", "text", "orchestration", "default_run"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 
 from pipelines.dvc_runner import DvcRunner, StageInfo, python_env
 from stages.common.params import ParamsError, Schema, load_params
-from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, WorkloadParents, stage_run, warm_up
+from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, WorkloadParents, stage_run, tracking_uri, warm_up
 
 
 class PipelineParams(Schema):
@@ -216,11 +216,26 @@ def format_summary(
     return "\n".join(lines)
 
 
+def run_url(run_id: str) -> str:
+    """Where an MLflow run opens in the UI: the tracking server's, or `make ui`'s for a local store."""
+    import mlflow
+
+    uri = tracking_uri()
+    experiment = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+
+
 def summary_artifact(results: list[StageResult], wall: float, mlflow_run_id: str | None) -> None:
-    """The summary as a table on the flow run's Artifacts tab in the Prefect UI, naming the MLflow parent run."""
+    """The summary as a table on the flow run's Artifacts tab in the Prefect UI, linking the MLflow parent run."""
     from prefect.artifacts import create_table_artifact
 
-    where = f"MLflow parent run {mlflow_run_id} (experiment lesson5-pipeline; `make ui`)" if mlflow_run_id else ""
+    where = ""
+    if mlflow_run_id:
+        try:
+            where = f"[MLflow parent run {mlflow_run_id}]({run_url(mlflow_run_id)}) (`make ui`)"
+        except Exception:  # tracking unavailable: the summary still goes to Prefect
+            where = f"MLflow parent run {mlflow_run_id}"
     create_table_artifact(
         [
             {"stage": r.stage, "status": r.status, "run_s": round(r.seconds, 1), "wait_s": round(r.waited, 1)}

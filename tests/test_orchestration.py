@@ -99,7 +99,8 @@ def test_a_failing_branch_stops_only_its_downstream_and_the_summary_says_why(flo
     table = {row["stage"]: row for row in json.loads(artifact.data)}
     assert table["broken"]["status"] == "failed" and "no space left" in table["broken"]["error"]
     assert table["after_broken"]["status"] == "blocked" and table["first"]["status"] == "ran"
-    assert artifact.key == "lesson5-pipeline-summary" and "MLflow parent run" in artifact.description
+    assert artifact.key == "lesson5-pipeline-summary" and "[MLflow parent run " in artifact.description
+    assert "](http://127.0.0.1:5000/#/experiments/" in artifact.description  # a link into `make ui`
 
 
 def test_the_prefect_run_graph_is_the_dvc_graph(flow_env, tmp_path):

@@ -1,0 +1,148 @@
+"""The default run as a new user meets it: a fresh clone, `make run` on the mirror, then no-change reruns.
+
+    LESSON5_MIRROR=../shared/data python -m benchmarks.default_run [--keep]
+
+Clones this repository's HEAD into a temporary folder (`--keep` keeps it), times `make run` there (set-up and the
+whole flow, sampling the load average every 30 s), then two no-change `make run`s and a no-op `dvc repro`, and
+records: those times with the load they ran under, the disk used by outputs, DVC cache and MLflow store (each
+file once, as the flow's summary reports it), and the run's headline figures (one seed: the default params).
+Run it on a quiet machine: the load it records is then the run's own (two stages at a time on two cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import REPO, benchmark_command, record_result, require_mirror
+from pipelines.flow import disk_usage
+
+# (workload, model, metric in data/<workload>/metrics/<model>.json, unit, scale, description): the run's figures
+FIGURES = [
+    ("movielens", "bias", "val_mse", "", 1, "MovieLens bias, val MSE"),
+    ("imdb", "multi_cnn", "test_accuracy", "%", 100, "IMDB multi-size CNN, test accuracy"),
+    ("imdb", "glove_cnn", "test_accuracy", "%", 100, "IMDB GloVe CNN, test accuracy"),
+    ("text", "char_lstm", "val_loss", "nats/char", 1, "char LSTM, validation loss"),
+]
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        subprocess.run(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+    return time.perf_counter() - started
+
+
+def sampled_load(stop: threading.Event, samples: list[float]) -> None:
+    while not stop.wait(30):
+        samples.append(os.getloadavg()[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", action="store_true", help="keep the clone (its data/, mlflow.db) to inspect")
+    args = parser.parse_args(argv)
+    mirror = require_mirror()
+    command = benchmark_command("benchmarks.default_run", argv)
+    clone = Path(tempfile.mkdtemp(prefix="lesson5-default-run-")) / "lesson5"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "VIRTUAL_ENV"))}
+    env["LESSON5_MIRROR"] = mirror
+    try:
+        before, samples, stop = os.getloadavg()[0], [], threading.Event()
+        sampler = threading.Thread(target=sampled_load, args=(stop, samples), daemon=True)
+        sampler.start()
+        try:
+            full = timed(["make", "run"], clone, env, clone / "default-run.log")
+        finally:
+            stop.set()
+        noops = [timed(["make", "run"], clone, env, clone / f"no-change-{i}.log") for i in (1, 2)]
+        dvc_noop = timed([str(clone / ".venv/bin/dvc"), "repro"], clone, env, clone / "dvc-noop.log")
+        subprocess.run(["make", "stop"], cwd=clone, env=env, check=True, capture_output=True)
+        report(clone, command, full, before, samples, noops, dvc_noop)
+    finally:
+        if not args.keep:
+            shutil.rmtree(clone.parent, ignore_errors=True)
+
+
+def report(
+    clone: Path, command: str, full: float, before: float, samples: list[float], noops: list[float], dvc_noop: float
+) -> None:
+    mean = sum(samples) / max(len(samples), 1)
+    load = (
+        f"load average before {before:.2f}, during (1-min, every 30 s) mean {mean:.2f}, max {max(samples or [0]):.2f}"
+    )
+    record_result(
+        "orchestration",
+        "orchestration.default_run.quiet.make_run_s",
+        round(full),
+        description="a fresh clone's `make run` on the mirror (set-up and the whole flow, default params), on an "
+        "otherwise quiet 2-core machine",
+        unit="s",
+        fastai="<= 3600 s (goal)",
+        command=command,
+        note=f"{full / 60:.1f} min; {load} (the run's own two stages at a time)",
+    )
+    record_result(
+        "orchestration",
+        "orchestration.noop.whole_graph.make_run_s",
+        round(sum(noops) / len(noops), 1),
+        description="no-change `make run` over the whole graph, as shipped (the project's Prefect server up)",
+        unit="s",
+        fastai="<= 10 s (goal)",
+        command=command,
+        note="runs: " + ", ".join(f"{s:.1f} s" for s in noops) + " (value: their mean)",
+    )
+    record_result(
+        "orchestration",
+        "orchestration.noop.whole_graph.dvc_repro_s",
+        round(dvc_noop, 1),
+        description="no-op `dvc repro` of the whole graph after the default run",
+        unit="s",
+        fastai="<= 5 s (goal)",
+        command=command,
+    )
+    disk = disk_usage(str(clone))
+    for area, mb in disk.items():
+        record_result(
+            "orchestration",
+            f"orchestration.disk.default_run.{area}_mb",
+            round(mb),
+            description=f"disk after the default run: {area}"
+            + (" (outputs, cache and MLflow store, each file once)" if area == "total" else ""),
+            unit="MB",
+            command=command,
+        )
+    for workload, model, metric, unit, scale, description in FIGURES:
+        value = json.loads((clone / f"data/{workload}/metrics/{model}.json").read_text())[metric] * scale
+        record_result(
+            workload,
+            f"{workload}.default_run.{model}.{metric}",
+            round(value, 4 if scale == 1 else 2),
+            description=f"{description}, in the default `make run` (one seed, the default params)",
+            unit=unit,
+            command=command,
+        )
+    evaluated = json.loads((clone / "data/dogscats/metrics/evaluate.json").read_text())
+    head = max(evaluated, key=lambda h: evaluated[h]["val_accuracy"])
+    record_result(
+        "dogscats",
+        "dogscats.default_run.best_head.val_accuracy",
+        round(evaluated[head]["val_accuracy"] * 100, 2),
+        description="Dogs vs Cats, the best head's validation accuracy in the default `make run` (one seed)",
+        unit="%",
+        command=command,
+        note=f"the best head: {head}; "
+        + ", ".join(f"{h} {m['val_accuracy'] * 100:.2f}%" for h, m in evaluated.items()),
+    )
+
+
+if __name__ == "__main__":
+    main()
