@@ -127,8 +127,11 @@ def test_logged_model_loads_back_and_an_experiment_reruns_only_its_model(moviele
 
     # named after its model, with a signature, and carrying the metrics of the epoch whose weights it holds
     assert model_info.name == "dot"
-    signature = mlflow.models.get_model_info(f"models:/{model_info.model_id}").signature
-    assert [spec["name"] for spec in signature.inputs.to_dict()] == ["user", "movie"]
+    info = mlflow.models.get_model_info(f"models:/{model_info.model_id}")
+    assert [spec["name"] for spec in info.signature.inputs.to_dict()] == ["user", "movie"]
+    local = mlflow.artifacts.download_artifacts(f"models:/{model_info.model_id}")
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    assert sorted(example) == ["movie", "user"] and model.predict(example, verbose=0).shape == (1,)
     best = json.loads((movielens_chain.root / "data/movielens/metrics/train_dot.json").read_text())["best_epoch"]
     at_best = {m.key: m.value for m in client.get_metric_history(dot_run.info.run_id, "val_loss") if m.step == best}
     linked = {m.key: m.value for m in model_info.metrics}

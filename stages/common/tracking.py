@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -213,21 +214,28 @@ class StageRun:
 
     def log_keras_model(self, model, name: str, step: int, path: str | os.PathLike) -> None:
         """The model under its own name (the compare view tells models apart), linked to the metrics of `step`, the
-        epoch whose weights it holds, with its signature, and tagged with the sha256 of its DVC output `path` (what
-        finds it again: stages/common/champion.py). No input example: MLflow's Keras flavour writes it before
-        creating the model's folder and fails (mlflow/mlflow#16183, open)."""
+        epoch whose weights it holds, with its signature and an input example, and tagged with the sha256 of its DVC
+        output `path` (what finds it again: stages/common/champion.py)."""
         import keras
         import mlflow.keras
         import tensorflow as tf
+        from mlflow.models import Model
+
+        def save_model(path, **kwargs):  # MLflow 3.17's Keras flavour writes the input example into the model's
+            os.makedirs(path, exist_ok=True)  # folder before creating it (mlflow/mlflow#16183): create it first
+            mlflow.keras.save_model(path=path, **kwargs)
 
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
         self._safely(
             "log_model",
-            mlflow.keras.log_model,
-            model,
+            Model.log,
+            artifact_path=None,
             name=name,
+            flavor=types.SimpleNamespace(__name__="mlflow.keras", save_model=save_model),
+            model=model,
             step=step,
             signature=keras_signature(model),
+            input_example=keras_input_example(model),
             tags={FILE_TAG: file_sha256(path)},
             pip_requirements=requirements,
         )
@@ -360,6 +368,19 @@ def keras_signature(model):
     return ModelSignature(
         inputs=Schema([spec(t, named) for t in model.inputs]), outputs=Schema([spec(t, False) for t in model.outputs])
     )
+
+
+def keras_input_example(model):
+    """One input of the right shape and type for a Keras model (zeros: a valid id, a blank image or sequence; a
+    dimension of any length is 1), by input name when there are several."""
+    import numpy as np
+
+    def example(tensor):
+        return np.zeros((1, *(1 if d is None else d for d in tensor.shape[1:])), np.dtype(tensor.dtype))
+
+    if len(model.inputs) > 1:
+        return {t.name: example(t) for t in model.inputs}
+    return example(model.inputs[0])
 
 
 def _configure_mlflow() -> None:
