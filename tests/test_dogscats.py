@@ -538,9 +538,13 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
             "-c",
             "import json, mlflow; "
             "runs = mlflow.search_runs(experiment_names=['lesson5-dogscats'], output_format='list'); "
-            "print(json.dumps({r.info.run_name: sorted(r.data.metrics) for r in runs}))",
+            "print(json.dumps({r.info.run_name: [sorted(r.data.metrics), "
+            "[d.dataset.name for d in r.inputs.dataset_inputs]] for r in runs}))",
         ).stdout
     )
+    datasets = {run: found for run, (_, found) in names.items()}
+    names = {run: metrics for run, (metrics, _) in names.items()}
+    assert all(datasets[f"dogscats_train@{h}"] == ["dogscats-train-features"] for h in ("dense", "bn_inserted"))
     heads = [set(names[f"dogscats_train@{h}"]) for h in ("dense", "bn_scratch")]  # bn_inserted adds its check
     assert heads[0] == heads[1] >= {"val_accuracy", "val_loss", "val_log_loss", "errors", "epochs", "train_seconds"}
     assert names["dogscats_evaluate"] == []  # each head's figures are on its own row, under the same names
@@ -564,6 +568,8 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     assert finetuned["enabled"] and finetuned["n_valid"] == 4 and 0 <= finetuned["val_accuracy"] <= 1
     assert json.loads((root / "timings/finetune.json").read_text())["images_per_s"] > 0
     assert (root / "finetune/model.keras").is_file() and not (root / "finetune/DISABLED.txt").exists()
+    (tuned,) = stage_runs_by_status(project, "dogscats", "dogscats_finetune")["FINISHED"]
+    assert [d.dataset.name for d in tuned.inputs.dataset_inputs] == ["dogscats-train-photos"]
 
     # mirrored images: the features stage runs again (both passes), the heads train on twice the images, and
     # evaluate scores each head also averaged with the mirrored images' predictions
