@@ -241,7 +241,7 @@ class DvcRunner:
 
         Progress bars redraw a line with a carriage return and no newline: those redraws are echoed at most
         every `progress_every` seconds, so a long stage shows its progress without flooding the log. A command
-        still running after `timeout_s` is stopped (its whole process group: SIGTERM, then SIGKILL) and fails."""
+        still running after `timeout_s` is stopped (with every process it started: SIGTERM, then SIGKILL); it fails."""
         env = {**env, "DVC_ROOT": str(self.root), "DVC_STAGE": info.name}  # as DVC sets them for stage commands
         proc = subprocess.Popen(
             info.cmd, shell=True, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

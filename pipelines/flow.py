@@ -104,7 +104,7 @@ def reproduce_stage(
         slots.acquire()
     waited = time.perf_counter() - started
     logger.info("%s: running `%s`", info.name, info.cmd)
-    if parent := parents.run_id(info.name.split("_")[0]):
+    if parent := parents.run_id(info.workload):
         env = {**env, PARENT_RUN_ENV: parent}
     try:
         code, tail = runner.run_command(info, env, echo, timeout_s=timeout_s)
@@ -278,7 +278,7 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
                     env[PARENT_RUN_ENV] = parent.run_id
                 parents = WorkloadParents(parent.run_id, {"prefect.flow_run_id": env[FLOW_RUN_ENV]})
                 results = schedule(runner, stages, params, env, parents)
-                parents.finish({r.stage for r in results if r.status in ("failed", "blocked")})
+                parents.finish({stages[r.stage].workload for r in results if r.status in ("failed", "blocked")})
                 wall, load, disk = time.perf_counter() - started, os.getloadavg(), disk_usage(root)
                 summary = format_summary(results, wall, load, disk)
                 counts = {

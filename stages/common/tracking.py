@@ -491,6 +491,11 @@ def close_ghost_runs(client, new_run) -> list[str]:
     return ghosts
 
 
+def experiment_tags(workload: str) -> dict[str, str]:
+    """The tags a workload's experiment carries: its kind (model training) and its description."""
+    return {**EXPERIMENT_KIND, "mlflow.note.content": DESCRIPTIONS.get(workload, "")}
+
+
 def _start(workload: str, stage: str, tags: dict[str, str]):
     import mlflow
 
@@ -500,7 +505,7 @@ def _start(workload: str, stage: str, tags: dict[str, str]):
     # when two stages create the experiment at once, MLflow 3.17 returns it to the loser without making it
     # active (that stage's run would land in "Default"): activate it by id
     mlflow.set_experiment(experiment_id=experiment.experiment_id)
-    wanted = {**EXPERIMENT_KIND, "mlflow.note.content": DESCRIPTIONS.get(workload, "")}
+    wanted = experiment_tags(workload)
     if missing := {k: v for k, v in wanted.items() if k not in experiment.tags}:  # a user's edit stays
         mlflow.set_experiment_tags(missing)
     parent = os.environ.get(PARENT_RUN_ENV) or None
@@ -542,15 +547,14 @@ class WorkloadParents:
 
         client = mlflow.MlflowClient(tracking_uri())
         name = experiment_name(workload)
-        wanted = {**EXPERIMENT_KIND, "mlflow.note.content": DESCRIPTIONS.get(workload, "")}
-        experiment = client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name, tags=wanted)
+        found = client.get_experiment_by_name(name)
+        experiment_id = found.experiment_id if found else client.create_experiment(name, tags=experiment_tags(workload))
         tags = {**self.tags, "mlflow.parentRunId": self.pipeline_run_id, "workload": workload}
         return client.create_run(experiment_id, run_name="pipeline", tags=tags).info.run_id
 
     def finish(self, failed: set[str]) -> None:
-        """End each parent (FAILED when one of its workload's stages in `failed` did not finish), with its children's
-        headline figures as the table `summary.json` and the best of each on the parent itself."""
+        """End each parent (FAILED when its workload is in `failed`: a stage of it did not finish), with its
+        children's headline figures as the table `summary.json` and the best of each on the parent itself."""
         import mlflow
 
         client = mlflow.MlflowClient(tracking_uri())
@@ -559,7 +563,7 @@ class WorkloadParents:
                 self._summarise(client, workload, run_id)
             except Exception as err:
                 print(f"WARNING: MLflow summary of {workload} not logged ({err})", file=sys.stderr)
-            status = "FAILED" if any(s.startswith(f"{workload}_") for s in failed) else "FINISHED"
+            status = "FAILED" if workload in failed else "FINISHED"
             with contextlib.suppress(Exception):
                 client.set_terminated(run_id, status)
 
