@@ -1,6 +1,8 @@
 """MovieLens benchmark on the real data: quality over 3 seeds, throughput vs a plain Keras script, chain wall time.
 
 LESSON5_MIRROR=../shared/data python -m benchmarks.movielens [--seeds 1 2 3]
+LESSON5_MIRROR=../shared/data python -m benchmarks.movielens --sparse [--models bias] [--lookup-l2 0.05 0.3]
+  (the models with the large-data settings: docs/movielens.md#settings-per-dataset-size)
 """
 
 from __future__ import annotations
@@ -38,32 +40,48 @@ def load_real(p) -> tuple:
     return data.read_ratings(raw, p.dataset), data.read_movies(raw, p.dataset)
 
 
-def quality(p, ratings, movies, seeds: list[int], command: str) -> None:
+def quality(
+    p, ratings, movies, seeds: list[int], command: str, sparse: bool = False, models=None, lookup_l2=None
+) -> None:
+    """Validation MSE per model over seeds, with the baselines. `sparse`: the models with the large-data settings
+    (no baselines), `lookup_l2` replacing theirs; `models`: only these."""
+    overrides = {}
+    if sparse:
+        overrides = dict(movielens_params.LARGE_DATA_SETTINGS) | ({"lookup_l2": lookup_l2} if lookup_l2 else {})
     results: dict[str, list[float]] = {}
     for seed in seeds:
         encoded, users, table, _ = prepare.prepare(ratings, movies, p.prepare.valid_fraction, seed)
-        for name, value in baselines.baselines(encoded).items():
-            results.setdefault(name, []).append(value["val_mse"])
+        if not sparse:
+            for name, value in baselines.baselines(encoded).items():
+                results.setdefault(name, []).append(value["val_mse"])
         for name, mp in p.models.items():
-            model, history, _ = train.train(encoded, len(users), len(table), mp.model_copy(update={"seed": seed}))
+            if models and name not in models:
+                continue
+            update = {**overrides, "seed": seed}
+            model, history, _ = train.train(encoded, len(users), len(table), mp.model_copy(update=update))
             results.setdefault(name, []).append(float(min(history["val_mse"])))
             print(f"  seed {seed} {name}: best val MSE {results[name][-1]:.4f}", flush=True)
-    print(f"\nMovieLens validation MSE over seeds {seeds} (split and init seeded together):")
+    print(f"\nMovieLens validation MSE over seeds {seeds} (split and init seeded together) {overrides}:")
     for name, values in results.items():
         rmse = [v**0.5 for v in values]
         print(f"  {name:<12} MSE {mean_spread(values)}   RMSE {mean_spread(rmse)}")
+        figure = f"movielens.{name}"
+        setting = ""
+        if sparse:
+            figure = f"movielens.sparse.{name}" + (f".lookup_l2_{lookup_l2:g}" if lookup_l2 else "")
+            setting = f" with the large-data settings (sparse updates, lookup_l2 {overrides['lookup_l2']:g})"
         for metric, unit, figures in (("val_mse", "MSE", values), ("val_rmse", "RMSE", rmse)):
             mean, spread = mean_and_spread(figures, 4)
             record_result(
                 "movielens",
-                f"movielens.{name}.{metric}",
+                f"{figure}.{metric}",
                 mean,
-                description=f"{DESCRIPTIONS.get(name, name)}, validation {unit}",
+                description=f"{DESCRIPTIONS.get(name, name)}{setting}, validation {unit}",
                 unit=unit,
                 spread=spread,
                 seeds=seeds,
                 per_seed=[round(v, 4) for v in figures],
-                fastai=FASTAI_VAL_MSE.get(name) if metric == "val_mse" else None,
+                fastai=FASTAI_VAL_MSE.get(name) if metric == "val_mse" and not sparse else None,
                 command=command,
                 note="split and initialisation seeded together",
             )
@@ -80,8 +98,8 @@ def throughput(p, ratings, movies, command: str, name: str = "bias", epochs: int
     trn, val = encoded[~encoded["valid"]], encoded[encoded["valid"]]
 
     keras.utils.set_random_seed(0)
-    plain = train.build(mp, len(users), len(table))
-    plain.compile(keras.optimizers.Adam(mp.lr_schedule[0][1]), loss="mse", metrics=["mse"])
+    plain = train.build(mp, len(users), len(table), training=True)
+    plain.compile(train.optimizer(mp, mp.lr_schedule[0][1]), loss="mse", metrics=["mse"])
     started = time.perf_counter()
     plain.fit(
         train.inputs(trn),
@@ -156,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--skip-chain", action="store_true", help="skip the timed `dvc repro` of the chain")
+    parser.add_argument(
+        "--sparse", action="store_true", help="only the models' quality with the large-data settings (params.py)"
+    )
+    parser.add_argument("--models", nargs="+", help="with --sparse: only these models")
+    parser.add_argument("--lookup-l2", type=float, nargs="+", help="with --sparse: one run per lookup_l2 value")
     args = parser.parse_args(argv)
     require_mirror()
     p = movielens_params.load()
@@ -165,6 +188,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{ratings['movieId'].nunique():,} movies"
     )
     command = benchmark_command("benchmarks.movielens", argv)
+    if args.sparse:
+        for lookup_l2 in args.lookup_l2 or [None]:
+            quality(p, ratings, movies, args.seeds, command, sparse=True, models=args.models, lookup_l2=lookup_l2)
+        return
     quality(p, ratings, movies, args.seeds, command)
     throughput(p, ratings, movies, command)
     if not args.skip_chain:

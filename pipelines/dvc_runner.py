@@ -280,6 +280,8 @@ class DvcRunner:
             timer.cancel()
             timer.join()  # when it fired: until everything the command started is stopped too
         if timed_out.is_set():
+            # the stop's psutil wait may reap the shell before proc.wait() does, which then reads ECHILD as 0
+            code = code or 124
             note = f"stopped: still running after its timeout of {timeout_s / 60:g} min (pipeline.timeout_minutes)"
             emit(note.encode())
         return code, "\n".join(tail)

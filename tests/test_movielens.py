@@ -161,6 +161,7 @@ def test_repo_params_match_the_schema():
         ("prepare.valid_fraction", 1.5, "movielens.prepare.valid_fraction = 1.5: Input should be less than 1"),
         ("prepare.sede", 1, "movielens.prepare.sede = 1: unknown key; allowed keys here: seed, valid_fraction"),
         ("dataset", "ml-10m", "movielens.dataset = 'ml-10m'"),
+        ("models.bias.sparse_updates", True, "sparse_updates needs l2: 0 (got 0.0001)"),
     ],
 )
 def test_bad_params_name_key_value_and_what_is_allowed(path, value, expected):
@@ -173,3 +174,55 @@ def test_bad_params_name_key_value_and_what_is_allowed(path, value, expected):
     with pytest.raises(ParamsError) as err:
         validate_section("movielens", raw, MovieLensParams)
     assert expected in str(err.value)
+
+
+def test_sparse_training_matches_its_settings_and_saves_a_model_keras_loads_as_plain_adam(tmp_path):
+    import json
+    import warnings
+
+    import keras
+
+    from stages.common.io import save_keras
+    from stages.common.sparse_embeddings import LazyAdam
+    from stages.movielens import params as movielens_params
+    from stages.movielens import train
+
+    raw = unzip(movielens_zip(), tmp_path)
+    ratings, movies = data.read_ratings(raw, "ml-latest-small"), data.read_movies(raw, "ml-latest-small")
+    encoded, users, table, _ = prepare.prepare(ratings, movies, 0.2, seed=0)
+    mp = movielens_params.load().models["bias"]
+    p = mp.model_copy(update={**movielens_params.LARGE_DATA_SETTINGS, "epochs": 2, "factors": 4})
+    assert isinstance(train.optimizer(p, 0.01), LazyAdam) and not isinstance(train.optimizer(mp, 0.01), LazyAdam)
+    model, history, _ = train.train(encoded, len(users), len(table), p)
+    assert history["loss"][-1] < history["loss"][0]
+    embedding = model.get_layer("user_embedding")  # trained with RowLookupEmbedding, returned in Keras' own layer
+    assert type(embedding) is keras.layers.Embedding
+    assert embedding.embeddings_regularizer is None and embedding.activity_regularizer is not None
+    save_keras(tmp_path / "bias.keras", model)
+    with zipfile.ZipFile(tmp_path / "bias.keras") as zf:
+        config = json.loads(zf.read("config.json"))
+    assert config["compile_config"]["optimizer"]["class_name"] == "Adam"
+    assert config["compile_config"]["optimizer"]["module"] == "keras.optimizers"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Keras' "Skipping variable loading for optimizer"
+        loaded = keras.saving.load_model(tmp_path / "bias.keras")
+    x = {"user": np.array([0, 1], "int32"), "movie": np.array([0, 1], "int32")}
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["ml-100k", "ml-1m", "ml-25m"])
+def test_the_scale_benchmarks_archives_read_as_their_release_does(tmp_path, layout):
+    from benchmarks.movielens_scale import archive, synthetic_ratings
+
+    generated = synthetic_ratings(n_users=50, n_movies=30, n_ratings=600, seed=1)
+    assert not generated.duplicated(["userId", "movieId"]).any() and generated["rating"].between(0.5, 5).all()
+    raw = unzip(archive(layout, generated, n_movies=30), tmp_path)
+    ratings, movies = data.read_ratings(raw, layout), data.read_movies(raw, layout)
+    assert len(ratings) == 600 and len(movies) == 30
+    assert ratings[["userId", "movieId"]].to_numpy().tolist() == generated[["userId", "movieId"]].to_numpy().tolist()
+    whole_stars = layout in ("ml-100k", "ml-1m")
+    assert (
+        (ratings["rating"] % 1 == 0).all()
+        if whole_stars
+        else ratings["rating"].equals(generated["rating"].astype("float32"))
+    )

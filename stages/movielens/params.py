@@ -9,6 +9,10 @@ from pydantic import Field, model_validator
 from stages.common.params import Distribution, Schema, Source, load_params
 
 DATASETS = ("ml-latest-small", "ml-100k", "ml-1m", "ml-25m")
+# The model settings recommended from about a million ratings (docs/movielens.md#settings-per-dataset-size): each
+# step's cost stays with the batch instead of growing with the embedding tables. Measured by benchmarks.movielens
+# (--sparse: the same quality on ml-latest-small) and benchmarks.movielens_scale (throughput at 100k..25M).
+LARGE_DATA_SETTINGS = {"sparse_updates": True, "l2": 0.0, "lookup_l2": 0.15}
 
 
 class PrepareParams(Schema):
@@ -19,7 +23,15 @@ class PrepareParams(Schema):
 class ModelParams(Schema):
     kind: Literal["dot", "bias", "nn"]
     factors: int = Field(ge=1, le=1024)
-    l2: float = Field(ge=0)
+    l2: float = Field(ge=0, description="L2 on the whole embedding tables, every step (fast.ai's regulariser)")
+    lookup_l2: float = Field(
+        default=0.0, ge=0, description="L2 on the embedding rows each rating looks up (per rating, batch-averaged)"
+    )
+    sparse_updates: bool = Field(
+        default=False,
+        description="LazyAdam: each step updates only the looked-up rows, so its cost does not grow with the tables "
+        "(needs l2: 0; see docs/movielens.md for the settings per dataset size)",
+    )
     rating_range: tuple[float, float] | None = Field(
         description="[low, high]: output = low + (high-low)*sigmoid(score); null: a raw linear output"
     )
@@ -44,6 +56,11 @@ class ModelParams(Schema):
             raise ValueError("lr_schedule must start at epoch 0")
         if any(lr <= 0 for _, lr in self.lr_schedule):
             raise ValueError("every learning rate in lr_schedule must be > 0")
+        if self.sparse_updates and self.l2:
+            raise ValueError(
+                f"sparse_updates needs l2: 0 (got {self.l2}): a whole-table L2 penalty gives every row a gradient "
+                "each step, so nothing stays sparse; regularise the looked-up rows with lookup_l2 instead"
+            )
         return self
 
 

@@ -19,11 +19,26 @@ from stages.movielens.params import ModelParams
 from stages.movielens.paths import PREPARED
 
 
-def build(p: ModelParams, n_users: int, n_movies: int):
-    kwargs = {"factors": p.factors, "l2": p.l2, "rating_range": p.rating_range}
+def build(p: ModelParams, n_users: int, n_movies: int, training: bool = False):
+    """The model; `training` with sparse_updates: with embeddings that read only the rows they look up."""
+    kwargs = {"factors": p.factors, "l2": p.l2, "lookup_l2": p.lookup_l2, "rating_range": p.rating_range}
+    if training and p.sparse_updates:
+        from stages.common.sparse_embeddings import RowLookupEmbedding
+
+        kwargs["embedding_layer"] = RowLookupEmbedding
     if p.kind == "nn":
         kwargs.update(hidden=p.hidden, dropout_embeddings=p.dropout_embeddings, dropout_hidden=p.dropout_hidden)
     return BUILDERS[p.kind](n_users, n_movies, **kwargs)
+
+
+def optimizer(p: ModelParams, learning_rate: float):
+    import keras
+
+    if p.sparse_updates:
+        from stages.common.sparse_embeddings import LazyAdam
+
+        return LazyAdam(learning_rate)
+    return keras.optimizers.Adam(learning_rate)
 
 
 def train(ratings: pd.DataFrame, n_users: int, n_movies: int, p: ModelParams, extra_callbacks=()):
@@ -33,8 +48,8 @@ def train(ratings: pd.DataFrame, n_users: int, n_movies: int, p: ModelParams, ex
     seed_everything(p.seed)
     schedule = LearningRateSchedule(p.lr_schedule)
     with strategy(p.distribution).scope():  # variables and optimizer state live on the strategy's devices
-        model = build(p, n_users, n_movies)
-        model.compile(optimizer=keras.optimizers.Adam(schedule.rate(0)), loss="mse", metrics=["mse"])
+        model = build(p, n_users, n_movies, training=True)
+        model.compile(optimizer=optimizer(p, schedule.rate(0)), loss="mse", metrics=["mse"])
     callbacks = [schedule.callback(), *extra_callbacks]
     if p.early_stopping_patience:
         callbacks.append(
@@ -52,6 +67,11 @@ def train(ratings: pd.DataFrame, n_users: int, n_movies: int, p: ModelParams, ex
         verbose=2,
     )
     seconds = time.perf_counter() - started
+    if p.sparse_updates:  # its weights in Keras' own layers and Adam (fresh), so the model loads without this project
+        trained, model = model, build(p, n_users, n_movies)
+        model.set_weights(trained.get_weights())
+        model.compile(optimizer=keras.optimizers.Adam(schedule.rate(0)), loss="mse", metrics=["mse"])
+        model.optimizer.build(model.trainable_variables)  # its variables saved, so loading warns of no mismatch
     epochs_run = len(history.history["loss"])
     return model, history.history, len(train_rows) * epochs_run / seconds
 
