@@ -8,7 +8,8 @@ Per size it records:
 - training throughput of every model with fast.ai's settings (whole-table L2, Adam) and with the large-data settings
   (`sparse_updates`, `lookup_l2`; docs/movielens.md), measured on a sample of the ratings with the full-size tables.
 
-LESSON5_MIRROR is not needed. `python -m benchmarks.movielens_scale [--sizes 100k 1m 5m 25m] [--probe-ratings N]`
+LESSON5_MIRROR is not needed. `python -m benchmarks.movielens_scale [--sizes 100k 1m 5m 25m] [--probe-ratings N]
+[--probe-only [--settings sparse] | --chain-only]`
 """
 
 from __future__ import annotations
@@ -278,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--probe-ratings", type=int, default=300_000, help="training ratings per throughput probe")
-    parser.add_argument("--probe-only", action="store_true", help="only the throughput probes (no archive, no chain)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--probe-only", action="store_true", help="only the throughput probes (no archive, no chain)")
+    only.add_argument("--chain-only", action="store_true", help="only the chain (no throughput probes)")
     parser.add_argument("--settings", nargs="+", choices=["fastai", "sparse"], default=["fastai", "sparse"])
     args = parser.parse_args(argv)
     command = benchmark_command("benchmarks.movielens_scale", argv)
@@ -296,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             figures, prepared, counts = chain(size, layout, mirror)
             record_chain(size, figures, f"{note}; train@bias: 1 epoch, sparse settings", command)
+        if args.chain_only:
+            continue
         for (model, setting), rate in probe(prepared, *counts, args.probe_ratings, args.settings).items():
             record_result(
                 "movielens",
