@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 def timed_stage(project: ProjectCopy, stage: str) -> tuple[float, float]:
     """(wall s, peak RSS in GB of the stage's process tree) of `dvc repro -s <stage>`."""
-    dvc = str(Path(project.env["PATH"].split(os.pathsep)[0]) / "dvc")
+    dvc = str(Path(sys.executable).parent / "dvc")  # as ProjectCopy.dvc finds it
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", PEAK_RSS_LAUNCHER, dvc, "repro", "-s", stage],
@@ -297,7 +298,10 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{size}: {n_ratings:,} ratings as {layout}, made in {time.perf_counter() - started:.0f} s", flush=True
             )
-            figures, prepared, counts = chain(size, layout, mirror)
+            try:
+                figures, prepared, counts = chain(size, layout, mirror)
+            finally:
+                shutil.rmtree(mirror)  # the 25M archive alone is ~0.6 GB
             record_chain(size, figures, f"{note}; train@bias: 1 epoch, sparse settings", command)
         if args.chain_only:
             continue
