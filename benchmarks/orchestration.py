@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", nargs="*", default=[], help="stages to reproduce (default: the whole graph)")
     parser.add_argument("--keep", action="store_true", help="keep the project copy (its data/, mlflow.db) to inspect")
     parser.add_argument("--noop-in", metavar="COPY", help="only time the no-change runs, in a copy kept by --keep")
+    parser.add_argument("--about", default="", help="with --noop-in: where that copy came from, for the records")
     args = parser.parse_args(argv)
     require_mirror()
     command = benchmark_command("benchmarks.orchestration", argv)
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             unit="s",
             fastai=goal,
             command=command,
-            note=note,
+            note="; ".join(filter(None, [note, args.about and f"workspace: {args.about}"])) or None,
         )
 
 

@@ -53,6 +53,7 @@ INTERNALS = (
     ("dvc.stage.cache", "StageCache.restore", ("stage",)),
     ("dvc.stage.cache", "RunCacheNotFoundError", ()),
     ("dvc.repo.stage", "StageLoad.collect", ("target",)),
+    ("dvc.dependency.param", "load_path", ("fs_path", "fs")),
 )
 
 
@@ -91,6 +92,7 @@ class DvcRunner:
         self.repo = Repo(str(self.root))
         self._mutex = threading.Lock()
         self._loaded: dict | None = None
+        self._parsed_params: dict[tuple, object] = {}
         self._lock_written = False
         self._whole_lockfile = self.root / ".dvc" / "tmp" / "dvc.lock.whole"
 
@@ -201,6 +203,28 @@ class DvcRunner:
         stage.dump(update_pipeline=False)
         self._whole_lockfile.unlink(missing_ok=True)
         self._lock_written = True
+
+    def unchanged(self, name: str) -> bool:
+        """Whether the stage is up to date now, as `dvc status` decides it (no side effects). DVC parses params.yaml
+        again for each stage (~15 ms with ruamel, a third of a no-change check); here once per version of the file."""
+        from dvc.dependency import param
+
+        with self._dvc():
+            parse = param.load_path
+            param.load_path = self._parse_params_once
+            try:
+                return not self._stage(name).changed()
+            finally:
+                param.load_path = parse
+
+    def _parse_params_once(self, fs_path: str, fs, **kwargs):
+        from dvc.utils.serialize import load_path
+
+        info = fs.info(fs_path)
+        key = (fs_path, info.get("mtime"), info.get("size"), tuple(sorted(kwargs.items())))
+        if key not in self._parsed_params:
+            self._parsed_params[key] = load_path(fs_path, fs, **kwargs)
+        return self._parsed_params[key]
 
     def prepare(self, name: str) -> str:
         """'skipped' (up to date), 'restored' (from DVC's run-cache) or 'run' (the caller must run its cmd)."""

@@ -254,20 +254,52 @@ def prefect_api(tmp_path_factory) -> str:
         yield api
 
 
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--store-durations", action="store_true", help=f"write each slow test's seconds to {DURATIONS.name}"
+    )
+
+
 def pytest_collection_modifyitems(items):
-    """Run order for pytest-xdist's workers: one user of the session's MovieLens chain first (it builds the chain),
-    then the other slow tests, then the chain's other users (the chain is ready by then: no worker waits for it),
-    then the fast ones; otherwise in collection order. The long tests start at once, the short ones fill the end."""
+    """Run order for pytest-xdist's workers, which take the next test as they free up (`--maxschedchunk=1`): one
+    user of the session's MovieLens chain first (it builds the chain), then the other slow tests longest first (their
+    seconds in tests/durations.json: the longest-processing-time-first rule, so no long test starts last), then the
+    chain's other users (the chain is ready by then: no worker waits for it), then the fast ones."""
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
     chain_users = [item for item in items if "movielens_chain" in item.fixturenames]
 
-    def rank(item) -> int:
+    def rank(item) -> tuple[int, float]:
         if item.get_closest_marker("slow") is None:
-            return 3
+            return 3, 0.0
         if item in chain_users:
-            return 0 if item is chain_users[0] else 2
-        return 1
+            return (0 if item is chain_users[0] else 2), 0.0
+        return 1, -seconds.get(item.nodeid, 0.0)
 
     items.sort(key=rank)
+
+
+class DurationRecorder:
+    """Each slow test's seconds (set-up, call and tear-down), written by `pytest --store-durations`."""
+
+    def __init__(self, config):
+        self.config, self.seconds = config, {}
+
+    def pytest_runtest_logreport(self, report):
+        if "slow" in report.keywords:
+            self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
+
+    def pytest_sessionfinish(self, session):
+        if not hasattr(self.config, "workerinput"):  # the controller, which gets every worker's reports
+            rounded = {test: round(s) for test, s in sorted(self.seconds.items())}
+            DURATIONS.write_text(json.dumps(rounded, indent=1) + "\n")
+
+
+def pytest_configure(config):
+    if config.getoption("--store-durations"):
+        config.pluginmanager.register(DurationRecorder(config), "lesson5-durations")
 
 
 def served_predictions(model_uri: str, env: dict[str, str], payload: dict) -> list:

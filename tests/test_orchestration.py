@@ -108,14 +108,29 @@ def test_the_prefect_run_graph_is_the_dvc_graph(flow_env, tmp_path):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    def task_runs_of_each_flow_run() -> list[list]:
+        with temporary_settings({PREFECT_API_URL: flow_env["PREFECT_API_URL"]}), get_client(sync_client=True) as c:
+            flow_runs = sorted(
+                (run for run in c.read_flow_runs() if run.parameters.get("root") == str(root)),
+                key=lambda run: run.start_time,
+            )
+            return [c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id]))) for r in flow_runs]
+
     root = toy_project(tmp_path / "toy", CHAIN)
     run_flow(root, flow_env)
-    with temporary_settings({PREFECT_API_URL: flow_env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
-        (flow_run,) = [run for run in client.read_flow_runs() if run.parameters.get("root") == str(root)]
-        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    (task_runs,) = task_runs_of_each_flow_run()
     names = {run.id: run.name for run in task_runs}
     upstream = {run.name: {names[i.id] for i in run.task_inputs.get("wait_for", [])} for run in task_runs}
     assert upstream == {"first": set(), "second": {"first"}, "third": {"second"}, "apart": set()}
+
+    # a rerun: stages up to date with all their upstream are reported skipped without a task run; the changed
+    # stage and its downstream are task runs (`second` comes back from the run-cache, the same: `third` is then
+    # up to date)
+    (root / "data/second.txt").unlink()
+    log = run_flow(root, flow_env)
+    assert "1 restored, 3 skipped" in log.stdout + log.stderr
+    assert "2 of 4 stages up to date with their upstream: not run" in log.stdout + log.stderr
+    assert sorted(run.name for run in task_runs_of_each_flow_run()[1]) == ["second", "third"]
 
 
 def test_independent_stages_run_concurrently_up_to_max_parallel(flow_env, tmp_path):

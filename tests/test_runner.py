@@ -244,3 +244,15 @@ def test_with_the_projects_linked_cache_a_rerun_replaces_outputs_and_leaves_thei
     assert [p.read_text() for p in outputs] == ["another input\n", "ANOTHER INPUT\n"]
     assert all(p.read_bytes() == blob for p, blob in before.items())  # the earlier versions, whole in the cache
     assert json.loads(dvc(root, "status", "--json").stdout) == {}
+
+
+def test_up_to_date_checks_parse_a_params_file_once_per_version_of_it(tmp_path):
+    root = toy_project(tmp_path, {"tuned": {**write_file_stage("data/tuned.txt"), "params": ["tuned.size"]}})
+    with open(root / "params.yaml", "a") as f:
+        f.write("tuned:\n  size: 1\n")
+    runner = DvcRunner(root)
+    assert reproduce(runner, "tuned") == "run"
+    assert runner.unchanged("tuned") and runner.unchanged("tuned")
+    assert len(runner._parsed_params) == 1  # the second check read the parsed file
+    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("size: 1", "size: 22"))
+    assert not runner.unchanged("tuned")  # a new version of the file is parsed again

@@ -17,12 +17,18 @@ BACKUP_ROOT = Path(".cache/backup")
 CODE_ROOT = Path("stages")  # relative: stages run at the repository root
 
 
+def safe_load_yaml(text: str):
+    """yaml.safe_load, with libyaml's parser where PyYAML has it: the default run's dvc.lock (120 KB) in 0.05 s
+    instead of 0.46 s."""
+    return yaml.load(text, Loader=yaml.CSafeLoader) if yaml.__with_libyaml__ else yaml.safe_load(text)
+
+
 def dvc_hashes(paths: list[str], lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
     """DVC's recorded hash of each path: an upstream stage's out in dvc.lock, or a .dvc file."""
     recorded: dict[str, str] = {}
     lock = Path(lock_file)
     if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        stages = (safe_load_yaml(lock.read_text()) or {}).get("stages", {})
         for stage in stages.values():
             for out in stage.get("outs", []):
                 recorded[out["path"].rstrip("/")] = out.get("md5") or out.get("hash") or "unknown"
@@ -31,7 +37,7 @@ def dvc_hashes(paths: list[str], lock_file: str | os.PathLike = "dvc.lock") -> d
         key = path.rstrip("/")
         dvc_file = Path(key + ".dvc")
         if key not in recorded and dvc_file.is_file():
-            outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [{}])
+            outs = (safe_load_yaml(dvc_file.read_text()) or {}).get("outs", [{}])
             recorded[key] = outs[0].get("md5", "unknown")
         result[key] = recorded.get(key, "untracked")
     return result

@@ -1,0 +1,83 @@
+"""The test suite's wall time on this machine, as `make test` (the full suite, what CI runs) and `make check` run it.
+
+    python -m benchmarks.test_suite [--tiers full check]
+
+Each tier runs in its own pytest process with one worker per core, one after the other (no other job beside them:
+run it on a quiet machine). The full tier also refreshes tests/durations.json (`--store-durations`), the order the
+next run starts its slow tests in. Recorded: wall time, CPU seconds (user + system of pytest and everything it
+started) and the load average before the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from benchmarks.common import REPO, benchmark_command, record_result
+
+TIERS = {
+    "full": (["--store-durations"], "`make test`: the full suite, as CI runs it", "<= 8 min (goal)"),
+    "check": (["-m", "not slow"], "`make check`'s tests (not marked slow)", "<= 2 min (goal)"),
+}
+
+
+def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...]]:
+    """(wall s, CPU s, tests passed, load before) of one tier; fails when a test fails."""
+    args, _, _ = TIERS[tier]
+    load_before = os.getloadavg()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", str(os.cpu_count() or 2), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    if result.returncode != 0:
+        raise SystemExit(f"{tier} tier failed ({result.returncode}): {summary}\n{result.stdout[-3000:]}")
+    print(result.stdout[result.stdout.find("slowest 15") - 30 :])
+    passed = int(summary.split(" passed")[0].split()[-1])
+    return wall, cpu, passed, load_before
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiers", nargs="+", choices=list(TIERS), default=list(TIERS))
+    args = parser.parse_args(argv)
+    command = benchmark_command("benchmarks.test_suite", argv)
+    for tier in args.tiers:
+        wall, cpu, passed, load = run_tier(tier)
+        _, what, goal = TIERS[tier]
+        print(f"{tier}: {passed} tests in {wall:.0f} s, {cpu:.0f} CPU s ({cpu / wall:.2f} cores busy)")
+        note = f"{passed} tests, {os.cpu_count()} workers; load before: {' / '.join(f'{x:.2f}' for x in load)}"
+        record_result(
+            "tests",
+            f"tests.{tier}.wall_s",
+            round(wall),
+            description=f"{what}, wall time on a quiet machine",
+            unit="s",
+            fastai=goal,
+            command=command,
+            note=note,
+        )
+        record_result(
+            "tests",
+            f"tests.{tier}.cpu_s",
+            round(cpu),
+            description=f"{what}, CPU seconds of pytest and every process it started",
+            unit="s",
+            command=command,
+            note=f"{cpu / wall:.2f} of {os.cpu_count()} cores busy on average",
+        )
+
+
+if __name__ == "__main__":
+    main()
