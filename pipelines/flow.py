@@ -137,7 +137,7 @@ def _retry_options(info: StageInfo, retries: int) -> dict:
 
 def up_to_date(runner: DvcRunner, stages: dict[str, StageInfo]) -> dict[str, StageResult]:
     """The stages nothing in this run can change: up to date, and so is every stage upstream of them. They are
-    reported as skipped without a task run each (a task run costs ~40 ms of API calls: most of a no-change run)."""
+    reported as skipped without a task run each (on the default graph, 48 task runs' API calls took ~1.5 s)."""
     settled: dict[str, StageResult] = {}
     for name, info in stages.items():  # dependency order: upstream stages are decided first
         started = time.perf_counter()

@@ -293,8 +293,9 @@ class DurationRecorder:
 
     def pytest_sessionfinish(self, session):
         if not hasattr(self.config, "workerinput"):  # the controller, which gets every worker's reports
-            rounded = {test: round(s) for test, s in sorted(self.seconds.items())}
-            DURATIONS.write_text(json.dumps(rounded, indent=1) + "\n")
+            known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}  # a part of the suite: merged
+            merged = known | {test: round(s) for test, s in self.seconds.items()}
+            DURATIONS.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
 
 
 def pytest_configure(config):
