@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--about", default="", help="with --noop-in: where that copy came from, for the records")
     args = parser.parse_args(argv)
     require_mirror()
-    command = benchmark_command("benchmarks.orchestration", argv)
+    # a kept copy's path is this machine's: the command reads as the docs give it
+    targets = ["--targets", *args.targets] if args.targets else []
+    command = benchmark_command("benchmarks.orchestration", ["--noop-in", "COPY", *targets] if args.noop_in else argv)
     # figures of some stages only get ids of their own: orchestration.full_run.targets_<stage>_<stage>.wall_s
     scope, part = (
         (f"stages {', '.join(args.targets)} and their upstream", ".targets_" + "_".join(args.targets))
