@@ -93,8 +93,10 @@ def _git(*args: str) -> str:
 
 
 def git_commit() -> str:
-    """HEAD, with '-dirty' when tracked files differ from it (the results files themselves do not count)."""
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    """HEAD, with '-dirty' when tracked files differ from it (measured data does not count: the results files, and
+    the test durations benchmarks/test_suite.py refreshes)."""
+    measured = (":(exclude)benchmarks/results", ":(exclude)tests/durations.json")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *measured)
     return _git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
 
 
