@@ -328,3 +328,23 @@ def test_truncated_download_stops_the_real_pipeline_before_any_output(project, h
     assert not (project.root / "data" / "movielens" / "raw").exists()
     assert not (project.root / "data" / "movielens" / "prepared").exists()
     assert not (project.root / "dvc.lock").exists()
+
+
+def test_a_member_with_an_empty_name_is_a_damaged_archive(tmp_path):
+    """Found by tests/test_fuzz.py: a central directory entry whose name is empty made zipfile itself fail
+    (IndexError in ZipInfo.is_dir) instead of a clear error."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.txt", "hello")
+    data = bytearray(buf.getvalue())
+    entry = data.index(b"PK\x01\x02")  # the central directory entry: its name's length at +28, the name at +46
+    (name_length,) = struct.unpack_from("<H", data, entry + 28)
+    struct.pack_into("<H", data, entry + 28, 0)
+    del data[entry + 46 : entry + 46 + name_length]
+    end = data.index(b"PK\x05\x06")  # the directory's size at +12 shrinks by the name
+    struct.pack_into("<I", data, end + 12, struct.unpack_from("<I", data, end + 12)[0] - name_length)
+    archive = tmp_path / "empty-name.zip"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(CorruptArchiveError, match="a member has an empty name"):
+        extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -55,6 +55,8 @@ class CorruptArchiveError(UnsafeArchiveError):
 
 
 def _check_name(archive: Path, name: str) -> str:
+    if not name:  # a damaged central directory: zipfile itself fails on it (is_dir() indexes the name)
+        raise CorruptArchiveError(f"{archive}: a member has an empty name; the archive is damaged, download it again")
     clean = name.replace("\\", "/")
     if "\x00" in clean:
         raise UnsafeArchiveError(f"{archive}: member {name!r} has a NUL byte in its name; refusing to extract")
