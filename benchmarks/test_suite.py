@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             "tests",
             f"tests.{tier}.wall_s",
             round(wall),
-            description=f"{what}, wall time on a quiet machine",
+            description=f"{what}, wall time (the load before it is in the note)",
             unit="s",
             fastai=goal,
             command=command,

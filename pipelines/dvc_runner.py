@@ -134,13 +134,21 @@ class DvcRunner:
 
     @contextlib.contextmanager
     def hold_lock(self) -> Iterator[None]:
-        """Hold DVC's repo lock for the whole run (nested DVC calls reuse it)."""
+        """Hold DVC's repo lock for the whole run (nested DVC calls reuse it). Meanwhile DVC's stage checks parse
+        each version of a params file once: DVC parses params.yaml again for every stage (~15 ms with ruamel, a
+        third of a no-change check)."""
+        from dvc.dependency import param
         from dvc.repo import lock_repo
 
+        parse = param.load_path
         with lock_repo(self.repo):
-            self._repair_rwlock()
-            self._restore_lockfile()
-            yield
+            param.load_path = self._parse_params_once
+            try:
+                self._repair_rwlock()
+                self._restore_lockfile()
+                yield
+            finally:
+                param.load_path = parse
 
     def _repair_rwlock(self) -> None:
         """DVC rewrites .dvc/tmp/rwlock in place, so a process killed mid-write (kill -9, a crash) can leave it
@@ -205,19 +213,12 @@ class DvcRunner:
         self._lock_written = True
 
     def unchanged(self, name: str) -> bool:
-        """Whether the stage is up to date now, as `dvc status` decides it (no side effects). DVC parses params.yaml
-        again for each stage (~15 ms with ruamel, a third of a no-change check); here once per version of the file."""
-        from dvc.dependency import param
-
+        """Whether the stage is up to date now, as `dvc status` decides it (no side effects)."""
         with self._dvc():
-            parse = param.load_path
-            param.load_path = self._parse_params_once
-            try:
-                return not self._stage(name).changed()
-            finally:
-                param.load_path = parse
+            return not self._stage(name).changed()
 
     def _parse_params_once(self, fs_path: str, fs, **kwargs):
+        """DVC's params parser, memoised by the file's path, mtime and size (an edit during the run is read)."""
         from dvc.utils.serialize import load_path
 
         info = fs.info(fs_path)

@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import h5py
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -526,24 +527,11 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     rerun = project.dvc("repro", "dogscats_evaluate").stdout
     assert "Running stage 'dogscats_train'" in rerun and "Running stage 'dogscats_evaluate'" in rerun
     assert "Running stage 'dogscats_features'" not in rerun
-    runs = project.run(
-        str(Path(project.env["PATH"].split(":")[0]) / "python"),
-        "-c",
-        "import mlflow; print(len(mlflow.search_runs(experiment_names=['lesson5-dogscats'])))",
-    ).stdout
-    assert int(runs.strip()) == 8  # 3 heads + evaluate, twice
-    names = json.loads(
-        project.run(
-            str(Path(project.env["PATH"].split(":")[0]) / "python"),
-            "-c",
-            "import json, mlflow; "
-            "runs = mlflow.search_runs(experiment_names=['lesson5-dogscats'], output_format='list'); "
-            "print(json.dumps({r.info.run_name: [sorted(r.data.metrics), "
-            "[d.dataset.name for d in r.inputs.dataset_inputs]] for r in runs}))",
-        ).stdout
-    )
-    datasets = {run: found for run, (_, found) in names.items()}
-    names = {run: metrics for run, (metrics, _) in names.items()}
+    client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("lesson5-dogscats").experiment_id])
+    assert len(runs) == 8  # 3 heads + evaluate, twice
+    names = {r.info.run_name: sorted(r.data.metrics) for r in runs}
+    datasets = {r.info.run_name: [d.dataset.name for d in r.inputs.dataset_inputs] for r in runs}
     assert all(datasets[f"dogscats_train@{h}"] == ["dogscats-train-features"] for h in ("dense", "bn_inserted"))
     heads = [set(names[f"dogscats_train@{h}"]) for h in ("dense", "bn_scratch")]  # bn_inserted adds its check
     assert heads[0] == heads[1] >= {"val_accuracy", "val_loss", "val_log_loss", "errors", "epochs", "train_seconds"}
@@ -626,7 +614,7 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
                 **project.params["dogscats"]["finetune"],
                 "enabled": True,
                 "epochs": 4,
-                "batch_size": 2,
+                "batch_size": 8,
                 "head": "dense",
             },
         }

@@ -668,7 +668,7 @@ def test_a_real_imdb_training_killed_in_its_second_phase_resumes_there(project, 
     stage = "imdb_train@phased"
     phased = {
         **TINY_MODELS["single"],
-        "batch_size": 2,  # hundreds of steps an epoch: long enough to be killed inside one
+        "batch_size": 4,  # 135 steps an epoch: long enough to be killed inside one
         "phases": [
             {"epochs": 2, "learning_rate": 0.01, "train_embedding": False},
             {"epochs": 3, "learning_rate": 0.001, "train_embedding": True},

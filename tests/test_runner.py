@@ -252,7 +252,13 @@ def test_up_to_date_checks_parse_a_params_file_once_per_version_of_it(tmp_path):
         f.write("tuned:\n  size: 1\n")
     runner = DvcRunner(root)
     assert reproduce(runner, "tuned") == "run"
-    assert runner.unchanged("tuned") and runner.unchanged("tuned")
-    assert len(runner._parsed_params) == 1  # the second check read the parsed file
-    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("size: 1", "size: 22"))
-    assert not runner.unchanged("tuned")  # a new version of the file is parsed again
+    with runner.hold_lock():
+        assert runner.unchanged("tuned") and runner.unchanged("tuned")
+        assert len(runner._parsed_params) == 1  # the second check read the parsed file
+        (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("size: 1", "size: 22"))
+        assert not runner.unchanged("tuned")  # a new version of the file is parsed again
+        assert len(runner._parsed_params) == 2
+    from dvc.dependency import param
+    from dvc.utils.serialize import load_path
+
+    assert param.load_path is load_path  # DVC's own parser is back after the run

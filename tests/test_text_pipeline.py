@@ -86,7 +86,7 @@ def test_a_killed_char_lstm_resumes_with_its_epochs_and_minutes_counted(project,
     batches and training seconds of before the kill counted (its cap counts them too)."""
     serve(project, http_server, generated_text(3000).encode())
     stage = "text_train@char_lstm"
-    project.set_params({"text.models": {"char_lstm": {**MODELS["char_lstm"], "epochs": 6, "batch_size": 4}}})
+    project.set_params({"text.models": {"char_lstm": {**MODELS["char_lstm"], "epochs": 6, "batch_size": 16}}})
     project.dvc("repro", "text_prepare")
     kill_when_backed_up(project, stage, lambda backup: backed_up_epochs(backup) > 0)
     done = backed_up_epochs(project.root / ".cache/backup" / stage)
