@@ -538,27 +538,6 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     assert names["dogscats_evaluate"] == []  # each head's figures are on its own row, under the same names
     assert not [k for n in names.values() for k in n if k.startswith("final_") or "dense" in k or "bn_" in k]
 
-    # fine-tuning block 5 on images: off by default (a note, no training), then on, on the trained head
-    project.dvc("repro", "dogscats_finetune")
-    assert json.loads((root / "metrics/finetune.json").read_text()) == {"enabled": False}
-    assert "enabled is false" in (root / "finetune/DISABLED.txt").read_text()
-    project.set_params(
-        {
-            "dogscats.finetune.enabled": True,
-            "dogscats.finetune.epochs": 1,
-            "dogscats.finetune.batch_size": 4,
-            "dogscats.finetune.head": "dense",
-        }
-    )
-    rerun = project.dvc("repro", "dogscats_finetune").stdout
-    assert "Running stage 'dogscats_finetune'" in rerun and "Running stage 'dogscats_train'" not in rerun
-    finetuned = json.loads((root / "metrics/finetune.json").read_text())
-    assert finetuned["enabled"] and finetuned["n_valid"] == 4 and 0 <= finetuned["val_accuracy"] <= 1
-    assert json.loads((root / "timings/finetune.json").read_text())["images_per_s"] > 0
-    assert (root / "finetune/model.keras").is_file() and not (root / "finetune/DISABLED.txt").exists()
-    (tuned,) = stage_runs_by_status(project, "dogscats", "dogscats_finetune")["FINISHED"]
-    assert [d.dataset.name for d in tuned.inputs.dataset_inputs] == ["dogscats-train-photos"]
-
     # mirrored images: the features stage runs again (both passes), the heads train on twice the images, and
     # evaluate scores each head also averaged with the mirrored images' predictions
     project.set_params({"dogscats.features.flips": True, "dogscats.train.flips": True})
@@ -603,20 +582,12 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
     project.dvc("repro", "--force", "--single-item", "dogscats_features")
     assert features.read_bytes() == resumed_bytes  # byte-identical to an uninterrupted run
 
-    # fine-tuning block 5 (on the images, from a trained head): killed after an epoch, resumed after it
     fit = {"epochs": 1, "learning_rate": 0.001}
     project.set_params(
         {
             "dogscats.train.head": {"hidden": 8, "dropout": 0.0, "l2": 0.0},
             "dogscats.train.calibration_images": 16,
             **{f"dogscats.train.{head}": fit for head in ("dense", "bn_inserted", "bn_scratch")},
-            "dogscats.finetune": {
-                **project.params["dogscats"]["finetune"],
-                "enabled": True,
-                "epochs": 4,
-                "batch_size": 8,
-                "head": "dense",
-            },
         }
     )
     # the heads: killed once the dense head is finished, the rerun keeps it and trains the others
@@ -625,13 +596,30 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
     assert "dense: kept from the interrupted run" in heads, heads[-3000:]
     assert len(list((project.root / "data/dogscats/models").glob("*.keras"))) == 3
     assert sorted(stage_runs_by_status(project, "dogscats", "dogscats_train@dense")) == ["FINISHED"]  # tracked once
+
+    # fine-tuning block 5 on the images: off by default (a note, no training), then on, from the trained dense
+    # head: killed after an epoch, resumed after it
+    root = project.root / "data/dogscats"
+    project.dvc("repro", "dogscats_finetune")
+    assert json.loads((root / "metrics/finetune.json").read_text()) == {"enabled": False}
+    assert "enabled is false" in (root / "finetune/DISABLED.txt").read_text()
+    finetune = {"enabled": True, "epochs": 4, "batch_size": 8, "head": "dense"}
+    project.set_params({"dogscats.finetune": {**project.params["dogscats"]["finetune"], **finetune}})
     kill_when_backed_up(project, "dogscats_finetune", lambda backup: backed_up_epochs(backup) > 0)
     done = backed_up_epochs(project.root / ".cache/backup/dogscats_finetune")
     resumed = project.dvc("repro", "dogscats_finetune").stdout
     assert "dogscats_finetune: resuming after epoch" in resumed, resumed[-3000:]
     at = int(resumed.split("resuming after epoch ")[1].split()[0])
     assert done <= at < 4 and f"Epoch {at + 1}/4" in resumed and "Epoch 1/4" not in resumed
-    history = pd.read_csv(project.root / "data/dogscats/finetune/history.csv")
+    assert "Running stage 'dogscats_train'" not in resumed  # fine-tuning starts from the trained head
+    history = pd.read_csv(root / "finetune/history.csv")
     assert len(history) == 4 and history["val_accuracy"].between(0, 1).all()
+    n_valid = (pd.read_csv(root / "prepared/manifest.csv")["split"] == "valid").sum()
+    finetuned = json.loads((root / "metrics/finetune.json").read_text())
+    assert finetuned["enabled"] and finetuned["n_valid"] == n_valid and 0 <= finetuned["val_accuracy"] <= 1
+    assert json.loads((root / "timings/finetune.json").read_text())["images_per_s"] > 0
+    assert (root / "finetune/model.keras").is_file() and not (root / "finetune/DISABLED.txt").exists()
     assert project.dvc("status", "dogscats_finetune").stdout.strip().endswith("Data and pipelines are up to date.")
-    assert sorted(stage_runs_by_status(project, "dogscats", "dogscats_finetune")) == ["FINISHED", "KILLED"]
+    runs = stage_runs_by_status(project, "dogscats", "dogscats_finetune")
+    assert sorted(runs) == ["FINISHED", "KILLED"]
+    assert [d.dataset.name for d in runs["FINISHED"][0].inputs.dataset_inputs] == ["dogscats-train-photos"]
