@@ -42,7 +42,6 @@ HEADLINE = [
     "dogscats.default.bn_inserted.val_accuracy",
     "dogscats.finetune_2ep_flips.bn_scratch.val_accuracy",
     "text.char_lstm.val_loss",
-    "text.default_run.char_lstm.val_loss",
     "dogscats.default_run.best_head.val_accuracy",
     "orchestration.default_run.quiet.make_run_s",
     "orchestration.full_run.wall_s",
