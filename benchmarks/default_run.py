@@ -109,6 +109,7 @@ def report(
         fastai="<= 5 s (goal)",
         command=command,
     )
+    stage_cpu(clone, command)
     disk = disk_usage(str(clone))
     for area, mb in disk.items():
         record_result(
@@ -141,6 +142,51 @@ def report(
         command=command,
         note=f"the best head: {head}; "
         + ", ".join(f"{h} {m['val_accuracy'] * 100:.2f}%" for h, m in evaluated.items()),
+    )
+
+
+def stage_cpu(clone: Path, command: str) -> None:
+    """The stages' CPU time in the full run, from its MLflow parent run (`cpu_seconds.<stage>`, pipelines/flow.py),
+    and the cores and slots they kept busy on average over the flow's wall time."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lesson5-pipeline")
+    (*_, first) = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    metrics = first.data.metrics
+
+    def by_stage(prefix: str) -> dict[str, float]:  # MLflow keys write a stage's '@' as '.'
+        return {k.removeprefix(prefix).replace(".", "@"): v for k, v in metrics.items() if k.startswith(prefix)}
+
+    cpu, run = by_stage("cpu_seconds."), by_stage("run_seconds.")
+    top = sorted(cpu, key=cpu.get, reverse=True)[:8]
+    note = "largest: " + ", ".join(f"{s} {cpu[s]:.0f} s ({cpu[s] / run[s]:.2f} cores)" for s in top)
+    record_result(
+        "orchestration",
+        "orchestration.default_run.quiet.stage_cpu_s",
+        round(sum(cpu.values())),
+        description="CPU time of the default run's stage commands (each with the processes it started), summed",
+        unit="s",
+        command=command,
+        note=f"{len(cpu)} stages; {note}",
+    )
+    record_result(
+        "orchestration",
+        "orchestration.default_run.quiet.cores_busy",
+        round(sum(cpu.values()) / metrics["wall_seconds"], 2),
+        description="the default run's stage CPU time over the flow's wall time: cores kept busy on average",
+        unit="cores",
+        command=command,
+    )
+    ran = {s: v for s, v in run.items() if s in cpu}  # stages that ran (a skipped one's figure is its check)
+    record_result(
+        "orchestration",
+        "orchestration.default_run.quiet.slots_busy",
+        round(sum(ran.values()) / metrics["wall_seconds"], 2),
+        description="the default run's stage run times over the flow's wall time: slots kept busy on average (of "
+        "`pipeline.max_parallel`); at the maximum no start order can end the run sooner",
+        unit="slots",
+        command=command,
     )
 
 

@@ -261,8 +261,9 @@ class DvcRunner:
         echo: Callable[[str], None],
         progress_every: float = 15.0,
         timeout_s: float | None = None,
-    ) -> tuple[int, str]:
-        """Run the stage's cmd as DVC would (shell, repo root); stream its lines to `echo`; return (code, tail).
+    ) -> tuple[int, str, float | None]:
+        """Run the stage's cmd as DVC would (shell, repo root); stream its lines to `echo`; return (code, tail, the
+        CPU seconds of the command and every process it started; None when a timeout's stop reaped it).
 
         Progress bars redraw a line with a carriage return and no newline: those redraws are echoed at most
         every `progress_every` seconds, so a long stage shows its progress without flooding the log. A command
@@ -300,16 +301,21 @@ class DvcRunner:
                     last_progress = time.monotonic()
                 emit(text)
         emit(pending)
-        code = proc.wait()
+        try:  # wait4: the exit status with the CPU time of the shell and of every process it waited for
+            _, status, usage = os.wait4(proc.pid, 0)
+            code = proc.returncode = os.waitstatus_to_exitcode(status)
+            cpu_s = usage.ru_utime + usage.ru_stime
+        except ChildProcessError:  # already reaped by the timeout's stop (below)
+            code, cpu_s = proc.returncode or 0, None
         if timer:
             timer.cancel()
             timer.join()  # when it fired: until everything the command started is stopped too
         if timed_out.is_set():
-            # the stop's psutil wait may reap the shell before proc.wait() does, which then reads ECHILD as 0
+            # the stop's psutil wait may reap the shell before wait4 does, leaving no exit status
             code = code or 124
             note = f"stopped: still running after its timeout of {timeout_s / 60:g} min (pipeline.timeout_minutes)"
             emit(note.encode())
-        return code, "\n".join(tail)
+        return code, "\n".join(tail), cpu_s
 
 
 def _stop_tree(pid: int, grace_s: float = 10.0) -> None:

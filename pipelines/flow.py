@@ -56,6 +56,7 @@ class StageResult:
     status: str  # ran | skipped | restored | failed | blocked
     seconds: float = 0.0  # running (or checking) the stage, not waiting for a slot
     waited: float = 0.0  # waiting for a free slot (pipeline.max_parallel)
+    cpu_seconds: float | None = None  # CPU time of its command and every process that command started
     error: str = ""
 
 
@@ -85,7 +86,8 @@ def reproduce_stage(
     timeout_s: float,
 ) -> dict:
     """One DVC stage: skipped if up to date, restored from the run-cache, or its command run in a free slot (its
-    MLflow run nested under its workload's parent run). Returns its outcome and the seconds it waited and ran."""
+    MLflow run nested under its workload's parent run). Returns its outcome, the seconds it waited and ran, and
+    the CPU seconds of its command."""
     logger = get_run_logger()
     started = time.perf_counter()
     outcome = runner.prepare(info.name)
@@ -108,14 +110,15 @@ def reproduce_stage(
     if parent := parents.run_id(info.workload):
         env = {**env, PARENT_RUN_ENV: parent}
     try:
-        code, tail = runner.run_command(info, env, echo, timeout_s=timeout_s)
+        code, tail, cpu_seconds = runner.run_command(info, env, echo, timeout_s=timeout_s)
     finally:
         slots.release()
     if code != 0:
         raise StageFailed(f"`{info.cmd}` exited with {code}:\n{tail}")
     runner.record(info.name)
     logger.info("%s finished and recorded in dvc.lock", info.name)
-    return {"status": "ran", "waited": waited, "seconds": time.perf_counter() - started - waited}
+    ran = time.perf_counter() - started - waited
+    return {"status": "ran", "waited": waited, "seconds": ran, "cpu_seconds": cpu_seconds}
 
 
 def check_timeouts(params: PipelineParams, dvc_yaml: str) -> None:
@@ -230,7 +233,8 @@ def format_summary(
         lines.append(f"  disk (MB): {areas}; {disk['total']:,.0f} in all, each file once (outputs link to the cache)")
     for r in results:
         waited = f"  (waited {r.waited:.1f}s for a slot)" if r.waited >= 0.1 else ""
-        lines.append(f"  {r.status:<9} {r.stage:<32} {r.seconds:8.1f}s{waited}")
+        cpu = f"  cpu {r.cpu_seconds:7.1f}s = {r.cpu_seconds / r.seconds:4.2f} cores" if r.cpu_seconds else ""
+        lines.append(f"  {r.status:<9} {r.stage:<32} {r.seconds:8.1f}s{cpu}{waited}")
         if r.error:
             lines.extend(f"      {line}" for line in r.error.splitlines()[-8:])
     return "\n".join(lines)
@@ -259,6 +263,7 @@ def summary_artifact(results: list[StageResult], wall: float, mlflow_run_id: str
     create_table_artifact(
         [
             {"stage": r.stage, "status": r.status, "run_s": round(r.seconds, 1), "wait_s": round(r.waited, 1)}
+            | {"cpu_s": round(r.cpu_seconds, 1) if r.cpu_seconds is not None else ""}
             | {"error": r.error.splitlines()[-1] if r.error else ""}
             for r in results
         ],
@@ -305,12 +310,13 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
                     f"stages_{s}": sum(r.status == s for r in results)
                     for s in ("ran", "restored", "skipped", "failed", "blocked")
                 }
-                # each stage's run time and slot wait apart, as the summary shows them (MLflow keys take no '@')
+                # each stage's run time, slot wait and CPU time apart, as the summary shows them (MLflow keys take
+                # no '@')
                 stage_times = {
                     f"{what}_seconds.{r.stage.replace('@', '.')}": value
                     for r in results
-                    for what, value in (("run", r.seconds), ("wait", r.waited))
-                    if r.status == "ran" or what == "run"
+                    for what, value in (("run", r.seconds), ("wait", r.waited), ("cpu", r.cpu_seconds))
+                    if (r.status == "ran" or what == "run") and value is not None
                 }
                 loads = dict(zip(("loadavg_1m", "loadavg_5m", "loadavg_15m"), load, strict=True))
                 disk_mb = {f"disk_mb.{area}": mb for area, mb in disk.items()}

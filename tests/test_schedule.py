@@ -78,9 +78,10 @@ def test_scheduled_runs_execute_and_a_rerun_trains_nothing(project, http_server,
         assert len(runs) >= 2, f"only {len(runs)} scheduled run(s) finished"
         first, second = runs[0].data.metrics, runs[1].data.metrics
         assert first["stages_ran"] == 2 and first["stages_failed"] == 0
-        # run time and slot wait apart per stage, with the load they ran under
+        # run time, slot wait and CPU time apart per stage, with the load they ran under
         ran = {"movielens_download", "movielens_prepare"}
-        assert {f"run_seconds.{s}" for s in ran} | {f"wait_seconds.{s}" for s in ran} <= set(first)
+        assert {f"{what}_seconds.{s}" for s in ran for what in ("run", "wait", "cpu")} <= set(first)
+        assert all(0 < first[f"cpu_seconds.{s}"] for s in ran)
         assert first["loadavg_1m"] >= 0 and "wait_seconds.movielens_prepare" not in second
         assert second["stages_ran"] == 0 and second["stages_skipped"] == 2  # unchanged inputs: nothing runs
         assert runs[1].data.tags["prefect.flow_run_id"]
