@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import subprocess
+import tempfile
 import time
 
 import yaml
@@ -51,8 +52,9 @@ def thread_pool_env(cores: int, parallel: int) -> dict[str, str]:
 def run_stages(root, commands: dict[str, str], env: dict[str, str]) -> tuple[dict[str, float], float, float]:
     """The stage commands started together; (each one's wall seconds, the wall until all ended, their CPU seconds)."""
     started = time.perf_counter()
+    logs = {name: tempfile.TemporaryFile() for name in commands}  # a pipe nobody reads would fill and stall them
     procs = {
-        name: subprocess.Popen(cmd, shell=True, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        name: subprocess.Popen(cmd, shell=True, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=logs[name])
         for name, cmd in commands.items()
     }
     walls, cpu = {}, 0.0
@@ -65,7 +67,8 @@ def run_stages(root, commands: dict[str, str], env: dict[str, str]) -> tuple[dic
         walls[name] = time.perf_counter() - started
         cpu += usage.ru_utime + usage.ru_stime
         if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"{name} failed:\n{procs[name].stderr.read().decode()[-3000:]}")
+            logs[name].seek(0)
+            raise SystemExit(f"{name} failed:\n{logs[name].read().decode(errors='replace')[-3000:]}")
     return walls, time.perf_counter() - started, cpu
 
 
