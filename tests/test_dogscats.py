@@ -551,6 +551,7 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
 @pytest.mark.slow
 def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_server, tmp_path, vgg_weights):
     only_dogscats(project.root / "dvc.yaml")
+    root = project.root / "data/dogscats"
     images_url, images_sha = http_server.add("kagglecatsanddogs_5340.zip", zipped(pet_folder(tmp_path / "src", 60)))
     weights_url, weights_sha = http_server.add("vgg16_notop.h5", vgg_weights[0].read_bytes())
     project.set_params(
@@ -563,18 +564,18 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
         }
     )
     project.dvc("repro", "dogscats_prepare")
-    photos = len(pd.read_csv(project.root / "data/dogscats/prepared/manifest.csv"))
+    photos = len(pd.read_csv(root / "prepared/manifest.csv"))
     progress = project.root / ".cache/backup/dogscats_features"
     kill_when_backed_up(project, "dogscats_features", lambda backup: any(backup.glob("*/progress.json")))
     checkpointed = json.loads(next(progress.glob("*/progress.json")).read_text())["features.npy"]
     assert 4 <= checkpointed < photos
-    assert not (project.root / "data/dogscats/features").exists()
+    assert not (root / "features").exists()
 
     resumed = project.dvc("repro", "dogscats_features").stdout
     assert "dogscats_features: resuming features.npy at image" in resumed, resumed[-3000:]
     at = int(resumed.split("resuming features.npy at image ")[1].split()[0])
     assert checkpointed <= at < photos
-    features = project.root / "data/dogscats/features/features.npy"
+    features = root / "features/features.npy"
     resumed_bytes = features.read_bytes()
     assert not progress.exists()  # removed once whole
     assert project.dvc("status", "dogscats_features").stdout.strip().endswith("Data and pipelines are up to date.")
@@ -594,12 +595,11 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
     kill_when_backed_up(project, "dogscats_train", lambda backup: any(backup.glob("*/dense.json")))
     heads = project.dvc("repro", "dogscats_train").stdout
     assert "dense: kept from the interrupted run" in heads, heads[-3000:]
-    assert len(list((project.root / "data/dogscats/models").glob("*.keras"))) == 3
+    assert len(list((root / "models").glob("*.keras"))) == 3
     assert sorted(stage_runs_by_status(project, "dogscats", "dogscats_train@dense")) == ["FINISHED"]  # tracked once
 
     # fine-tuning block 5 on the images: off by default (a note, no training), then on, from the trained dense
     # head: killed after an epoch, resumed after it
-    root = project.root / "data/dogscats"
     project.dvc("repro", "dogscats_finetune")
     assert json.loads((root / "metrics/finetune.json").read_text()) == {"enabled": False}
     assert "enabled is false" in (root / "finetune/DISABLED.txt").read_text()
