@@ -152,11 +152,12 @@ class DvcRunner:
 
     def _repair_rwlock(self) -> None:
         """DVC rewrites .dvc/tmp/rwlock in place, so a process killed mid-write (kill -9, a crash) can leave it
-        truncated, and every later DVC command then fails with "JSON structure is corrupted". Called with the repo
-        lock held, i.e. with no other DVC process running in this repository, so no entry in it can be live."""
+        truncated or empty, and every later DVC command then fails with "JSON structure is corrupted". Called with
+        the repo lock held, i.e. with no other DVC process running in this repository, so no entry in it can be
+        live."""
         path = self.root / ".dvc" / "tmp" / "rwlock"
         try:
-            json.loads(path.read_text(encoding="utf-8") or "null")
+            json.loads(path.read_text(encoding="utf-8"))  # empty too: killed between DVC's truncation and its write
         except FileNotFoundError:
             return
         except (ValueError, UnicodeDecodeError):

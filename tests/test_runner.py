@@ -186,15 +186,19 @@ def test_a_dvc_lock_left_half_written_by_a_killed_run_goes_back_to_its_last_whol
     assert json.loads(dvc(root, "status", "--json", "first").stdout) == {}
 
 
-def test_a_rwlock_file_left_truncated_by_a_killed_process_is_reset_once_the_runner_holds_the_lock(tmp_path, capsys):
+# a kill in the middle of DVC's own rewrite of the file, or between its truncation and the write
+@pytest.mark.parametrize("left", ['{"write": {"data/fir', ""], ids=["truncated", "empty"])
+def test_a_rwlock_file_left_truncated_by_a_killed_process_is_reset_once_the_runner_holds_the_lock(
+    tmp_path, capfd, left
+):  # capfd: DVC's log handler keeps the stream it first saw, which capsys would close after the first case
     root = toy_project(tmp_path, CHAIN)
     (root / ".dvc/tmp").mkdir(exist_ok=True)
-    (root / ".dvc/tmp/rwlock").write_text('{"write": {"data/fir')  # a kill in the middle of DVC's own rewrite
+    (root / ".dvc/tmp/rwlock").write_text(left)
     assert "JSON structure is corrupted" in dvc(root, "repro", "first", check=False).stderr  # plain DVC is stuck
     runner = DvcRunner(root)
     with runner.hold_lock():
         assert reproduce(runner, "first") == "run"
-    assert "left unreadable by an interrupted DVC process" in capsys.readouterr().err
+    assert "left unreadable by an interrupted DVC process" in capfd.readouterr().err
     assert json.loads(dvc(root, "status", "--json", "first").stdout) == {}
 
 
