@@ -152,7 +152,7 @@ def stage_cpu(clone: Path, command: str) -> None:
 
     client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("lesson5-pipeline")
-    (*_, first) = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    (first,) = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"], max_results=1)
     metrics = first.data.metrics
 
     def by_stage(prefix: str) -> dict[str, float]:  # MLflow keys write a stage's '@' as '.'

@@ -15,14 +15,13 @@ import argparse
 import contextlib
 import os
 import re
-import subprocess
-import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import yaml
 
 from benchmarks.common import ProjectCopy, benchmark_command, record_result, require_mirror
-from pipelines.dvc_runner import DvcRunner
+from pipelines.dvc_runner import DvcRunner, StageInfo
 
 # The default pair: two of the default run's longest stages, which the flow runs side by side
 DEFAULT_STAGES = ["text_train@char_lstm", "imdb_train@multi_cnn"]
@@ -49,27 +48,23 @@ def thread_pool_env(cores: int, parallel: int) -> dict[str, str]:
     return {name: str(max(1, cores // parallel)) for name in THREAD_VARIABLES}
 
 
-def run_stages(root, commands: dict[str, str], env: dict[str, str]) -> tuple[dict[str, float], float, float]:
-    """The stage commands started together; (each one's wall seconds, the wall until all ended, their CPU seconds)."""
+def run_stages(
+    runner: DvcRunner, stages: list[StageInfo], env: dict[str, str]
+) -> tuple[dict[str, float], float, float]:
+    """The stages' commands started together, each as the flow runs it (`DvcRunner.run_command`); (each one's wall
+    seconds, the wall until all ended, their CPU seconds)."""
     started = time.perf_counter()
-    logs = {name: tempfile.TemporaryFile() for name in commands}  # a pipe nobody reads would fill and stall them
-    procs = {
-        name: subprocess.Popen(cmd, shell=True, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=logs[name])
-        for name, cmd in commands.items()
-    }
-    walls, cpu = {}, 0.0
-    pending = {p.pid: name for name, p in procs.items()}
-    while pending:
-        pid, status, usage = os.wait4(-1, 0)
-        if pid not in pending:
-            continue
-        name = pending.pop(pid)
-        walls[name] = time.perf_counter() - started
-        cpu += usage.ru_utime + usage.ru_stime
-        if os.waitstatus_to_exitcode(status) != 0:
-            logs[name].seek(0)
-            raise SystemExit(f"{name} failed:\n{logs[name].read().decode(errors='replace')[-3000:]}")
-    return walls, time.perf_counter() - started, cpu
+
+    def run(info: StageInfo) -> tuple[float, float]:
+        code, tail, cpu_seconds = runner.run_command(info, env, lambda line: None)
+        if code != 0:
+            raise SystemExit(f"{info.name} failed:\n{tail}")
+        return time.perf_counter() - started, cpu_seconds
+
+    with ThreadPoolExecutor(len(stages)) as pool:
+        ended = dict(zip((info.name for info in stages), pool.map(run, stages), strict=True))
+    walls = {name: wall for name, (wall, _) in ended.items()}
+    return walls, time.perf_counter() - started, sum(cpu for _, cpu in ended.values())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,18 +81,19 @@ def main(argv: list[str] | None = None) -> None:
     project = ProjectCopy(params=overrides)
     try:
         with contextlib.chdir(project.root):  # the runner names stages relative to the working folder
-            stages = DvcRunner(".").stages(args.stages)
+            runner = DvcRunner(".")
+            stages = runner.stages(args.stages)
         upstream = sorted({u for name in args.stages for u in stages[name].upstream})
         print(f"preparing {', '.join(upstream)} (not timed)", flush=True)
         project.dvc("repro", *upstream)
-        commands = {name: stages[name].cmd for name in args.stages}
+        chosen = [stages[name] for name in args.stages]
         pair = "_".join(re.sub(r"\W", "_", name) for name in args.stages)
         cores = os.cpu_count() or 1
         results = {}
-        for pools, env in (("default", {}), ("shared", thread_pool_env(cores, len(commands)))):
+        for pools, env in (("default", {}), ("shared", thread_pool_env(cores, len(chosen)))):
             run_env = {**project.env, **env}
-            alone = {name: run_stages(project.root, {name: cmd}, run_env)[1] for name, cmd in commands.items()}
-            walls, together, cpu = run_stages(project.root, commands, run_env)
+            alone = {info.name: run_stages(runner, [info], run_env)[1] for info in chosen}
+            walls, together, cpu = run_stages(runner, chosen, run_env)
             results[pools] = together
             print(
                 f"{pools} pools {env or '(TensorFlow, BLAS: one thread per core)'}: alone "
