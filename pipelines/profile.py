@@ -185,6 +185,10 @@ def _lstm_cost(p: dict, vocab: int = 57) -> float:
     return sum(4 * u * (n + u) for n, u in zip(sizes, sizes[1:], strict=False)) + sizes[-1] * vocab
 
 
+def _policy_tag(precision: str | None) -> str:
+    return "" if precision in (None, "float32") else f".{precision}"
+
+
 def estimate(stages: list[str], default: dict, profiled: dict, root: Path) -> list[Cost]:
     """Seconds for the stages that dominate a full-size run, from measured throughputs; None where none is at hand.
 
@@ -199,9 +203,13 @@ def estimate(stages: list[str], default: dict, profiled: dict, root: Path) -> li
     )
     photos = 2 * per_class
     default_photos = 2 * (_get(default, "dogscats.prepare.max_per_class") or per_class)
+    # the benchmark's records of a 16-bit policy carry its name (dogscats.per_class_128.mixed_bfloat16....)
+    features_policy = _policy_tag(_get(profiled, "dogscats.features.precision"))
     if "dogscats_features" in stages:
-        rate = _measured(root, "data/dogscats/timings/features.json", "steady_images_per_s") or _recorded(
-            root, "dogscats", "dogscats.per_class_4000.flips.features_images_per_s"
+        rate = _measured(root, "data/dogscats/timings/features.json", "steady_images_per_s") or (
+            _recorded(root, "dogscats", f"dogscats.per_class_128{features_policy}.features_images_per_s")
+            if features_policy
+            else _recorded(root, "dogscats", "dogscats.per_class_4000.flips.features_images_per_s")
         )
         passes = 2 if _get(profiled, "dogscats.features.flips") else 1
         costs.append(
@@ -225,7 +233,8 @@ def estimate(stages: list[str], default: dict, profiled: dict, root: Path) -> li
             )
         )
     if "dogscats_finetune" in stages and _get(profiled, "dogscats.finetune.enabled"):
-        rate = _recorded(root, "dogscats", "dogscats.per_class_128.finetune.images_per_s")
+        policy = _policy_tag(_get(profiled, "dogscats.finetune.precision"))
+        rate = _recorded(root, "dogscats", f"dogscats.per_class_128{policy}.finetune.images_per_s")
         epochs = _get(profiled, "dogscats.finetune.epochs")
         costs.append(
             Cost(

@@ -328,27 +328,33 @@ def test_features_match_the_conv_base_on_each_image(tmp_path, vgg_weights, flips
         assert np.abs(flipped.astype(np.float32) - features).max() > 1e-2
 
 
-def test_mixed_precision_computes_in_float16_with_float32_weights_and_leaves_the_policy(tmp_path, vgg_weights, capsys):
+@pytest.mark.parametrize("precision,compute", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")])
+def test_mixed_precision_computes_in_16_bits_with_float32_weights_and_leaves_the_policy(
+    tmp_path, vgg_weights, capsys, precision, compute
+):
     import keras
 
     from stages.dogscats.features import compute_features
-    from stages.dogscats.vgg import conv_base
+    from stages.dogscats.vgg import conv_base, cpu_has_native_bfloat16
 
-    mixed = conv_base(32, vgg_weights[0], mixed_precision=True)
+    mixed = conv_base(32, vgg_weights[0], precision)
     conv = mixed.get_layer("block1_conv1")
-    assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
+    assert conv.compute_dtype == compute and conv.variable_dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # other models built later stay float32
-    assert "WARNING: mixed_precision is on without a GPU" in capsys.readouterr().err  # this machine has none
+    warned = capsys.readouterr().err  # this machine has no GPU: float16 always warns, bfloat16 without AMX/AVX512_BF16
+    assert ("WARNING: mixed_float16 without a GPU" in warned) == (precision == "mixed_float16")
+    assert ("bfloat16 is emulated here" in warned) == (precision == "mixed_bfloat16" and not cpu_has_native_bfloat16())
 
     _, _, prepared = run_prepare(tmp_path, pet_folder(tmp_path, n_per_class=3))
     features = {}
-    for half in (False, True):
-        out = tmp_path / f"features-{half}"
+    for policy in ("float32", precision):
+        out = tmp_path / f"features-{policy}"
         out.mkdir()
-        compute_features(prepared, out, vgg_weights[0], input_size=32, batch_size=4, mixed_precision=half)
-        features[half] = np.load(out / "features.npy").astype(np.float32)
-    scale = np.abs(features[False]).max()
-    np.testing.assert_allclose(features[True], features[False], atol=0.02 * scale)  # float16 round-off only
+        compute_features(prepared, out, vgg_weights[0], input_size=32, batch_size=4, precision=policy)
+        features[policy] = np.load(out / "features.npy").astype(np.float32)
+    scale = np.abs(features["float32"]).max()
+    tolerance = 0.02 if compute == "float16" else 0.1  # bfloat16 keeps 8 bits of mantissa, float16 11
+    np.testing.assert_allclose(features[precision], features["float32"], atol=tolerance * scale)  # round-off only
 
 
 def test_load_image_resizes_and_uses_vgg_preprocessing(tmp_path):
@@ -463,7 +469,7 @@ def test_training_on_flips_needs_the_flipped_features():
     from stages.dogscats.params import DogsCatsParams
 
     section = yaml.safe_load((REPO / "params.yaml").read_text())["dogscats"]
-    section["train"]["flips"] = True
+    section["features"]["flips"], section["train"]["flips"] = False, True
     with pytest.raises(ParamsError, match="train.flips needs the mirrored images' features: set features.flips"):
         validate_section("dogscats", section, DogsCatsParams)
     section["features"]["flips"] = True
@@ -503,6 +509,8 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
             "dogscats.prepare.max_per_class": 10,
             "dogscats.features.input_size": 32,
             "dogscats.features.batch_size": 8,
+            "dogscats.features.flips": False,  # turned on below
+            "dogscats.train.flips": False,
             "dogscats.train.calibration_images": 16,
             "dogscats.train.head": {"hidden": 8, "dropout": 0.0, "l2": 0.0},
             "dogscats.train.dense": fit,
@@ -561,6 +569,7 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
             "dogscats.prepare.max_per_class": 60,
             # 64 px: slow enough (tens of ms an image) to be killed part-way
             "dogscats.features": {"input_size": 64, "batch_size": 2, "flips": False, "checkpoint_images": 4},
+            "dogscats.train.flips": False,
         }
     )
     project.dvc("repro", "dogscats_prepare")

@@ -130,7 +130,7 @@ def compute_features(
     batch_size: int,
     flips: bool = False,
     checkpoints: Checkpoints | None = None,
-    mixed_precision: bool = False,
+    precision: str = "float32",
 ):
     """Pure step: write PHOTOS (float16, manifest order), with `flips` also FLIPPED, and index.csv into
     out_dir; return stats (the rates are those of the first pass). With `checkpoints`, each pass is computed in
@@ -138,7 +138,7 @@ def compute_features(
     import tensorflow as tf
 
     manifest = pd.read_csv(prepared / "manifest.csv")
-    model = conv_base(input_size, weights, mixed_precision)
+    model = conv_base(input_size, weights, precision)
     paths = [str(prepared / p) for p in manifest["path"]]
 
     def write_pass(name: str, flip: bool) -> dict:
@@ -192,7 +192,7 @@ def main() -> None:
             p.features.batch_size,
             p.features.flips,
             checkpoints,
-            p.features.mixed_precision,
+            p.features.precision,
         )
     remove_backup(folder)
     write_metrics(FEATURES_METRICS, FEATURES_TIMINGS, stats)

@@ -96,7 +96,7 @@ def finetune(
     manifest = pd.read_csv(prepared / "manifest.csv")
     train, valid = (manifest[manifest["split"] == split] for split in ("train", "valid"))
     seed_everything(p.seed)
-    model = finetune_model(conv_base(input_size, weights, p.mixed_precision), load_keras(head_path))
+    model = finetune_model(conv_base(input_size, weights, p.precision), load_keras(head_path))
     model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
     held_out = held_out_scores(
         image_batches(valid, prepared, input_size, p.batch_size), valid["label"].to_numpy("float32"), log_loss_clip

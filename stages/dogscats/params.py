@@ -8,6 +8,8 @@ from pydantic import Field, model_validator
 
 from stages.common.params import Schema, Source, load_params
 
+Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
+
 
 class Sources(Schema):
     images: Source
@@ -26,10 +28,10 @@ class FeaturesParams(Schema):
     batch_size: int = Field(ge=1, le=1024)
     flips: bool = Field(description="also cache the features of every image mirrored left-right (twice the time)")
     checkpoint_images: int = Field(ge=1, description="progress kept every this many images: a killed run resumes there")
-    mixed_precision: bool = Field(
-        default=False,
-        description="float16 compute, float32 weights (Keras' mixed_float16): about twice as fast on a GPU with "
-        "tensor cores; off on a CPU, where it is slower",
+    precision: Precision = Field(
+        default="float32",
+        description="a Keras dtype policy: the mixed ones compute in 16 bits with float32 weights; mixed_bfloat16 "
+        "for a GPU or a CPU with AMX/AVX512_BF16 (several times faster there), mixed_float16 for a GPU only",
     )
 
 
@@ -70,10 +72,10 @@ class FinetuneParams(Schema):
     batch_size: int = Field(ge=1, le=1024)
     flip: bool = Field(description="random horizontal flips of the training images")
     shift: float = Field(ge=0, le=0.5, description="random translation, as a fraction of the image size (0: none)")
-    mixed_precision: bool = Field(
-        default=False,
-        description="float16 compute, float32 weights (Keras' mixed_float16): about twice as fast on a GPU with "
-        "tensor cores; off on a CPU, where it is slower",
+    precision: Precision = Field(
+        default="float32",
+        description="a Keras dtype policy: the mixed ones compute in 16 bits with float32 weights; mixed_bfloat16 "
+        "for a GPU or a CPU with AMX/AVX512_BF16 (several times faster there), mixed_float16 for a GPU only",
     )
 
 

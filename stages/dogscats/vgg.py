@@ -63,16 +63,34 @@ def check_weights(model, path: Path) -> None:
         )
 
 
-def conv_base(input_size: int, weights: str | Path | None, mixed_precision: bool = False):
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX512_BF16, which oneDNN uses); without them TensorFlow
+    emulates it, several times slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: unknown, no warning
+        return True
+    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
+
+
+def conv_base(input_size: int, weights: str | Path | None, precision: str = "float32"):
     """VGG16 without its dense layers, output `block5_pool`; `weights`: a weights file, or None for random.
-    `mixed_precision`: its layers compute in float16 with float32 weights (for a GPU; slower on a CPU)."""
+    `precision`: a Keras dtype policy; the mixed ones compute in 16 bits with float32 weights (mixed_float16 for a
+    GPU, mixed_bfloat16 for a GPU or a CPU with AMX/AVX512_BF16)."""
     import keras
     import tensorflow as tf
 
-    if mixed_precision and not tf.config.list_physical_devices("GPU"):
-        print("WARNING: mixed_precision is on without a GPU: float16 on a CPU is slower, not faster", file=sys.stderr)
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    if precision == "mixed_float16" and not on_gpu:
+        print("WARNING: mixed_float16 without a GPU: float16 on a CPU is slower, not faster", file=sys.stderr)
+    if precision == "mixed_bfloat16" and not on_gpu and not cpu_has_native_bfloat16():
+        print(
+            "WARNING: mixed_bfloat16 on a CPU without AMX or AVX512_BF16: bfloat16 is emulated here, slower than "
+            "float32; set dogscats.features.precision and dogscats.finetune.precision to float32",
+            file=sys.stderr,
+        )
     policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(precision)
     try:  # the policy is global: set only while VGG16's layers are built
         model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(input_size, input_size, 3))
     finally:
