@@ -30,6 +30,7 @@ FIGURES = [
     ("imdb", "multi_cnn", "test_accuracy", "%", 100, "IMDB multi-size CNN, test accuracy"),
     ("imdb", "glove_cnn", "test_accuracy", "%", 100, "IMDB GloVe CNN, test accuracy"),
     ("text", "char_lstm", "val_loss", "nats/char", 1, "char LSTM, validation loss"),
+    ("dogscats", "finetune", "val_accuracy", "%", 100, "Dogs vs Cats, VGG16 block 5 fine-tuned, held-out accuracy"),
 ]
 
 

@@ -4,17 +4,18 @@ Prints: this CPU's matrix-multiply peak (numpy and TF sgemm); the default chain'
 stage, through a real `dvc repro` in a throwaway copy of the project; VGG16 feature-extraction
 throughput in images/s, GFLOP/s and as a fraction of that peak; then the validation accuracy and log
 loss of the three heads over several training seeds, each a `dvc repro` that must reuse the cached
-features (it says so, and how long the head-only re-run took). `--flips` also caches the mirrored images'
-features and trains every seed's heads twice, on the photos and on the photos + their mirror images, each
-scored as it is and averaged with the mirrored image's prediction. `--finetune` turns `dogscats_finetune`
-on (block 5 on images, seed 42's head) and prints its accuracy and images/s.
+features (it says so, and how long the head-only re-run took), with the heads trained as params.yaml says
+(`dogscats.train.flips`). `--flips` trains every seed's heads twice, on the photos and on the photos + their
+mirror images (whose features it turns on), each scored as it is and averaged with the mirrored image's
+prediction. `--finetune` turns `dogscats_finetune` on (block 5 on images, seed 42's head) and prints its
+accuracy and images/s.
 
     nice -n 5 python -m benchmarks.dogscats                       # the default chain, 3 seeds
     python -m benchmarks.dogscats --max-per-class 100 --seeds 1    # a quick look
-    python -m benchmarks.dogscats --max-per-class 4000 --keep      # all the mirror's photos; keep the copy
-    python -m benchmarks.dogscats --flips                         # + mirrored images (twice the features' time)
+    python -m benchmarks.dogscats --max-per-class 1200 --keep      # 2,400 photos; keep the copy
+    python -m benchmarks.dogscats --flips                         # heads without and with the mirrored images
     python -m benchmarks.dogscats --max-per-class 128 --seeds 1 --finetune   # fine-tuning's speed on 256 photos
-    python -m benchmarks.dogscats --precision mixed_bfloat16       # VGG16 passes in bfloat16 (AMX CPUs, GPUs)
+    python -m benchmarks.dogscats --precision float32              # VGG16 passes in float32 (a CPU without AMX)
 """
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
                 note=f"{setting}; {tuned['seconds']:.0f} s",
             )
 
-        first = yaml.safe_load((project.root / "params.yaml").read_text())["dogscats"]["train"]["flips"]
+        chosen = yaml.safe_load((project.root / "params.yaml").read_text())["dogscats"]
+        first = chosen["train"]["flips"]
         trainings = [False, True] if args.flips else [first]  # dogscats.train.flips
         per_model: dict[tuple[str, bool], dict[str, list[float]]] = {}  # (head, dogscats.train.flips) -> figures
         reruns: dict[bool, list[float]] = {}  # head-only re-run seconds, by dogscats.train.flips
@@ -258,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
         n_valid = next(iter(metrics.values()))["n_valid"]
         seeds = [42 + seed for seed in range(args.seeds)]
         for (name, trained), m in per_model.items():
-            label, suffix = (f"{name} trained on photos + mirrored", ".trained_on_flips") if trained else (name, "")
+            label = f"{name} trained on photos + mirrored" if trained else name
+            suffix = ".trained_on_flips" if trained and args.flips else ""  # named apart only when compared
             print(
                 f"{label}: val accuracy {mean_spread(m['val_accuracy'])}, log loss {mean_spread(m['val_log_loss'])}"
                 + (
@@ -282,11 +285,11 @@ def main(argv: list[str] | None = None) -> None:
                     seeds=seeds,
                     per_seed=[round(scale * v, digits) for v in values],
                     fastai=FASTAI_ACCURACY if unit == "%" else None,
-                    note=f"{n_valid} held-out images",
+                    note=f"{n_valid} held-out images; VGG16 in {chosen['features']['precision']}",
                 )
         for train_flips, seconds in reruns.items():
             record(
-                f"{tag}{'.trained_on_flips' if train_flips else ''}.head_rerun_s",
+                f"{tag}{'.trained_on_flips' if train_flips and args.flips else ''}.head_rerun_s",
                 round(statistics.mean(seconds)),
                 "head-only re-run (`dvc repro dogscats_evaluate`, features reused)"
                 + (", heads trained on photos + mirror images" if train_flips else ""),

@@ -193,7 +193,7 @@ def measure(repeats: int) -> list[dict]:
             "stage": "dogscats_finetune",
             "backup_s": keras_backup_seconds(model, repeats),
             "epoch_s": None,
-            "what": "an epoch (off by default; about an hour on the 2-core CPU, docs/dogscats.md)",
+            "what": "an epoch (docs/dogscats.md)",
         }
     )
     return rows

@@ -607,8 +607,9 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
     assert len(list((root / "models").glob("*.keras"))) == 3
     assert sorted(stage_runs_by_status(project, "dogscats", "dogscats_train@dense")) == ["FINISHED"]  # tracked once
 
-    # fine-tuning block 5 on the images: off by default (a note, no training), then on, from the trained dense
-    # head: killed after an epoch, resumed after it
+    # fine-tuning block 5 on the images: off (a note, no training), then on, from the trained dense head: killed
+    # after an epoch, resumed after it
+    project.set_params({"dogscats.finetune.enabled": False})
     project.dvc("repro", "dogscats_finetune")
     assert json.loads((root / "metrics/finetune.json").read_text()) == {"enabled": False}
     assert "enabled is false" in (root / "finetune/DISABLED.txt").read_text()

@@ -63,7 +63,8 @@ class TrainParams(Schema):
 
 class FinetuneParams(Schema):
     enabled: bool = Field(
-        description="off by default: VGG16's block 5 + a trained head on images, hours on a 2-core CPU"
+        description="VGG16's block 5 + a trained head on images: minutes in bfloat16 on a CPU with AMX, hours in "
+        "float32 on a 2-core CPU"
     )
     head: str = Field(description="which trained head (dogscats_train) sits on the conv base")
     seed: int = Field(ge=0)
