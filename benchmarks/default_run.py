@@ -180,6 +180,18 @@ def stage_cpu(clone: Path, command: str) -> None:
         command=command,
     )
     ran = {s: v for s, v in run.items() if s in cpu}  # stages that ran (a skipped one's figure is its check)
+    for workload in sorted({stage.split("_")[0] for stage in ran}):
+        stages = {s: v for s, v in ran.items() if s.split("_")[0] == workload}
+        record_result(
+            "orchestration",
+            f"orchestration.default_run.quiet.slot_minutes.{workload}",
+            round(sum(stages.values()) / 60, 1),
+            description=f"minutes of a stage slot the default run spent on {workload}'s stages (their run times "
+            "summed; two slots share the 2 cores)",
+            unit="min",
+            command=command,
+            note=", ".join(f"{s} {v / 60:.1f}" for s, v in sorted(stages.items(), key=lambda x: -x[1]) if v >= 60),
+        )
     record_result(
         "orchestration",
         "orchestration.default_run.quiet.slots_busy",

@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from benchmarks.common import (
+    REPO,
     ProjectCopy,
     benchmark_command,
     mean_and_spread,
@@ -62,13 +63,14 @@ METRICS = {
 }
 
 
-def config_tag(args) -> str:
-    """The figures' id part naming what was changed from the default chain (e.g. per_class_4000.flips)."""
+def config_tag(args, precision: str) -> str:
+    """The figures' id part naming what was changed from the default chain (e.g. per_class_4000.flips), and the
+    VGG16 passes' `precision` unless float32 (the records before bfloat16 carry none)."""
     parts = [
         f"per_class_{args.max_per_class}" if args.max_per_class else "",
         f"input_{args.input_size}" if args.input_size else "",
         "flips" if args.flips else "",
-        args.precision if args.precision else "",
+        "" if precision == "float32" else precision,
     ]
     return ".".join(part for part in parts if part) or "default"
 
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the project copy (its cached features) to inspect")
     args = parser.parse_args(argv)
     os.environ["LESSON5_MIRROR"] = str(Path(require_mirror()).resolve())  # the project copy runs elsewhere
-    command, tag = benchmark_command("benchmarks.dogscats", argv), config_tag(args)
+    default = yaml.safe_load((REPO / "params.yaml").read_text())["dogscats"]["features"]["precision"]
+    command, tag = benchmark_command("benchmarks.dogscats", argv), config_tag(args, args.precision or default)
 
     def record(figure: str, value: float, description: str, unit: str, **fields) -> None:
         record_result(
