@@ -7,7 +7,7 @@ loss of the three heads over several training seeds, each a `dvc repro` that mus
 features (it says so, and how long the head-only re-run took), with the heads trained as params.yaml says
 (`dogscats.train.flips`). `--flips` trains every seed's heads twice, on the photos and on the photos + their
 mirror images (whose features it turns on), each scored as it is and averaged with the mirrored image's
-prediction. `--finetune` turns `dogscats_finetune` on (block 5 on images, seed 42's head) and prints its
+prediction. `--finetune` reports `dogscats_finetune` (block 5 on images, seed 42's head; turned on if off): its
 accuracy and images/s.
 
     nice -n 5 python -m benchmarks.dogscats                       # the default chain, 3 seeds
@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also the mirrored images: heads trained without and with them, scored with and without",
     )
-    parser.add_argument("--finetune", action="store_true", help="turn dogscats_finetune on (hours on this CPU)")
+    parser.add_argument(
+        "--finetune",
+        action="store_true",
+        help="report dogscats_finetune's figures (and turn it on if params.yaml has it off)",
+    )
     parser.add_argument(
         "--precision",
         choices=["float32", "mixed_bfloat16", "mixed_float16"],
@@ -115,8 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the project copy (its cached features) to inspect")
     args = parser.parse_args(argv)
     os.environ["LESSON5_MIRROR"] = str(Path(require_mirror()).resolve())  # the project copy runs elsewhere
-    default = yaml.safe_load((REPO / "params.yaml").read_text())["dogscats"]["features"]["precision"]
-    command, tag = benchmark_command("benchmarks.dogscats", argv), config_tag(args, args.precision or default)
+    precision = (
+        args.precision or yaml.safe_load((REPO / "params.yaml").read_text())["dogscats"]["features"]["precision"]
+    )
+    command, tag = benchmark_command("benchmarks.dogscats", argv), config_tag(args, precision)
 
     def record(figure: str, value: float, description: str, unit: str, **fields) -> None:
         record_result(
@@ -192,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             "GFLOP/s",
             note=setting,
         )
-        if args.precision in (None, "float32"):  # the peak is float32's: a 16-bit policy's share says nothing
+        if precision == "float32":  # the peak is float32's: a 16-bit policy's share says nothing
             record(
                 f"{tag}.features_share_of_peak",
                 round(100 * flops / best_peak),
