@@ -26,6 +26,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import yaml
@@ -39,6 +40,7 @@ from benchmarks.common import (
     record_result,
     require_mirror,
 )
+from stages.dogscats.params import Precision
 from stages.dogscats.paths import FEATURES, PHOTO_FEATURES
 
 STAGES = [
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+        choices=get_args(Precision),
         help="override dogscats.features.precision and dogscats.finetune.precision",
     )
     parser.add_argument("--keep", action="store_true", help="keep the project copy (its cached features) to inspect")
@@ -237,8 +239,7 @@ def main(argv: list[str] | None = None) -> None:
                 note=f"{setting}; {tuned['seconds']:.0f} s",
             )
 
-        chosen = yaml.safe_load((project.root / "params.yaml").read_text())["dogscats"]
-        first = chosen["train"]["flips"]
+        first = yaml.safe_load((project.root / "params.yaml").read_text())["dogscats"]["train"]["flips"]
         trainings = [False, True] if args.flips else [first]  # dogscats.train.flips
         per_model: dict[tuple[str, bool], dict[str, list[float]]] = {}  # (head, dogscats.train.flips) -> figures
         reruns: dict[bool, list[float]] = {}  # head-only re-run seconds, by dogscats.train.flips
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
                     seeds=seeds,
                     per_seed=[round(scale * v, digits) for v in values],
                     fastai=FASTAI_ACCURACY if unit == "%" else None,
-                    note=f"{n_valid} held-out images; VGG16 in {chosen['features']['precision']}",
+                    note=f"{n_valid} held-out images; VGG16 in {precision}",
                 )
         for train_flips, seconds in reruns.items():
             record(

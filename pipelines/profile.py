@@ -203,9 +203,9 @@ def estimate(stages: list[str], default: dict, profiled: dict, root: Path) -> li
     )
     photos = 2 * per_class
     default_photos = 2 * (_get(default, "dogscats.prepare.max_per_class") or per_class)
-    # the benchmark's records of a 16-bit policy carry its name (dogscats.per_class_128.mixed_bfloat16....)
-    features_policy = _policy_tag(_get(profiled, "dogscats.features.precision"))
     if "dogscats_features" in stages:
+        # the benchmark's records of a 16-bit policy carry its name (dogscats.per_class_128.mixed_bfloat16....)
+        features_policy = _policy_tag(_get(profiled, "dogscats.features.precision"))
         rate = _measured(root, "data/dogscats/timings/features.json", "steady_images_per_s") or (
             _recorded(root, "dogscats", f"dogscats.per_class_128{features_policy}.features_images_per_s")
             if features_policy
