@@ -26,6 +26,7 @@ from typing import Any
 import networkx as nx
 import yaml
 
+from pipelines.dvc_runner import python_env
 from stages.common.cli import StageError
 
 PROFILES = Path("profiles")
@@ -299,7 +300,7 @@ def run(name: str, root: Path, targets: list[str] | None = None, dry_run: bool =
     experiment = f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", experiment]
     print(f"running the DVC experiment {experiment}: dvc exp run --temp --name {experiment} -S ...", flush=True)
-    done = subprocess.run([*command, *profile.dvc_set_params(), *(targets or [])], cwd=root)
+    done = subprocess.run([*command, *profile.dvc_set_params(), *(targets or [])], cwd=root, env=python_env())
     if done.returncode == 0:
         print(f"done: `dvc exp show` lists {experiment}; `dvc exp apply {experiment}` brings it into the workspace")
     return done.returncode

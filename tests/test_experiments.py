@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 
@@ -120,8 +121,11 @@ def test_a_profile_runs_as_a_dvc_experiment_in_a_copy_and_leaves_the_workspace_a
     project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
     project.env["LESSON5_MIRROR"] = "../mirror"  # relative, as in the README: the copy runs in another folder
     del project.env["MLFLOW_TRACKING_URI"]  # the default store, <repo>/mlflow.db
-
+    # as `make run PROFILE=...` runs it: the venv not activated, so `python` on PATH is not the project's
+    activated = project.env["PATH"]
+    project.env["PATH"] = os.pathsep.join(p for p in activated.split(os.pathsep) if p != str(VENV_BIN))
     out = project.run(str(VENV_BIN / "python"), "-m", "pipelines.flow", "--profile", "tiny", "text_train@three_char")
+    project.env["PATH"] = activated
     log = out.stdout + out.stderr
     assert "text.models.three_char.epochs = 1" in log and "stages it reruns" in log and "TensorFlow sees" in log
     assert (project.root / "params.yaml").read_bytes() == (REPO / "params.yaml").read_bytes()  # untouched
