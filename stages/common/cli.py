@@ -1,7 +1,7 @@
 """The thin CLI around every stage: known failures print one clear message, not a traceback.
 
 Every stage module imports this one before anything heavy (TensorFlow), so importing it sets the process's
-environment defaults, and in a stage process (`python -m stages....`) filters native libraries' harmless noise."""
+environment defaults, and in a stage process (`python -m stages....`) filters libraries' harmless noise."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from stages.common import environment
 environment.apply_defaults()
 if getattr(sys.modules["__main__"].__spec__, "name", "").startswith("stages."):
     environment.filter_native_noise()
+    environment.ignore_harmless_warnings()
 
 
 class StageError(RuntimeError):

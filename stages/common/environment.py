@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 DEFAULTS = {
@@ -35,6 +36,13 @@ HARMLESS = re.compile(
 )
 HARMLESS_START = re.compile(rb"WARNING: All log messages|[IE]0000 ")  # held until its line ends, to be judged whole
 
+# Advice MLflow prints on every run that asks nothing of this project: a local file source matches two
+# registrations of the same class; ids are integers that are never missing.
+HARMLESS_WARNINGS = (
+    "The specified dataset source can be interpreted in multiple ways",
+    "Hint: Inferred schema contains integer column",
+)
+
 
 def repository_root(folder: str | os.PathLike | None = None) -> Path:
     """The repository a stage works for: `folder` (default: the current one, the repo root in stages), or, inside a
@@ -47,6 +55,11 @@ def repository_root(folder: str | os.PathLike | None = None) -> Path:
 def apply_defaults() -> None:
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def ignore_harmless_warnings() -> None:
+    for message in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=UserWarning)
 
 
 def filter_native_noise() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pandas as pd
 
 
 class ReviewSentiment(mlflow.pyfunc.PythonModel):
@@ -19,7 +20,7 @@ class ReviewSentiment(mlflow.pyfunc.PythonModel):
 
         self.model = load_keras(context.artifacts["keras_model"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # the hint MLflow asks for; no validation
         texts = np.asarray(model_input.iloc[:, 0], dtype=str).astype(object)
         return self.model.predict(texts, batch_size=512, verbose=0).reshape(-1)
 
