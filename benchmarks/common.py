@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,35 @@ def mean_and_spread(values: list[float], digits: int | None) -> tuple[float, flo
     return round(statistics.mean(values), digits), (
         round(statistics.stdev(values), digits) if len(values) > 1 else None
     )
+
+
+class LoadSampler:
+    """The 1-minute load average before a long run and every 30 s during it (a benchmark's own work included):
+    `with LoadSampler() as load: ...`, then `load.describe()` for a record's note."""
+
+    def __init__(self, every_s: float = 30):
+        self.every_s, self.before, self.samples = every_s, os.getloadavg()[0], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def describe(self) -> str:
+        mean = sum(self.samples) / max(len(self.samples), 1)
+        return (
+            f"load average before {self.before:.2f}, during (1-min, every {self.every_s:g} s) mean {mean:.2f}, "
+            f"max {max(self.samples or [0]):.2f}"
+        )
 
 
 def benchmark_command(module: str, argv: list[str] | None) -> str:

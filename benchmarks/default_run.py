@@ -17,11 +17,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, benchmark_command, record_result, require_mirror
+from benchmarks.common import REPO, LoadSampler, benchmark_command, record_result, require_mirror
 from pipelines.flow import disk_usage
 
 # (workload, model, metric in data/<workload>/metrics/<model>.json, unit, scale, description): the run's figures
@@ -41,11 +40,6 @@ def timed(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> floa
     return time.perf_counter() - started
 
 
-def sampled_load(stop: threading.Event, samples: list[float]) -> None:
-    while not stop.wait(30):
-        samples.append(os.getloadavg()[0])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", action="store_true", help="keep the clone (its data/, mlflow.db) to inspect")
@@ -57,29 +51,18 @@ def main(argv: list[str] | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "VIRTUAL_ENV"))}
     env["LESSON5_MIRROR"] = mirror
     try:
-        before, samples, stop = os.getloadavg()[0], [], threading.Event()
-        sampler = threading.Thread(target=sampled_load, args=(stop, samples), daemon=True)
-        sampler.start()
-        try:
+        with LoadSampler() as load:
             full = timed(["make", "run"], clone, env, clone / "default-run.log")
-        finally:
-            stop.set()
         noops = [timed(["make", "run"], clone, env, clone / f"no-change-{i}.log") for i in (1, 2)]
         dvc_noop = timed([str(clone / ".venv/bin/dvc"), "repro"], clone, env, clone / "dvc-noop.log")
         subprocess.run(["make", "stop"], cwd=clone, env=env, check=True, capture_output=True)
-        report(clone, command, full, before, samples, noops, dvc_noop)
+        report(clone, command, full, load.describe(), noops, dvc_noop)
     finally:
         if not args.keep:
             shutil.rmtree(clone.parent, ignore_errors=True)
 
 
-def report(
-    clone: Path, command: str, full: float, before: float, samples: list[float], noops: list[float], dvc_noop: float
-) -> None:
-    mean = sum(samples) / max(len(samples), 1)
-    load = (
-        f"load average before {before:.2f}, during (1-min, every 30 s) mean {mean:.2f}, max {max(samples or [0]):.2f}"
-    )
+def report(clone: Path, command: str, full: float, load: str, noops: list[float], dvc_noop: float) -> None:
     record_result(
         "orchestration",
         "orchestration.default_run.quiet.make_run_s",

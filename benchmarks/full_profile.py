@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import benchmark_command, record_result, require_mirror
+from benchmarks.common import LoadSampler, benchmark_command, record_result, require_mirror
 from pipelines.flow import disk_usage
 from pipelines.profile import PROFILES, load_profile
 
@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> None:
             "overrides": {**profile.overrides, **dict(args.sets)},
         }
         (copy / PROFILES / f"{name}.yaml").write_text(yaml.safe_dump(written, sort_keys=False), encoding="utf-8")
-    before, load_before = disk_usage(str(copy)), os.getloadavg()[0]
+    before = disk_usage(str(copy))
     started = time.perf_counter()
     try:
-        with open(copy / f"profile-{name}.log", "w") as log:
+        with LoadSampler() as load, open(copy / f"profile-{name}.log", "w") as log:
             subprocess.run(
                 ["make", "run", f"PROFILE={name}"], cwd=copy, env=user_env(mirror), stdout=log, stderr=log, check=True
             )
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             unit="MB",
             command=command,
             note=f"the profile{changed}; {mb - before[area]:+,.0f} MB on the copy's {before[area]:,.0f} MB before it; "
-            f"the profile ran {wall / 60:.1f} min (load average before {load_before:.2f})",
+            f"the profile ran {wall / 60:.1f} min ({load.describe()})",
         )
 
 
