@@ -123,7 +123,7 @@ def test_calibrated_statistics_stay_while_gamma_and_beta_train(tmp_path):
     np.testing.assert_allclose(with_bn.predict(x, verbose=0), model.predict(x, verbose=0), atol=TOLERANCE)
     gamma, beta, mean, var = (w.copy() for w in layer.get_weights())
     # training mode computes what inference mode does (plain BN would use the batch's statistics)
-    bn_only = keras.Model(with_bn.inputs, layer.output)
+    bn_only = keras.Model(with_bn.input, layer.output)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(bn_only(x[:50], training=True)),
         keras.ops.convert_to_numpy(bn_only(x[:50], training=False)),
