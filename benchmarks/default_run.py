@@ -62,6 +62,21 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(clone.parent, ignore_errors=True)
 
 
+def record_disk(run: str, after: str, disk: dict[str, float], command: str, notes: dict | None = None) -> None:
+    """One record per area of `disk_usage` (outputs, cache, tracking, total), as measured after `after`."""
+    for area, mb in disk.items():
+        record_result(
+            "orchestration",
+            f"orchestration.disk.{run}.{area}_mb",
+            round(mb),
+            description=f"disk after {after}: {area}"
+            + (" (outputs, cache and MLflow store, each file once)" if area == "total" else ""),
+            unit="MB",
+            command=command,
+            note=(notes or {}).get(area),
+        )
+
+
 def report(clone: Path, command: str, full: float, load: str, noops: list[float], dvc_noop: float) -> None:
     record_result(
         "orchestration",
@@ -94,17 +109,7 @@ def report(clone: Path, command: str, full: float, load: str, noops: list[float]
         command=command,
     )
     stage_cpu(clone, command)
-    disk = disk_usage(str(clone))
-    for area, mb in disk.items():
-        record_result(
-            "orchestration",
-            f"orchestration.disk.default_run.{area}_mb",
-            round(mb),
-            description=f"disk after the default run: {area}"
-            + (" (outputs, cache and MLflow store, each file once)" if area == "total" else ""),
-            unit="MB",
-            command=command,
-        )
+    record_disk("default_run", "the default run", disk_usage(str(clone)), command)
     for workload, model, metric, unit, scale, description in FIGURES:
         value = json.loads((clone / f"data/{workload}/metrics/{model}.json").read_text())[metric] * scale
         record_result(

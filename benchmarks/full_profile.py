@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import LoadSampler, benchmark_command, record_result, require_mirror
+from benchmarks.common import LoadSampler, benchmark_command, require_mirror
+from benchmarks.default_run import record_disk
 from pipelines.flow import disk_usage
 from pipelines.profile import PROFILES, load_profile
 
@@ -74,18 +75,14 @@ def main(argv: list[str] | None = None) -> None:
             (copy / PROFILES / f"{name}.yaml").unlink()
     wall, after = time.perf_counter() - started, disk_usage(str(copy))
     changed = f" with --set {', '.join(f'{k}={v}' for k, v in args.sets)}" if args.sets else ""
-    for area, mb in after.items():
-        record_result(
-            "orchestration",
-            f"orchestration.disk.{args.profile}_profile.{area}_mb",
-            round(mb),
-            description=f"disk after the default run and then `make run PROFILE={args.profile}`: {area}"
-            + (" (outputs, cache and MLflow store, each file once)" if area == "total" else ""),
-            unit="MB",
-            command=command,
-            note=f"the profile{changed}; {mb - before[area]:+,.0f} MB on the copy's {before[area]:,.0f} MB before it; "
-            f"the profile ran {wall / 60:.1f} min ({load.describe()})",
-        )
+    notes = {
+        area: f"the profile{changed}; {mb - before[area]:+,.0f} MB on the copy's {before[area]:,.0f} MB before it; "
+        f"the profile ran {wall / 60:.1f} min ({load.describe()})"
+        for area, mb in after.items()
+    }
+    record_disk(
+        f"{args.profile}_profile", f"the default run and then `make run PROFILE={args.profile}`", after, command, notes
+    )
 
 
 if __name__ == "__main__":
