@@ -113,6 +113,16 @@ class LoadSampler:
         )
 
 
+def user_env(mirror: str) -> dict[str, str]:
+    """This shell's environment as a user's for a fresh clone's `make`: no venv on PATH, no Prefect or MLflow
+    settings, the mirror."""
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "VIRTUAL_ENV"))}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    env["LESSON5_MIRROR"] = mirror
+    return env
+
+
 def benchmark_command(module: str, argv: list[str] | None) -> str:
     """The command line that ran this benchmark (`argv` None: this process's own arguments)."""
     return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, LoadSampler, benchmark_command, record_result, require_mirror
+from benchmarks.common import REPO, LoadSampler, benchmark_command, record_result, require_mirror, user_env
 from pipelines.flow import disk_usage
 
 # (workload, model, metric in data/<workload>/metrics/<model>.json, unit, scale, description): the run's figures
@@ -48,8 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     command = benchmark_command("benchmarks.default_run", argv)
     clone = Path(tempfile.mkdtemp(prefix="lesson5-default-run-")) / "lesson5"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "VIRTUAL_ENV"))}
-    env["LESSON5_MIRROR"] = mirror
+    env = user_env(mirror)
     try:
         with LoadSampler() as load:
             full = timed(["make", "run"], clone, env, clone / "default-run.log")

@@ -14,15 +14,13 @@ models' shapes and the data set the sizes; an epoch adds a line of history and a
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from benchmarks.common import LoadSampler, benchmark_command, require_mirror
+from benchmarks.common import LoadSampler, benchmark_command, require_mirror, user_env
 from benchmarks.default_run import record_disk
 from pipelines.flow import disk_usage
 from pipelines.profile import PROFILES, load_profile
@@ -33,15 +31,6 @@ def parse_set(text: str) -> tuple[str, object]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE (a dotted params.yaml key), not {text!r}")
     return key, yaml.safe_load(value)
-
-
-def user_env(mirror: str) -> dict[str, str]:
-    """This shell's environment as a user's: no venv on PATH, no Prefect or MLflow settings, the mirror."""
-    venv_bin = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "VIRTUAL_ENV"))}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
-    env["LESSON5_MIRROR"] = mirror
-    return env
 
 
 def main(argv: list[str] | None = None) -> None:
