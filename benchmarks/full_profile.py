@@ -5,10 +5,10 @@
 
 Runs the profile by `make run PROFILE=...` in COPY with the project's venv not activated (as the README's command
 runs), then records the disk used by outputs, DVC cache and MLflow store (each file once, as the flow's summary
-reports it) before and after. `--set` adds overrides on top of the profile and every record names them: the full
-profile's char LSTM is hours on a 2-core CPU, and the disk it leaves does not depend on its epoch budget (the
-models' shapes and the data set the sizes; an epoch adds a line of history and a row per tracked metric), so
-`--set text.models.char_lstm.epochs=2` measures the full profile's disk in under an hour.
+reports it) before and after. `--set` adds overrides on top of the profile and every record names them: the disk
+a profile leaves does not depend on its epoch budgets (the models' shapes and the data set the sizes; an epoch adds
+a line of history and a row per tracked metric), so `--set text.models.char_lstm.epochs=2` measures the full
+profile's disk in about half its hour on a 2-core CPU.
 """
 
 from __future__ import annotations
