@@ -312,7 +312,7 @@ def set_nested(data: dict, dotted: str, value: Any) -> None:
     node[last] = value
 
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "sources.lock.yaml")
+PROJECT_FILES = (".gitignore", "dvc.yaml", "params.yaml", "sources.lock.yaml")  # .gitignore: what git leaves out
 PROJECT_FOLDERS = ("stages", "pipelines", "profiles", "benchmarks/results")  # the records: imdb_compare shows them
 
 

@@ -2,10 +2,10 @@
 
     python -m benchmarks.test_suite [--tiers full check]
 
-Each tier runs in its own pytest process with one worker per core, one after the other (no other job beside them:
-run it on a quiet machine). The full tier also refreshes tests/durations.json (`--store-durations`), the order the
-next run starts its slow tests in. Recorded: wall time, CPU seconds (user + system of pytest and everything it
-started) and the load average before the run.
+Each tier runs in its own pytest process with the Makefile's workers (one per core and one more), one after the
+other (no other job beside them: run it on a quiet machine). The full tier also refreshes tests/durations.json
+(`--store-durations`), the order the next run starts its slow tests in. Recorded: wall time, CPU seconds (user +
+system of pytest and everything it started) and the load average before the run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ TIERS = {
 }
 
 
+def workers() -> int:
+    """The Makefile's TEST_WORKERS: one per core and one more."""
+    return (os.cpu_count() or 2) + 1
+
+
 def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...]]:
     """(wall s, CPU s, tests passed, load before) of one tier; fails when a test fails."""
     args, _, _ = TIERS[tier]
@@ -32,10 +37,7 @@ def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...]]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", str(os.cpu_count() or 2), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", "pytest", "-q", "-n", str(workers()), *args], cwd=REPO, capture_output=True, text=True
     )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     for tier, (wall, cpu, passed, load) in measured.items():
         _, what, goal = TIERS[tier]
         print(f"{tier}: {passed} tests in {wall:.0f} s, {cpu:.0f} CPU s ({cpu / wall:.2f} cores busy)")
-        note = f"{passed} tests, {os.cpu_count()} workers; load before: {' / '.join(f'{x:.2f}' for x in load)}"
+        loads = " / ".join(f"{x:.2f}" for x in load)
+        note = f"{passed} tests, {workers()} workers on {os.cpu_count()} cores; load before: {loads}"
         record_result(
             "tests",
             f"tests.{tier}.wall_s",

@@ -290,13 +290,34 @@ def plan(profile: Profile, root: Path) -> tuple[str, list[str]]:
     return "\n".join(lines), stages
 
 
+def create_experiments(stages: list[str], root: Path) -> None:
+    """The MLflow experiment of each workload with a stage in `stages`, created here in the workspace where missing.
+    A local store puts a new experiment's artifacts under ./mlruns of the process that creates it: created by a stage
+    in `dvc exp run --temp`'s copy, they would go with the copy (the runs kept in the store, their models and plots
+    lost)."""
+    import mlflow
+
+    from stages.common import tracking
+
+    uri = tracking.tracking_uri(root)
+    if not uri.startswith("sqlite:///"):  # a tracking server keeps its artifacts in its own store
+        return
+    tracking.ensure_store(uri)
+    with contextlib.chdir(root):  # ./mlruns resolves against the folder the client is made in
+        client = mlflow.MlflowClient(uri)
+        for workload in sorted({stage.split("_")[0] for stage in stages}):
+            if client.get_experiment_by_name(tracking.experiment_name(workload)) is None:
+                client.create_experiment(tracking.experiment_name(workload), tags=tracking.experiment_tags(workload))
+
+
 def run(name: str, root: Path, targets: list[str] | None = None, dry_run: bool = False) -> int:
     root = root.resolve()
     profile = load_profile(name, root)
-    text, _ = plan(profile, root)
+    text, stages = plan(profile, root)
     print(text, flush=True)
     if dry_run:
         return 0
+    create_experiments(stages, root)
     experiment = f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", experiment]
     print(f"running the DVC experiment {experiment}: dvc exp run --temp --name {experiment} -S ...", flush=True)

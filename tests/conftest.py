@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -9,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ import pytest
 import yaml
 
 from benchmarks.common import copy_project, local_prefect_server, set_nested
+from benchmarks.threads import thread_pool_env
 from stages.common import environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +31,10 @@ VENV_BIN = Path(sys.executable).parent
 
 environment.apply_defaults()
 os.environ.pop("LESSON5_MIRROR", None)  # tests use generated data only
+# pytest-xdist runs a worker per core: each worker's TensorFlow and stage processes get thread pools sized to its
+# share of the cores, not every core's (threads that spin for a core another worker holds; a user may set them)
+for name, threads in thread_pool_env(os.cpu_count() or 1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))).items():
+    os.environ.setdefault(name, threads)
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -138,14 +145,24 @@ class Project:
         return self.run(str(VENV_BIN / "dvc"), *args, check=check)
 
 
-def new_project(root: Path) -> Project:
-    """A fresh copy of the project with its own git repository and DVC set-up."""
+def new_project(root: Path, mlflow_store: Path) -> Project:
+    """A fresh copy of the project with its own git repository, DVC set-up and an empty MLflow store."""
     copy_project(root)
     proj = Project(root)
     proj.run("git", "init", "-q")
     proj.dvc("init", "-q")
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the project's settings: linked cache
+    copy_mlflow_store(mlflow_store, root)
     return proj
+
+
+def copy_mlflow_store(store: Path, folder: Path) -> str:
+    """`store` copied to <folder>/mlflow.db, its Default experiment's artifacts in <folder>/mlruns as if the store had
+    been made there; its tracking URI."""
+    shutil.copy(store, folder / "mlflow.db")
+    with contextlib.closing(sqlite3.connect(folder / "mlflow.db")) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(folder / "mlruns/0"),))
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def clone_project(source: Project, root: Path) -> Project:
@@ -154,9 +171,21 @@ def clone_project(source: Project, root: Path) -> Project:
     return Project(root)
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store holding its schema only, as the first stage's `ensure_store` creates it, made once per
+    worker: its migrations take seconds of CPU, which every project would otherwise pay again. (Creating a store,
+    also by processes at once, is tested on its own in tests/test_faults.py.)"""
+    from stages.common.tracking import ensure_store
+
+    database = tmp_path_factory.mktemp("empty-mlflow-store") / "mlflow.db"
+    ensure_store(f"sqlite:///{database}")
+    return database
+
+
 @pytest.fixture
-def project(tmp_path) -> Project:
-    return new_project(tmp_path / "project")
+def project(tmp_path, empty_mlflow_store) -> Project:
+    return new_project(tmp_path / "project", empty_mlflow_store)
 
 
 # Credentials a user may have in the environment: the session's chain runs with them, and tests/test_security.py
@@ -214,7 +243,7 @@ def stage_runs_by_status(project: Project, workload: str, stage: str) -> dict[st
 
 
 @pytest.fixture(scope="session")
-def movielens_chain(tmp_path_factory, prefect_api) -> Project:
+def movielens_chain(tmp_path_factory, prefect_api, empty_mlflow_store) -> Project:
     """The tiny MovieLens chain (all 10 stages, generated ratings) reproduced once per test run by the Prefect flow,
     with FAKE_SECRETS in its environment; the flow's output is kept as `flow_log`. Under pytest-xdist the first
     worker to need it builds it and the others wait for it (a file lock in the run's shared temporary folder).
@@ -231,7 +260,7 @@ def movielens_chain(tmp_path_factory, prefect_api) -> Project:
         if not done.exists():
             server = LoopbackServer(tmp_path_factory.mktemp("www-movielens"))
             try:
-                proj = new_project(root)
+                proj = new_project(root, empty_mlflow_store)
                 small_movielens(proj, server)
                 proj.env.update(FAKE_SECRETS, PREFECT_API_URL=prefect_api)
                 flow = proj.run(sys.executable, "-m", "pipelines.flow", *TARGETS)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -145,6 +146,9 @@ def test_a_profile_runs_as_a_dvc_experiment_in_a_copy_and_leaves_the_workspace_a
     runs = client.search_runs([experiment.experiment_id])
     trained = [r for r in runs if r.data.tags["dvc.stage"] == "text_train@three_char"]
     assert len(trained) == 1 and trained[0].data.params["hidden"] == "16"
+    # and their artifacts: the experiment was made in the workspace, not in the copy DVC deleted
+    assert Path(experiment.artifact_location).is_relative_to(project.root / "mlruns")
+    assert "plots" in {a.path for a in client.list_artifacts(trained[0].info.run_id)}
 
     # `dvc queue`: queued experiments run in copies under .dvc/tmp/exps too, and their runs land in the same store
     project.dvc(

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_mlflow_store
 from tests.factories.toy import CHAIN, toy_project, write_file_stage
 
 pytestmark = pytest.mark.slow
@@ -20,12 +20,12 @@ SLOW = 8  # seconds a stage sleeps, for the test to act while it runs
 
 
 @pytest.fixture
-def flow_env(prefect_api, tmp_path) -> dict[str, str]:
+def flow_env(prefect_api, tmp_path, empty_mlflow_store) -> dict[str, str]:
     return {
         **os.environ,
         "PREFECT_API_URL": prefect_api,
         "PYTHONPATH": str(REPO),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": copy_mlflow_store(empty_mlflow_store, tmp_path),
     }
 
 
