@@ -12,7 +12,7 @@ WITH_DEFAULTS := $(BIN)/python -m stages.common.environment
 TF_BUILD := $(if $(GPU),gpu,cpu)
 UV_VERSION := 0.13.9
 # Test workers: one per core and one more, which takes the CPU a test leaves idle while it waits on a server, a
-# schedule or a kill (2 cores: 3 workers 519 s, 4 workers 546 s; docs/architecture.md, Tests)
+# schedule or a kill (docs/architecture.md)
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 
 .PHONY: install run stop test check ui bench docs plots clean

@@ -312,7 +312,8 @@ def set_nested(data: dict, dotted: str, value: Any) -> None:
     node[last] = value
 
 
-PROJECT_FILES = (".gitignore", "dvc.yaml", "params.yaml", "sources.lock.yaml")  # .gitignore: what git leaves out
+# .gitignore: a copy's git leaves out the MLflow store, caches and backups, as the repository's does
+PROJECT_FILES = (".gitignore", "dvc.yaml", "params.yaml", "sources.lock.yaml")
 PROJECT_FOLDERS = ("stages", "pipelines", "profiles", "benchmarks/results")  # the records: imdb_compare shows them
 
 

@@ -31,8 +31,8 @@ VENV_BIN = Path(sys.executable).parent
 
 environment.apply_defaults()
 os.environ.pop("LESSON5_MIRROR", None)  # tests use generated data only
-# pytest-xdist runs a worker per core: each worker's TensorFlow and stage processes get thread pools sized to its
-# share of the cores, not every core's (threads that spin for a core another worker holds; a user may set them)
+# pytest-xdist's workers share the cores: each worker's TensorFlow and stage processes get thread pools sized to its
+# share, not every core's (threads that spin for a core another worker holds); variables already set are kept
 for name, threads in thread_pool_env(os.cpu_count() or 1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))).items():
     os.environ.setdefault(name, threads)
 
