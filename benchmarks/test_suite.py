@@ -26,8 +26,15 @@ TIERS = {
 
 
 def workers() -> int:
-    """The Makefile's TEST_WORKERS: one per core and one more."""
-    return (os.cpu_count() or 2) + 1
+    """The Makefile's TEST_WORKERS (one per core and one more), read from the Makefile itself."""
+    shown = subprocess.run(
+        ["make", "-s", "--no-print-directory", "--eval=show-workers: ; @echo $(TEST_WORKERS)", "show-workers"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(shown.stdout)
 
 
 def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...]]:

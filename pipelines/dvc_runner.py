@@ -37,6 +37,11 @@ class StageInfo:
     workload: str = field(default="")
 
 
+def workload_of(stage: str) -> str:
+    """The workload a dvc.yaml stage belongs to: its name up to the first underscore (imdb_train@cnn: imdb)."""
+    return stage.split("_", 1)[0]
+
+
 class DvcInternalsError(RuntimeError):
     """The installed DVC lacks an internal this runner drives; the message names each one."""
 
@@ -120,7 +125,7 @@ class DvcRunner:
                     s.addressing,
                     s.cmd,
                     tuple(sorted(u.addressing for u in sub.successors(s))),
-                    s.addressing.split("_", 1)[0],
+                    workload_of(s.addressing),
                 )
                 for s in order
             }

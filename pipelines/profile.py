@@ -26,7 +26,7 @@ from typing import Any
 import networkx as nx
 import yaml
 
-from pipelines.dvc_runner import python_env
+from pipelines.dvc_runner import python_env, workload_of
 from stages.common.cli import StageError
 
 PROFILES = Path("profiles")
@@ -302,10 +302,11 @@ def create_experiments(stages: list[str], root: Path) -> None:
     uri = tracking.tracking_uri(root)
     if not uri.startswith("sqlite:///"):  # a tracking server keeps its artifacts in its own store
         return
-    tracking.ensure_store(uri)
-    with contextlib.chdir(root):  # ./mlruns resolves against the folder the client is made in
+    # ./mlruns resolves against the folder where this process first opens the store (MLflow keeps it per URI)
+    with contextlib.chdir(root):
+        tracking.ensure_store(uri)
         client = mlflow.MlflowClient(uri)
-        for workload in sorted({stage.split("_")[0] for stage in stages}):
+        for workload in sorted({workload_of(stage) for stage in stages}):
             if client.get_experiment_by_name(tracking.experiment_name(workload)) is None:
                 client.create_experiment(tracking.experiment_name(workload), tags=tracking.experiment_tags(workload))
 
