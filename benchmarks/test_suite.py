@@ -5,7 +5,9 @@
 Each tier runs in its own pytest process with the Makefile's workers (one per core and one more), one after the
 other (no other job beside them: run it on a quiet machine). The full tier also refreshes tests/durations.json
 (`--store-durations`), the order the next run starts its slow tests in. Recorded: wall time, CPU seconds (user +
-system of pytest and everything it started) and the load average before the run.
+system of pytest and everything it started), the load average before the run and the machine's speed then: the CPU
+seconds of `import keras` in a new process, which every stage process pays (on this VM it moved between about 4 and
+10 s from hour to hour, and the suite's time with it).
 """
 
 from __future__ import annotations
@@ -37,10 +39,23 @@ def workers() -> int:
     return int(shown.stdout)
 
 
-def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...]]:
-    """(wall s, CPU s, tests passed, load before) of one tier; fails when a test fails."""
+def import_keras_cpu_s() -> float:
+    """CPU seconds of `import keras` in a new process, the median of three runs."""
+    seconds = []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", "import keras"], cwd=REPO, capture_output=True, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        seconds.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+    return sorted(seconds)[1]
+
+
+def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...], float]:
+    """(wall s, CPU s, tests passed, load before, `import keras` CPU s before) of one tier; fails when a test
+    fails."""
     args, _, _ = TIERS[tier]
     load_before = os.getloadavg()
+    keras_s = import_keras_cpu_s()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(
@@ -54,7 +69,7 @@ def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...]]:
         raise SystemExit(f"{tier} tier failed ({result.returncode}): {summary}\n{result.stdout[-3000:]}")
     print(result.stdout[result.stdout.find("slowest 15") - 30 :])
     passed = int(summary.split(" passed")[0].split()[-1])
-    return wall, cpu, passed, load_before
+    return wall, cpu, passed, load_before, keras_s
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,11 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     command = benchmark_command("benchmarks.test_suite", argv)
     # every tier first, then the records: a record written between tiers would fail the next tier's docs test
     measured = {tier: run_tier(tier) for tier in args.tiers}
-    for tier, (wall, cpu, passed, load) in measured.items():
+    for tier, (wall, cpu, passed, load, keras_s) in measured.items():
         _, what, goal = TIERS[tier]
         print(f"{tier}: {passed} tests in {wall:.0f} s, {cpu:.0f} CPU s ({cpu / wall:.2f} cores busy)")
         loads = " / ".join(f"{x:.2f}" for x in load)
-        note = f"{passed} tests, {workers()} workers on {os.cpu_count()} cores; load before: {loads}"
+        note = (
+            f"{passed} tests, {workers()} workers on {os.cpu_count()} cores; load before: {loads}; "
+            f"`import keras` before: {keras_s:.1f} CPU s (the machine's speed then)"
+        )
         record_result(
             "tests",
             f"tests.{tier}.wall_s",

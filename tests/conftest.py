@@ -25,6 +25,7 @@ import yaml
 from benchmarks.common import copy_project, local_prefect_server, set_nested
 from benchmarks.threads import thread_pool_env
 from stages.common import environment
+from tests.factories.repository import init_repository
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -149,8 +150,7 @@ def new_project(root: Path, mlflow_store: Path) -> Project:
     """A fresh copy of the project with its own git repository, DVC set-up and an empty MLflow store."""
     copy_project(root)
     proj = Project(root)
-    proj.run("git", "init", "-q")
-    proj.dvc("init", "-q")
+    init_repository(root)
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the project's settings: linked cache
     copy_mlflow_store(mlflow_store, root)
     return proj

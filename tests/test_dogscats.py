@@ -531,10 +531,21 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     assert (root / "evaluation/confidently_wrong.png").stat().st_size > 1000
     assert len(list((root / "models").glob("*.keras"))) == 3
 
+    # a head change: only the heads are stale, not the features (evaluate follows the heads' new files)
     project.set_params({"dogscats.train.head": {"hidden": 12, "dropout": 0.0, "l2": 0.0}})
+    changed = json.loads(project.dvc("status", "--json", "--with-deps", "dogscats_evaluate").stdout)
+    assert changed == {"dogscats_train": [{"changed deps": {"params.yaml": {"dogscats.train": "modified"}}}]}
+
+    # mirrored images: the features stage runs again (both passes), the heads train on twice the images, and
+    # evaluate scores each head also averaged with the mirrored images' predictions
+    project.set_params({"dogscats.features.flips": True, "dogscats.train.flips": True})
     rerun = project.dvc("repro", "dogscats_evaluate").stdout
-    assert "Running stage 'dogscats_train'" in rerun and "Running stage 'dogscats_evaluate'" in rerun
-    assert "Running stage 'dogscats_features'" not in rerun
+    assert "Running stage 'dogscats_features'" in rerun and "training on 32 images (half of them mirrored)" in rerun
+    assert "Running stage 'dogscats_evaluate'" in rerun
+    assert np.load(root / "features/features_flipped.npy").shape == (20, 1, 1, 512)
+    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    assert all(m["n_valid"] == 4 and 0 <= m["flip_averaged_val_accuracy"] <= 1 for m in metrics.values())
+
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("lesson5-dogscats").experiment_id])
     assert len(runs) == 8  # 3 heads + evaluate, twice
@@ -545,15 +556,6 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     assert heads[0] == heads[1] >= {"val_accuracy", "val_loss", "val_log_loss", "errors", "epochs", "train_seconds"}
     assert names["dogscats_evaluate"] == []  # each head's figures are on its own row, under the same names
     assert not [k for n in names.values() for k in n if k.startswith("final_") or "dense" in k or "bn_" in k]
-
-    # mirrored images: the features stage runs again (both passes), the heads train on twice the images, and
-    # evaluate scores each head also averaged with the mirrored images' predictions
-    project.set_params({"dogscats.features.flips": True, "dogscats.train.flips": True})
-    rerun = project.dvc("repro", "dogscats_evaluate").stdout
-    assert "Running stage 'dogscats_features'" in rerun and "training on 32 images (half of them mirrored)" in rerun
-    assert np.load(root / "features/features_flipped.npy").shape == (20, 1, 1, 512)
-    metrics = json.loads((root / "metrics/evaluate.json").read_text())
-    assert all(m["n_valid"] == 4 and 0 <= m["flip_averaged_val_accuracy"] <= 1 for m in metrics.values())
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from stages.imdb.params import ImdbParams, ModelParams, TokenizeParams
 from stages.imdb.reviews import read_reviews
 from stages.imdb.sequences import repad
 from stages.imdb.tokenize import build_vocab, encode, stratified_valid_mask, tokenize, words
-from tests.conftest import REPO, kill_when_backed_up, served_predictions, stage_runs_by_status
+from tests.conftest import REPO, kill_when_backed_up, stage_runs_by_status
 from tests.factories.imdb import glove_archive, glove_text, imdb_archive
 
 
@@ -568,7 +568,8 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     shown = project.dvc("plots", "show", "--json").stdout
     assert "single_roc.csv" in shown and "single_predictions.csv" in shown
 
-    # the champion: the best model on validation, registered with its test figures, served as `mlflow models serve`
+    # the champion: the best model on validation, registered with its test figures; it scores raw reviews as the
+    # pyfunc model that `mlflow models serve` loads (a champion served over HTTP: tests/test_movielens_pipeline.py)
     val["nbsvm"] = json.loads((root / "data/imdb/metrics/train_nbsvm.json").read_text())["best_val_accuracy"]
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("lesson5-imdb", "champion")
@@ -576,9 +577,10 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     assert val[champion.tags["model"]] == max(val.values())
     tested = json.loads((root / f"data/imdb/metrics/{champion.tags['model']}.json").read_text())["test_accuracy"]
     assert float(champion.tags["test.accuracy"]) == pytest.approx(tested)
-    reviews = {"dataframe_records": [{"review": "a great and wonderful film"}, {"review": "awful, dull and boring"}]}
-    scores = served_predictions("models:/lesson5-imdb@champion", project.env, reviews)
-    assert len(scores) == 2 and all(0 <= float(np.ravel(s)[0]) <= 1 for s in scores)
+    reviews = pd.DataFrame({"review": ["a great and wonderful film", "awful, dull and boring"]})
+    served = mlflow.pyfunc.load_model(client.get_model_version_download_uri(champion.name, champion.version))
+    scores = np.ravel(served.predict(reviews))
+    assert len(scores) == 2 and all(0 <= float(s) <= 1 for s in scores)
 
     # one row per model: its curves, validation and test figures under the same names, with its training data
     experiment = client.get_experiment_by_name("lesson5-imdb")

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pipelines.dvc_runner import DvcRunner, StageInfo, python_env
+from tests.factories.repository import init_repository
 from tests.factories.toy import CHAIN, toy_project, write_file_stage
 
 
@@ -116,7 +117,7 @@ def test_while_the_runner_holds_dvcs_lock_a_manual_dvc_repro_stops_and_changes_n
 def test_stage_output_streams_lines_and_throttled_progress_bar_redraws(tmp_path):
     """tqdm redraws with a carriage return and no newline; the flow shows the first redraw, then at most one per
     `progress_every` seconds, and every real line (echoing every redraw would flood the log)."""
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    init_repository(tmp_path, git=False)
     script = textwrap.dedent(r"""
         import sys, time
         print("start", flush=True)
@@ -138,7 +139,7 @@ def test_stage_output_streams_lines_and_throttled_progress_bar_redraws(tmp_path)
 
 
 def test_a_commands_cpu_time_counts_every_process_it_started(tmp_path):
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    init_repository(tmp_path, git=False)
     (tmp_path / "burn.py").write_text(
         "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass\n"
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+
+from tests.factories.repository import init_repository
 
 
 def write_file_stage(
@@ -40,9 +40,7 @@ def toy_project(
     (root / "params.yaml").write_text(
         yaml.safe_dump({"pipeline": {"max_parallel": max_parallel, "download_retries": 0, "timeout_minutes": timeouts}})
     )
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=root, check=True)
+    init_repository(root)
     return root
 
 
