@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import absl.logging
 import pytest
 import yaml
 
@@ -32,6 +33,11 @@ VENV_BIN = Path(sys.executable).parent
 
 environment.apply_defaults()
 os.environ.pop("LESSON5_MIRROR", None)  # tests use generated data only
+# absl's logging handler (absl comes with Keras) keeps the sys.stderr of its making, under pytest the capture's
+# stream, and closes it when logging is reconfigured (dictConfig closes every handler ever made: Prefect's and MLflow's
+# set-up do) unless it is sys.stderr then; pytest's capture then fails with "I/O operation on closed file". The
+# handler is never attached here: pointed at the process's own stderr, it has nothing of pytest's to close.
+absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
 # pytest-xdist's workers share the cores: each worker's TensorFlow and stage processes get thread pools sized to its
 # share, not every core's (threads that spin for a core another worker holds); variables already set are kept
 for name, threads in thread_pool_env(os.cpu_count() or 1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))).items():

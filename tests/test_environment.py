@@ -151,3 +151,15 @@ def test_mlflows_advice_stays_out_of_a_stage_process_and_other_warnings_pass():
         check=True,
     )
     assert "Add type hints" not in nbsvm.stderr, nbsvm.stderr
+
+
+def test_logging_reconfigured_after_importing_keras_leaves_pytests_capture_open(capsys):
+    """Prefect's and MLflow's logging set-up (logging.config.dictConfig) closes every handler ever made; absl's
+    (Keras imports absl) would close pytest's captured stderr with it, and the test run with it (tests/conftest.py)."""
+    import logging.config
+
+    import keras  # noqa: F401
+
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    print("still captured", file=sys.stderr)
+    assert capsys.readouterr().err == "still captured\n"
