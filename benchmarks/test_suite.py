@@ -39,14 +39,19 @@ def workers() -> int:
     return int(shown.stdout)
 
 
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every process this one has started and waited for, so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def import_keras_cpu_s() -> float:
     """CPU seconds of `import keras` in a new process, the median of three runs."""
     seconds = []
     for _ in range(3):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = children_cpu_s()
         subprocess.run([sys.executable, "-c", "import keras"], cwd=REPO, capture_output=True, check=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        seconds.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+        seconds.append(children_cpu_s() - before)
     return sorted(seconds)[1]
 
 
@@ -56,14 +61,13 @@ def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...], float]:
     args, _, _ = TIERS[tier]
     load_before = os.getloadavg()
     keras_s = import_keras_cpu_s()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = children_cpu_s()
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", str(workers()), *args], cwd=REPO, capture_output=True, text=True
     )
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = children_cpu_s() - before
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     if result.returncode != 0:
         raise SystemExit(f"{tier} tier failed ({result.returncode}): {summary}\n{result.stdout[-3000:]}")
