@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 
-from pipelines.server import free_port, wait_healthy
 from stages.common.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -261,30 +260,6 @@ def record_result(
     with atomic_path(path) as tmp:
         tmp.write_text(results_bytes(records), encoding="utf-8")
     return record
-
-
-@contextlib.contextmanager
-def local_prefect_server(env: dict[str, str], cwd: str | os.PathLike, timeout: float = 180) -> Iterator[str]:
-    """`prefect server start` on a free 127.0.0.1 port with `env` (its PREFECT_HOME holds the SQLite store);
-    yields the API URL once /health answers and stops the server afterwards."""
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_healthy(api, server, timeout)
-        yield api
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @contextlib.contextmanager

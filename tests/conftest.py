@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import absl.logging
 import pytest
 import yaml
 
-from benchmarks.common import copy_project, local_prefect_server, set_nested
+from benchmarks.common import copy_project, set_nested
 from benchmarks.threads import thread_pool_env
 from stages.common import environment
 from tests.factories.repository import init_repository
@@ -258,9 +259,7 @@ def movielens_chain(tmp_path_factory, prefect_api, empty_mlflow_store) -> Projec
 
     from tests.factories.movielens import TARGETS, small_movielens
 
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the run's folder, above each worker's own
+    shared = run_folder(tmp_path_factory)
     root, done = shared / "movielens-chain" / "project", shared / "movielens-chain" / "flow.log"
     with FileLock(str(shared / "movielens-chain.lock")):
         if not done.exists():
@@ -279,14 +278,34 @@ def movielens_chain(tmp_path_factory, prefect_api, empty_mlflow_store) -> Projec
     return proj
 
 
+def run_folder(tmp_path_factory) -> Path:
+    """The test run's temporary folder: under pytest-xdist, the folder above each worker's own, which all share."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+PREFECT_SERVER_HOME = "prefect-server"  # the run's Prefect server's PREFECT_HOME, in the run's folder
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory) -> str:
-    """One real `prefect server start` (loopback, SQLite) for the whole session; flows, deployments and workers
-    of every test talk to it through PREFECT_API_URL instead of each starting a server of its own."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false"}
-    with local_prefect_server(env, home) as api:
-        yield api
+    """One real Prefect server (loopback, SQLite) for the whole test run, started by the first test that needs it
+    with the project's own `pipelines.server` (a file lock: one for every pytest-xdist worker; an idle server still
+    burns seconds of CPU a minute) and stopped when the run ends (`pytest_sessionfinish`). Flows, deployments and
+    workers of every test talk to it through PREFECT_API_URL."""
+    from pipelines import server
+
+    with mock.patch.dict(os.environ, PREFECT_UI_ENABLED="false"):
+        return server.ensure(run_folder(tmp_path_factory) / PREFECT_SERVER_HOME)["url"]
+
+
+def pytest_sessionfinish(session):
+    """The run's Prefect server stopped once every worker is done: by the pytest-xdist controller, or by the only
+    process of a run without workers."""
+    if not hasattr(session.config, "workerinput"):
+        from pipelines import server
+
+        server.stop(session.config._tmp_path_factory.getbasetemp() / PREFECT_SERVER_HOME)
 
 
 DURATIONS = Path(__file__).with_name("durations.json")

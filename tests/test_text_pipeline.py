@@ -34,34 +34,56 @@ def serve(project, http_server, data: bytes, name: str = "nietzsche.txt") -> Non
     )
 
 
-def test_dvc_repro_text_chain_tracks_samples_in_mlflow(project, http_server):
-    serve(project, http_server, generated_text(2000).encode() + b" werthsch\xe3\xa4tzung \xff end")
-    project.dvc("repro", "text_evaluate")
+def test_dvc_repro_text_chain_resumes_a_killed_char_lstm_and_tracks_samples_in_mlflow(project, http_server):
+    """The chain on a corpus with a broken UTF-8 character; its character LSTM (time-capped) killed mid-way first:
+    the chain's run resumes it after its last finished epoch with the epochs, batches and training seconds of before
+    the kill counted (its cap counts them too)."""
+    serve(project, http_server, generated_text(3000).encode() + b" werthsch\xe3\xa4tzung \xff end")
+    stage = "text_train@char_lstm"
+    models = {**MODELS, "char_lstm": {**MODELS["char_lstm"], "epochs": 6, "batch_size": 16}}
+    project.set_params({"text.models": models})
+    kill_when_backed_up(project, stage, lambda backup: backed_up_epochs(backup) > 0)
+    done = backed_up_epochs(project.root / ".cache/backup" / stage)
+    timer_state = next((project.root / ".cache/backup" / stage).glob("*/timer.json"))
+    seconds_before_kill = json.loads(timer_state.read_text())
+
+    result = project.dvc("repro", "text_evaluate")
+    assert f"{stage}: resuming after epoch" in result.stdout, result.stdout[-3000:]
+    resumed_at = int(result.stdout.split("resuming after epoch ")[1].split()[0])
+    assert done <= resumed_at < 6
+    assert f"Epoch {resumed_at + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
     root = project.root
+    timings = json.loads((root / "data/text/timings/train_char_lstm.json").read_text())
+    assert timings["train_seconds"] > seconds_before_kill[str(resumed_at)][0]  # the seconds before the kill counted
+    assert len((root / "data/text/history/char_lstm.csv").read_text().splitlines()) == 1 + 6
     stats = json.loads((root / "data/text/prepared/stats.json").read_text())
     assert stats["repaired_chars"] == 1 and stats["replaced_bytes"] == 1
-    for name in MODELS:
+    for name in models:
         metrics = json.loads((root / f"data/text/metrics/{name}.json").read_text())
         assert 0 < metrics["val_loss"] < 5 and metrics["probes_answered"] == 5
         samples = sorted(p.name for p in (root / f"data/text/samples/{name}").iterdir())
         assert samples == ["probes.json", "temperature_0.2.txt", "temperature_0.5.txt", "temperature_1.0.txt"]
         train = json.loads((root / f"data/text/metrics/train_{name}.json").read_text())
         timings = json.loads((root / f"data/text/timings/train_{name}.json").read_text())
-        assert timings["train_chars_per_s"] > 0 and train["epochs_run"] == 1 and "train_chars_per_s" not in train
-        assert train["cut_short"] == (name == "three_char")
+        assert timings["train_chars_per_s"] > 0 and "train_chars_per_s" not in train
+        assert train["epochs_run"] == models[name]["epochs"] and train["cut_short"] == (name == "three_char")
+    trained = json.loads((root / "data/text/metrics/train_char_lstm.json").read_text())
+    assert trained["epochs_trained"] == 6  # the batches before the kill counted
 
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesson5-text")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not a GenAI landing page
     assert "Nietzsche" in experiment.tags["mlflow.note.content"]  # the experiment's description
-    by_stage = {r.data.tags["dvc.stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(stage_runs_by_status(project, "text", stage)) == ["FINISHED", "KILLED"]
+    finished = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+    by_stage = {r.data.tags["dvc.stage"]: r for r in finished}
     assert {"text_train@three_char", "text_train@char_lstm", "text_evaluate@char_lstm"} <= set(by_stage)
     assert "max_minutes=1e-06" in by_stage["text_train@three_char"].data.tags["lesson5.cut_short"]
     assert "lesson5.cut_short" not in by_stage["text_train@char_lstm"].data.tags
     # one name per quantity, units in it (nats per character), the same artifact names on every model's rows
     evaluated, trained = by_stage["text_evaluate@char_lstm"], by_stage["text_train@char_lstm"]
     assert "val_loss_per_char" in evaluated.data.metrics and "val_loss" not in evaluated.data.metrics
-    names = [set(by_stage[f"text_train@{m}"].data.metrics) for m in MODELS]
+    names = [set(by_stage[f"text_train@{m}"].data.metrics) for m in models]
     assert names[0] == names[1] >= {"loss_per_char", "val_loss_per_char", "bits_per_char", "epochs"}
     assert not {"val_loss", "epochs_run", "epochs_trained", "final_val_loss"} & names[0]
     for run in (evaluated, trained):
@@ -73,39 +95,15 @@ def test_dvc_repro_text_chain_tracks_samples_in_mlflow(project, http_server):
     out = project.dvc("repro", "text_evaluate").stdout
     assert "Running stage" not in out
 
+    # the resumed LSTM ends where an uninterrupted run of it ends
+    resumed = json.loads((root / "data/text/metrics/train_char_lstm.json").read_text())
+    project.dvc("repro", "--force", "--single-item", stage)
+    uninterrupted = json.loads((root / "data/text/metrics/train_char_lstm.json").read_text())
+    assert resumed["final_val_loss"] == pytest.approx(uninterrupted["final_val_loss"], abs=0.05)
+
     # an empty corpus stops text_prepare with one clear line, not a traceback
     serve(project, http_server, b"", name="empty.txt")
     failed = project.dvc("repro", "text_prepare", check=False)
     assert failed.returncode != 0
     assert "data/text/raw/corpus.txt is empty" in failed.stderr + failed.stdout
     assert "Traceback" not in failed.stderr + failed.stdout
-
-
-def test_a_killed_char_lstm_resumes_with_its_epochs_and_minutes_counted(project, http_server):
-    """Killed mid-way, the time-capped character LSTM resumes after its last finished epoch with the epochs,
-    batches and training seconds of before the kill counted (its cap counts them too)."""
-    serve(project, http_server, generated_text(3000).encode())
-    stage = "text_train@char_lstm"
-    project.set_params({"text.models": {"char_lstm": {**MODELS["char_lstm"], "epochs": 6, "batch_size": 16}}})
-    project.dvc("repro", "text_prepare")
-    kill_when_backed_up(project, stage, lambda backup: backed_up_epochs(backup) > 0)
-    done = backed_up_epochs(project.root / ".cache/backup" / stage)
-    timer_state = next((project.root / ".cache/backup" / stage).glob("*/timer.json"))
-    seconds_before_kill = json.loads(timer_state.read_text())
-
-    result = project.dvc("repro", stage)
-    assert f"{stage}: resuming after epoch" in result.stdout, result.stdout[-3000:]
-    resumed_at = int(result.stdout.split("resuming after epoch ")[1].split()[0])
-    assert done <= resumed_at < 6
-    assert f"Epoch {resumed_at + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
-    train = json.loads((project.root / "data/text/metrics/train_char_lstm.json").read_text())
-    timings = json.loads((project.root / "data/text/timings/train_char_lstm.json").read_text())
-    assert train["epochs_run"] == 6 and train["epochs_trained"] == 6  # the batches before the kill counted
-    assert timings["train_seconds"] > seconds_before_kill[str(resumed_at)][0]  # and their seconds
-    assert len((project.root / "data/text/history/char_lstm.csv").read_text().splitlines()) == 1 + 6
-    assert project.dvc("status", stage).stdout.strip().endswith("Data and pipelines are up to date.")
-    runs = stage_runs_by_status(project, "text", stage)
-    assert sorted(runs) == ["FINISHED", "KILLED"]
-    project.dvc("repro", "--force", "--single-item", stage)  # uninterrupted
-    uninterrupted = json.loads((project.root / "data/text/metrics/train_char_lstm.json").read_text())
-    assert train["final_val_loss"] == pytest.approx(uninterrupted["final_val_loss"], abs=0.05)
