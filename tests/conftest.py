@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from benchmarks.common import copy_project, set_nested
+from benchmarks.test_suite import SHARED_SERVER_CPU
 from benchmarks.threads import thread_pool_env
 from stages.common import environment
 from tests.factories.repository import init_repository
@@ -299,13 +300,32 @@ def prefect_api(tmp_path_factory) -> str:
         return server.ensure(run_folder(tmp_path_factory) / PREFECT_SERVER_HOME)["url"]
 
 
+SERVER_CPU = pytest.StashKey[float]()
+
+
 def pytest_sessionfinish(session):
     """The run's Prefect server stopped once every worker is done: by the pytest-xdist controller, or by the only
-    process of a run without workers."""
+    process of a run without workers. Its CPU seconds are taken first: started detached, it is no process's
+    child by then, so pytest's own CPU time leaves it out."""
     if not hasattr(session.config, "workerinput"):
         from pipelines import server
 
-        server.stop(session.config._tmp_path_factory.getbasetemp() / PREFECT_SERVER_HOME)
+        home = session.config._tmp_path_factory.getbasetemp() / PREFECT_SERVER_HOME
+        state = server.running(home)
+        if state:
+            session.config.stash[SERVER_CPU] = process_cpu_s(state["pid"])
+        server.stop(home)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if SERVER_CPU in config.stash:  # benchmarks.test_suite adds it to the tier's CPU seconds
+        terminalreporter.write_line(f"{SHARED_SERVER_CPU} {config.stash[SERVER_CPU]:.1f} CPU s")
 
 
 DURATIONS = Path(__file__).with_name("durations.json")
