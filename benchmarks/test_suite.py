@@ -23,7 +23,7 @@ import time
 from benchmarks.common import REPO, benchmark_command, record_result
 
 # the line tests/conftest.py ends a run with: the CPU seconds of the test run's Prefect server, which no process
-# waits for (started detached, stopped by the run's last process), so getrusage leaves them out
+# waits for (started detached by a worker, stopped by pytest's controller), so getrusage leaves them out
 SHARED_SERVER_CPU = "the run's shared Prefect server used"
 TIERS = {
     "full": (["--store-durations"], "`make test`: the full suite, as CI runs it", "<= 8 min (goal)"),
