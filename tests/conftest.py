@@ -313,14 +313,11 @@ def pytest_sessionfinish(session):
         home = session.config._tmp_path_factory.getbasetemp() / PREFECT_SERVER_HOME
         state = server.running(home)
         if state:
-            session.config.stash[SERVER_CPU] = process_cpu_s(state["pid"])
+            import psutil
+
+            used = psutil.Process(state["pid"]).cpu_times()
+            session.config.stash[SERVER_CPU] = used.user + used.system
         server.stop(home)
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a running process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def pytest_terminal_summary(terminalreporter, config):

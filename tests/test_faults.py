@@ -133,11 +133,8 @@ def test_unreachable_mlflow_costs_no_output_and_relogging_works(prepared, tmp_pa
 
     # the documented re-log, once the server is back (here: the project's own store)
     project.dvc("repro", "--force", "--single-item", STAGE)
-    client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name("lesson5-movielens")
-    (relogged,) = client.search_runs(
-        [experiment.experiment_id], f"tags.`dvc.stage` = '{STAGE}'", order_by=["start_time DESC"], max_results=1
-    )
+    runs = [run for by_status in stage_runs_by_status(project, "movielens", STAGE).values() for run in by_status]
+    relogged = max(runs, key=lambda run: run.info.start_time)
     assert relogged.info.status == "FINISHED" and relogged.data.metrics["val_mse"] > 0  # the re-logged run is complete
 
 

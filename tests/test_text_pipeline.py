@@ -53,22 +53,23 @@ def test_dvc_repro_text_chain_resumes_a_killed_char_lstm_and_tracks_samples_in_m
     assert done <= resumed_at < 6
     assert f"Epoch {resumed_at + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
     root = project.root
-    timings = json.loads((root / "data/text/timings/train_char_lstm.json").read_text())
-    assert timings["train_seconds"] > seconds_before_kill[str(resumed_at)][0]  # the seconds before the kill counted
     assert len((root / "data/text/history/char_lstm.csv").read_text().splitlines()) == 1 + 6
     stats = json.loads((root / "data/text/prepared/stats.json").read_text())
     assert stats["repaired_chars"] == 1 and stats["replaced_bytes"] == 1
+    train, timings = {}, {}
     for name in models:
         metrics = json.loads((root / f"data/text/metrics/{name}.json").read_text())
         assert 0 < metrics["val_loss"] < 5 and metrics["probes_answered"] == 5
         samples = sorted(p.name for p in (root / f"data/text/samples/{name}").iterdir())
         assert samples == ["probes.json", "temperature_0.2.txt", "temperature_0.5.txt", "temperature_1.0.txt"]
-        train = json.loads((root / f"data/text/metrics/train_{name}.json").read_text())
-        timings = json.loads((root / f"data/text/timings/train_{name}.json").read_text())
-        assert timings["train_chars_per_s"] > 0 and "train_chars_per_s" not in train
-        assert train["epochs_run"] == models[name]["epochs"] and train["cut_short"] == (name == "three_char")
-    trained = json.loads((root / "data/text/metrics/train_char_lstm.json").read_text())
-    assert trained["epochs_trained"] == 6  # the batches before the kill counted
+        train[name] = json.loads((root / f"data/text/metrics/train_{name}.json").read_text())
+        timings[name] = json.loads((root / f"data/text/timings/train_{name}.json").read_text())
+        assert timings[name]["train_chars_per_s"] > 0 and "train_chars_per_s" not in train[name]
+        assert train[name]["epochs_run"] == models[name]["epochs"]
+        assert train[name]["cut_short"] == (name == "three_char")
+    # the batches and seconds before the kill counted
+    assert train["char_lstm"]["epochs_trained"] == 6
+    assert timings["char_lstm"]["train_seconds"] > seconds_before_kill[str(resumed_at)][0]
 
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesson5-text")
@@ -96,10 +97,9 @@ def test_dvc_repro_text_chain_resumes_a_killed_char_lstm_and_tracks_samples_in_m
     assert "Running stage" not in out
 
     # the resumed LSTM ends where an uninterrupted run of it ends
-    resumed = json.loads((root / "data/text/metrics/train_char_lstm.json").read_text())
     project.dvc("repro", "--force", "--single-item", stage)
     uninterrupted = json.loads((root / "data/text/metrics/train_char_lstm.json").read_text())
-    assert resumed["final_val_loss"] == pytest.approx(uninterrupted["final_val_loss"], abs=0.05)
+    assert train["char_lstm"]["final_val_loss"] == pytest.approx(uninterrupted["final_val_loss"], abs=0.05)
 
     # an empty corpus stops text_prepare with one clear line, not a traceback
     serve(project, http_server, b"", name="empty.txt")
