@@ -85,8 +85,13 @@ def test_scheduled_runs_execute_and_a_rerun_trains_nothing(project, http_server,
         assert first["loadavg_1m"] >= 0 and "wait_seconds.movielens_prepare" not in second
         assert second["stages_ran"] == 0 and second["stages_skipped"] == 2  # unchanged inputs: nothing runs
         assert runs[1].data.tags["prefect.flow_run_id"]
-        runs = deployment_runs(env, "lesson5-pipeline", "lesson5-scheduled")
-        assert len([r for r in runs if r["state_type"] == "COMPLETED"]) >= 2
+        # the flow ends its MLflow run before Prefect records the flow run's final state: wait for the state
+        states: list[str] = []
+        while states.count("COMPLETED") < 2 and not {"FAILED", "CRASHED"} & set(states):
+            assert time.monotonic() < deadline, f"deployment run states: {states}"
+            time.sleep(1)
+            states = [r["state_type"] for r in deployment_runs(env, "lesson5-pipeline", "lesson5-scheduled")]
+        assert states.count("COMPLETED") >= 2, f"deployment run states: {states}"
     finally:
         stop(serve)
 
