@@ -14,7 +14,6 @@ import mlflow
 import pytest
 import yaml
 
-from benchmarks.common import copy_project
 from pipelines.server import free_port
 from tests.conftest import (
     REPO,
@@ -23,24 +22,21 @@ from tests.conftest import (
     backed_up_epochs,
     clone_project,
     kill_when_backed_up,
+    new_project,
     stage_runs_by_status,
 )
 from tests.factories.movielens import movielens_zip, ratings_table
-from tests.factories.repository import init_repository
 
 STAGE = "movielens_train@bias"
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def prepared(tmp_path_factory, empty_mlflow_store):
     """A project copy with generated ratings downloaded and prepared by `dvc repro`, and one small bias model
     whose epochs are slow enough (batch 16) to be killed in the middle of one."""
     server = LoopbackServer(tmp_path_factory.mktemp("www"))
     url, sha = server.add("ml-latest-small.zip", movielens_zip(ratings_table(n_users=120, n_movies=80, per_user=40)))
-    root = tmp_path_factory.mktemp("faults") / "project"
-    copy_project(root)
-    project = Project(root)
-    init_repository(root)
+    project = new_project(tmp_path_factory.mktemp("faults") / "project", empty_mlflow_store)
     bias = {
         **project.params["movielens"]["models"]["bias"],
         "factors": 8,
