@@ -44,6 +44,17 @@ def deployment_runs(env: dict, flow: str, deployment: str) -> list[dict]:
     return api(env, "flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
 
 
+def deployment_states(env: dict, deployment: str, process: subprocess.Popen, deadline: float, done) -> list[str]:
+    """The state types of a deployment's flow runs, polled until `done(states)` holds, a run failed or crashed, or
+    `deadline` (time.monotonic()) passes; `process` (the serve process or worker running them) must stay up."""
+    while True:
+        assert process.poll() is None, f"exited: {' '.join(process.args[1:])}"
+        states = [r["state_type"] for r in deployment_runs(env, "lesson5-pipeline", deployment)]
+        if done(states) or {"FAILED", "CRASHED"} & set(states) or time.monotonic() > deadline:
+            return states
+        time.sleep(2)
+
+
 def finished_pipeline_runs(project) -> list:
     ensure_store(project.env["MLFLOW_TRACKING_URI"])  # the served flow may be creating it right now
     client = mlflow.MlflowClient(project.env["MLFLOW_TRACKING_URI"])
@@ -86,11 +97,7 @@ def test_scheduled_runs_execute_and_a_rerun_trains_nothing(project, http_server,
         assert second["stages_ran"] == 0 and second["stages_skipped"] == 2  # unchanged inputs: nothing runs
         assert runs[1].data.tags["prefect.flow_run_id"]
         # the flow ends its MLflow run before Prefect records the flow run's final state: wait for the state
-        states: list[str] = []
-        while states.count("COMPLETED") < 2 and not {"FAILED", "CRASHED"} & set(states):
-            assert time.monotonic() < deadline, f"deployment run states: {states}"
-            time.sleep(1)
-            states = [r["state_type"] for r in deployment_runs(env, "lesson5-pipeline", "lesson5-scheduled")]
+        states = deployment_states(env, "lesson5-scheduled", serve, deadline, lambda s: s.count("COMPLETED") >= 2)
         assert states.count("COMPLETED") >= 2, f"deployment run states: {states}"
     finally:
         stop(serve)
@@ -134,14 +141,7 @@ def test_a_work_pool_worker_runs_the_deployed_pipeline(project, http_server, pre
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 420
-        states = []
-        while time.monotonic() < deadline:
-            assert worker.poll() is None, "the worker exited"
-            states = [r["state_type"] for r in deployment_runs(env, "lesson5-pipeline", "nightly")]
-            if any(s in ("COMPLETED", "FAILED", "CRASHED") for s in states):
-                break
-            time.sleep(3)
+        states = deployment_states(env, "nightly", worker, time.monotonic() + 420, lambda s: "COMPLETED" in s)
         assert "COMPLETED" in states, f"deployment run states: {states}"
     finally:
         stop(worker)
