@@ -26,7 +26,7 @@ from typing import Any
 import networkx as nx
 import yaml
 
-from pipelines.dvc_runner import python_env, workload_of
+from pipelines.dvc_runner import python_env
 from stages.common.cli import StageError
 
 PROFILES = Path("profiles")
@@ -270,8 +270,8 @@ def gpu_line() -> str:
     return "TensorFlow sees no GPU: everything runs on the CPU (`make install GPU=1` on a machine with one)"
 
 
-def plan(profile: Profile, root: Path) -> tuple[str, list[str]]:
-    """(what will run, as text; the stages it reruns). Fails before anything runs if the overrides are invalid."""
+def plan(profile: Profile, root: Path) -> str:
+    """What will run, as text. Fails before anything runs if the overrides are invalid."""
     default = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     profiled = profiled_params(profile, root / "params.yaml")
     with contextlib.chdir(root):  # DVC names stages relative to the current folder
@@ -287,38 +287,15 @@ def plan(profile: Profile, root: Path) -> tuple[str, list[str]]:
     known = sum(c.seconds for c in costs if c.seconds)
     lines.append(f"  in all, at least {known / 3600:.1f} h with the stages run one at a time")
     lines.append(gpu_line())
-    return "\n".join(lines), stages
-
-
-def create_experiments(stages: list[str], root: Path) -> None:
-    """The MLflow experiment of each workload with a stage in `stages`, created here in the workspace where missing.
-    A local store puts a new experiment's artifacts under ./mlruns of the process that creates it: created by a stage
-    in `dvc exp run --temp`'s copy, they would go with the copy (the runs kept in the store, their models and plots
-    lost)."""
-    import mlflow
-
-    from stages.common import tracking
-
-    uri = tracking.tracking_uri(root)
-    if not uri.startswith("sqlite:///"):  # a tracking server keeps its artifacts in its own store
-        return
-    # ./mlruns resolves against the folder where this process first opens the store (MLflow keeps it per URI)
-    with contextlib.chdir(root):
-        tracking.ensure_store(uri)
-        client = mlflow.MlflowClient(uri)
-        for workload in sorted({workload_of(stage) for stage in stages}):
-            if client.get_experiment_by_name(tracking.experiment_name(workload)) is None:
-                client.create_experiment(tracking.experiment_name(workload), tags=tracking.experiment_tags(workload))
+    return "\n".join(lines)
 
 
 def run(name: str, root: Path, targets: list[str] | None = None, dry_run: bool = False) -> int:
     root = root.resolve()
     profile = load_profile(name, root)
-    text, stages = plan(profile, root)
-    print(text, flush=True)
+    print(plan(profile, root), flush=True)
     if dry_run:
         return 0
-    create_experiments(stages, root)
     experiment = f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", experiment]
     print(f"running the DVC experiment {experiment}: dvc exp run --temp --name {experiment} -S ...", flush=True)

@@ -12,7 +12,7 @@ import yaml
 from pipelines.profile import Profile, estimate, load_profile, profiled_params, readers, stages_to_rerun
 from stages.common.cli import StageError
 from stages.common.params import ParamsError
-from stages.common.tracking import tracking_uri
+from stages.common.tracking import stage_run, tracking_uri
 from tests.conftest import REPO
 
 PROFILES = sorted(path.stem for path in (REPO / "profiles").glob("*.yaml"))
@@ -93,6 +93,25 @@ def test_an_experiment_copy_of_the_workspace_tracks_to_the_repositorys_store(mon
     assert tracking_uri(copy) == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
     assert tracking_uri(tmp_path / "repo") == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
     assert tracking_uri(Path("/")) == "sqlite:////mlflow.db"
+
+
+def test_a_stage_in_an_experiment_copy_keeps_its_artifacts_in_the_repository(monkeypatch, tmp_path):
+    """The first stage to track creates its workload's experiment: from the copy, its models and plots go to the
+    repository's ./mlruns, not to the copy's, which DVC deletes."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    repo = tmp_path / "repo"
+    copy = repo / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    (copy / "curves.png").write_bytes(b"a plot")
+    with stage_run("movielens", "movielens_train@dot") as run:
+        run.log_artifact_as(copy / "curves.png", "plots/curves.png")
+    experiment = mlflow.MlflowClient(tracking_uri()).get_experiment_by_name("lesson5-movielens")
+    assert Path(experiment.artifact_location).is_relative_to(repo / "mlruns")
+    assert [p.read_bytes() for p in (repo / "mlruns").rglob("curves.png")] == [b"a plot"]
+    assert not (copy / "mlruns").exists()
 
 
 def test_a_relative_mirror_is_found_from_an_experiment_copy_of_the_workspace(monkeypatch, tmp_path):

@@ -56,7 +56,11 @@ def ensure_store(uri: str) -> None:
     MLflow's tracking store builds a new SQLite schema without a lock, so two processes opening an empty store at
     once (the flow and `make ui`, two runs, a stage and a client) both migrate it and one fails ("duplicate column",
     alembic's "expected to match one row"). Whoever comes first here creates it; the others wait, then find it.
-    A server URI is left alone: the server owns its schema."""
+    A server URI is left alone: the server owns its schema.
+
+    A new experiment's artifacts go to ./mlruns of the folder where the process first opened the store (MLflow keeps
+    the store per URI): it is opened from the repository, not from the copy that `dvc exp run --temp` or `dvc queue`
+    runs the stages in, whose ./mlruns (models, plots) would be deleted with it."""
     if not uri.startswith("sqlite:///") or uri in _STORES_READY:
         return
     from filelock import FileLock, Timeout
@@ -68,7 +72,7 @@ def ensure_store(uri: str) -> None:
     database.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(f"{database}.lock", timeout=STORE_LOCK_TIMEOUT_S)
     try:
-        with lock:
+        with lock, contextlib.chdir(environment.repository_root()):
             mlflow.MlflowClient(uri).search_experiments(max_results=1)  # opening an empty store creates its schema
     except Timeout:
         raise StageError(
