@@ -17,6 +17,7 @@ from tests.conftest import REPO
 
 PROFILES = sorted(path.stem for path in (REPO / "profiles").glob("*.yaml"))
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
+EXPERIMENT_COPY = Path(".dvc/tmp/exps/tmpab12cd")  # where `dvc exp run --temp` and `dvc queue` copy the workspace
 
 
 def get(params: dict, dotted: str):
@@ -89,7 +90,7 @@ def test_the_estimate_is_work_over_the_measured_throughput(tmp_path):
 def test_an_experiment_copy_of_the_workspace_tracks_to_the_repositorys_store(monkeypatch, tmp_path):
     """`dvc exp run --temp` and `dvc queue` run stages under <repo>/.dvc/tmp/exps/<copy>/, deleted afterwards."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy = tmp_path / "repo" / EXPERIMENT_COPY
     assert tracking_uri(copy) == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
     assert tracking_uri(tmp_path / "repo") == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
     assert tracking_uri(Path("/")) == "sqlite:////mlflow.db"
@@ -102,7 +103,7 @@ def test_a_stage_in_an_experiment_copy_keeps_its_artifacts_in_the_repository(mon
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     repo = tmp_path / "repo"
-    copy = repo / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy = repo / EXPERIMENT_COPY
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
     (copy / "curves.png").write_bytes(b"a plot")
@@ -124,7 +125,7 @@ def test_a_relative_mirror_is_found_from_an_experiment_copy_of_the_workspace(mon
     mirror.mkdir(parents=True)
     (mirror / "file.txt").write_bytes(data)
     (mirror / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()}  file.txt\n")
-    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy = tmp_path / "repo" / EXPERIMENT_COPY
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
     monkeypatch.setenv("LESSON5_MIRROR", "../shared/data")
