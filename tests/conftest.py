@@ -192,6 +192,12 @@ def empty_mlflow_store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def mlflow_store(tmp_path, empty_mlflow_store) -> str:
+    """The tracking URI of an empty store of the test's own, <tmp_path>/mlflow.db (a copy: no migrations to pay)."""
+    return copy_mlflow_store(empty_mlflow_store, tmp_path)
+
+
+@pytest.fixture
 def project(tmp_path, empty_mlflow_store) -> Project:
     return new_project(tmp_path / "project", empty_mlflow_store)
 

@@ -12,11 +12,10 @@ from stages.common.tracking import stage_run
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+def store(tmp_path, monkeypatch, mlflow_store) -> str:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     monkeypatch.chdir(tmp_path)  # the champion lock lives in .cache/ of the repository root
-    return uri
+    return mlflow_store
 
 
 def trained(tmp_path, name: str, factors: int):

@@ -220,7 +220,7 @@ def test_processes_opening_an_empty_store_at_once_all_track_into_it(tmp_path):
     assert "WARNING: MLflow" not in result.stderr, result.stderr[-3000:]  # no stage gave up on tracking
 
 
-def test_only_runs_whose_process_is_gone_are_closed_as_ghosts(tmp_path):
+def test_only_runs_whose_process_is_gone_are_closed_as_ghosts(tmp_path, mlflow_store):
     from stages.common import tracking
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -231,7 +231,7 @@ def test_only_runs_whose_process_is_gone_are_closed_as_ghosts(tmp_path):
         "reused pid": f"{host}:{os.getpid()}:1.000",  # our pid, another start time: a killed process's pid reused
         "other host": f"some-other-machine:{os.getpid()}:1.000",  # not ours to judge
     }
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient(mlflow_store)
     experiment = client.create_experiment("lesson5-movielens")
     runs = {
         name: client.create_run(experiment, tags={"dvc.stage": STAGE, tracking.PROCESS_TAG: process}).info.run_id

@@ -32,7 +32,7 @@ def test_a_state_file_left_by_a_dead_server_is_not_taken_for_a_running_one(tmp_p
 
 
 @pytest.mark.slow
-def test_the_first_run_starts_the_server_later_ones_reuse_it_and_stop_ends_it(tmp_path):
+def test_the_first_run_starts_the_server_later_ones_reuse_it_and_stop_ends_it(tmp_path, mlflow_store):
     home = tmp_path / "prefect"
     first = server(home, "url")
     assert first.returncode == 0, first.stderr
@@ -48,12 +48,7 @@ def test_the_first_run_starts_the_server_later_ones_reuse_it_and_stop_ends_it(tm
     flow = subprocess.run(
         [sys.executable, "-m", "pipelines.flow", "--root", str(root)],
         cwd=root,
-        env={
-            **os.environ,
-            "PREFECT_API_URL": api,
-            "PYTHONPATH": str(REPO),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
-        },
+        env={**os.environ, "PREFECT_API_URL": api, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_store},
         capture_output=True,
         text=True,
         timeout=300,

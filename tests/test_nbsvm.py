@@ -71,7 +71,7 @@ def test_c_is_chosen_by_the_validation_reviews_alone():
     assert flipped_summary["chosen_C"] == candidates[int(np.argmax(flipped["val_accuracy"]))]
 
 
-def test_the_saved_model_reads_raw_text_through_keras_and_mlflow_without_pickle(tmp_path, monkeypatch):
+def test_the_saved_model_reads_raw_text_through_keras_and_mlflow_without_pickle(tmp_path, monkeypatch, mlflow_store):
     import mlflow
 
     from stages.imdb import nbsvm
@@ -84,15 +84,16 @@ def test_the_saved_model_reads_raw_text_through_keras_and_mlflow_without_pickle(
     assert loaded.predict(np.array(reviews, dtype=object), verbose=0).reshape(-1) == pytest.approx(expected)
     assert expected[0] > 0.5 > expected[1]
 
-    from stages.common.tracking import stage_run
+    from stages.common.tracking import experiment_name, stage_run
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    # its experiment made here first, so the logged model goes to tmp_path, not to the project's own mlruns/
+    mlflow.MlflowClient(mlflow_store).create_experiment(experiment_name("imdb"), (tmp_path / "mlruns").as_uri())
     monkeypatch.chdir(REPO)  # the model's code and the `stages` package it ships are read from the project
     with stage_run("imdb", "imdb_train@nbsvm") as run:
         run.log_text_model(str(tmp_path / "nbsvm.keras"), "stages/imdb/nbsvm_serving.py", "nbsvm", 1)
     assert run.active  # logged, not degraded to a warning
-    (logged,) = mlflow.MlflowClient(uri).search_logged_models([run_experiment(uri)])
+    (logged,) = mlflow.MlflowClient(mlflow_store).search_logged_models([run_experiment(mlflow_store)])
     served = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")  # what `mlflow models serve` answers with
     answer = np.asarray(served.predict(pd.DataFrame({"review": reviews}))).reshape(-1)
     assert answer == pytest.approx(expected, abs=1e-6)

@@ -18,11 +18,10 @@ ROWS = [
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+def client(tmp_path, monkeypatch, mlflow_store):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     monkeypatch.chdir(tmp_path)
-    return mlflow.MlflowClient(uri)
+    return mlflow.MlflowClient(mlflow_store)
 
 
 def train_run(names=None):
