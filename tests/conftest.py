@@ -375,9 +375,13 @@ class DurationRecorder:
             DURATIONS.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own set-up of its temporary folders
 def pytest_configure(config):
     if config.getoption("--store-durations"):
         config.pluginmanager.register(DurationRecorder(config), "lesson5-durations")
+    # What Prefect keeps of the tests' flows (a failed run's result, a worker's files) goes to the run's folder, not
+    # to the project's .prefect/ (PREFECT_HOME in the Makefile); set before a test module imports Prefect
+    os.environ["PREFECT_HOME"] = str(run_folder(config._tmp_path_factory) / "prefect-home")
 
 
 def served_predictions(model_uri: str, env: dict[str, str], payload: dict) -> list:
