@@ -7,7 +7,9 @@ other (no other job beside them: run it on a quiet machine). The full tier also 
 (`--store-durations`), the order the next run starts its slow tests in. Recorded: wall time, CPU seconds (user +
 system of pytest and everything it started), the load average before the run and the machine's speed then: the CPU
 seconds of `import keras` in a new process, which every stage process pays (on this VM it moved between about 4 and
-10 s from hour to hour, and the suite's time with it).
+10 s from hour to hour, and the suite's time with it). The full tier also records where its CPU time went: the share
+of each kind of process (stage commands, pytest's own workers, dvc commands, flows, Prefect), read once a second
+from every process started during the run, the killed ones and the detached Prefect server included.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import re
 import resource
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 
 from benchmarks.common import REPO, benchmark_command, record_result
 
@@ -29,6 +33,59 @@ TIERS = {
     "full": (["--store-durations"], "`make test`: the full suite, as CI runs it", "<= 8 min (goal)"),
     "check": (["-m", "not slow"], "`make check`'s tests (not marked slow)", "<= 2 min (goal)"),
 }
+
+
+# The kinds of process a census counts, each by what its command line holds (the first that matches; else "other")
+PROCESS_KINDS = {
+    "stages": re.compile(r" -m stages\."),
+    "flows": re.compile(r" -m pipelines\.flow"),
+    "pytest": re.compile(r" -m pytest|exec\(eval\(sys\.stdin"),  # pytest and its xdist workers: in-process tests
+    "dvc": re.compile(r"/dvc |/dvc/__main__\.py| -m dvc "),
+    "prefect": re.compile(r"prefect| -m pipelines\.serve"),  # the shared server, workers, served deployments
+}
+
+
+def process_kind(command_line: str) -> str:
+    return next((kind for kind, pattern in PROCESS_KINDS.items() if pattern.search(command_line)), "other")
+
+
+class ProcessCensus(threading.Thread):
+    """The CPU seconds of every process started while it runs, read every half second and summed by `process_kind`:
+    a process that ends between two readings counts with its last one, one shorter than that may be missed."""
+
+    def __init__(self):
+        import psutil
+
+        super().__init__(daemon=True)
+        self.stopped = threading.Event()
+        # by pid and start time (a pid can be reused); not by start time alone, which psutil rounds to the boot second
+        self.before = {(proc.pid, proc.info["create_time"]) for proc in psutil.process_iter(["create_time"])}
+        self.seen: dict[tuple[int, float], tuple[str, float]] = {}  # (kind, CPU s) of each process started since
+
+    def run(self) -> None:
+        import psutil
+
+        while not self.stopped.wait(0.5):
+            for proc in psutil.process_iter(["create_time"]):
+                key = (proc.pid, proc.info["create_time"])
+                if key in self.before:
+                    continue
+                try:
+                    kind = self.seen[key][0] if key in self.seen else process_kind(" ".join(proc.cmdline()))
+                    used = proc.cpu_times()
+                except psutil.Error:  # ended meanwhile
+                    continue
+                self.seen[key] = (kind, used.user + used.system)
+
+    def stop(self) -> tuple[Counter, Counter]:
+        """({kind: CPU s}, {kind: processes})."""
+        self.stopped.set()
+        self.join()
+        cpu, count = Counter(), Counter()
+        for kind, seconds in self.seen.values():
+            cpu[kind] += seconds
+            count[kind] += 1
+        return cpu, count
 
 
 def workers() -> int:
@@ -65,25 +122,29 @@ def shared_server_cpu_s(output: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...], float]:
-    """(wall s, CPU s, tests passed, load before, `import keras` CPU s before) of one tier; fails when a test
-    fails."""
+def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...], float, tuple[Counter, Counter] | None]:
+    """(wall s, CPU s, tests passed, load before, `import keras` CPU s before, the full tier's process census) of
+    one tier; fails when a test fails."""
     args, _, _ = TIERS[tier]
     load_before = os.getloadavg()
     keras_s = import_keras_cpu_s()
+    census = ProcessCensus() if tier == "full" else None
     before = children_cpu_s()
     started = time.perf_counter()
+    if census:
+        census.start()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", str(workers()), *args], cwd=REPO, capture_output=True, text=True
     )
     wall = time.perf_counter() - started
+    counted = census.stop() if census else None
     cpu = children_cpu_s() - before + shared_server_cpu_s(result.stdout)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     if result.returncode != 0:
         raise SystemExit(f"{tier} tier failed ({result.returncode}): {summary}\n{result.stdout[-3000:]}")
     print(result.stdout[result.stdout.find("slowest 15") - 30 :])
     passed = int(summary.split(" passed")[0].split()[-1])
-    return wall, cpu, passed, load_before, keras_s
+    return wall, cpu, passed, load_before, keras_s, counted
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     command = benchmark_command("benchmarks.test_suite", argv)
     # every tier first, then the records: a record written between tiers would fail the next tier's docs test
     measured = {tier: run_tier(tier) for tier in args.tiers}
-    for tier, (wall, cpu, passed, load, keras_s) in measured.items():
+    for tier, (wall, cpu, passed, load, keras_s, counted) in measured.items():
         _, what, goal = TIERS[tier]
         print(f"{tier}: {passed} tests in {wall:.0f} s, {cpu:.0f} CPU s ({cpu / wall:.2f} cores busy)")
         loads = " / ".join(f"{x:.2f}" for x in load)
@@ -119,6 +180,25 @@ def main(argv: list[str] | None = None) -> None:
             unit="s",
             command=command,
             note=f"{cpu / wall:.2f} of {os.cpu_count()} cores busy on average",
+        )
+        if counted:
+            record_census(tier, *counted, cpu, command)
+
+
+def record_census(tier: str, cpu: Counter, count: Counter, tier_cpu: float, command: str) -> None:
+    total = sum(cpu.values())
+    print(f"census: {total:.0f} CPU s seen (the tier's own count: {tier_cpu:.0f})")
+    for kind in [*PROCESS_KINDS, "other"]:
+        print(f"  {kind}: {count[kind]} processes, {cpu[kind]:.0f} CPU s ({100 * cpu[kind] / total:.0f} %)")
+        record_result(
+            "tests",
+            f"tests.{tier}.cpu_share.{kind}",
+            round(100 * cpu[kind] / total, 1),
+            description=f"{TIERS[tier][1]}, the share of its CPU time in {kind} processes (its process census)",
+            unit="%",
+            command=command,
+            note=f"{count[kind]} processes, {cpu[kind]:.0f} of the {total:.0f} CPU s the census saw "
+            f"(the tier's own count: {tier_cpu:.0f})",
         )
 
 
