@@ -302,8 +302,25 @@ def prefect_api(tmp_path_factory) -> str:
     workers of every test talk to it through PREFECT_API_URL."""
     from pipelines import server
 
-    with mock.patch.dict(os.environ, PREFECT_UI_ENABLED="false"):
+    with mock.patch.dict(os.environ, PREFECT_UI_ENABLED="false", **UNUSED_SERVER_SERVICES):
         return server.ensure(run_folder(tmp_path_factory) / PREFECT_SERVER_HOME)["url"]
+
+
+# The server's loop services no test uses (automations, late or paused runs, stale workers and leases): off, they
+# save a quarter of an idle server's CPU (2.4 CPU s a minute with them, 1.8 without, measured side by side). The
+# scheduler, and the event and task-run recorders that put task runs into the run graph, stay on.
+UNUSED_SERVER_SERVICES = {
+    f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+    for name in (
+        "CANCELLATION_CLEANUP",
+        "CLEANUP_RECONCILER",
+        "FOREMAN",
+        "LATE_RUNS",
+        "PAUSE_EXPIRATIONS",
+        "REPOSSESSOR",
+        "TRIGGERS",
+    )
+}
 
 
 SERVER_CPU = pytest.StashKey[float]()
