@@ -7,9 +7,10 @@ other (no other job beside them: run it on a quiet machine). The full tier also 
 (`--store-durations`), the order the next run starts its slow tests in. Recorded: wall time, CPU seconds (user +
 system of pytest and everything it started), the load average before the run and the machine's speed then: the CPU
 seconds of `import keras` in a new process, which every stage process pays (on this VM it moved between about 4 and
-10 s from hour to hour, and the suite's time with it). The full tier also records where its CPU time went: the share
-of each kind of process (stage commands, pytest's own workers, dvc commands, flows, Prefect), read once a second
-from every process started during the run, the killed ones and the detached Prefect server included.
+10 s from hour to hour, and the suite's time with it), and the share of the machine's CPU time busy during the run
+(every process's: near 100 %, the run is bound by CPU). The full tier also records where its CPU time went: the
+share of each kind of process (stage commands, pytest's own workers, dvc commands, flows, Prefect), read every half
+second from every process started during the run, the killed ones and the detached Prefect server included.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from typing import NamedTuple
 
 from benchmarks.common import REPO, benchmark_command, record_result
 
@@ -36,6 +38,14 @@ TIERS = {
 
 
 # The kinds of process a census counts, each by what its command line holds (the first that matches; else "other")
+KIND_NAMES = {
+    "stages": "stage commands (`python -m stages...`)",
+    "flows": "Prefect flows (`python -m pipelines.flow`)",
+    "pytest": "pytest and its workers (the in-process tests)",
+    "dvc": "dvc commands",
+    "prefect": "Prefect servers, workers and served deployments",
+    "other": "other processes (git, servers of MLflow and PostgreSQL, helpers)",
+}
 PROCESS_KINDS = {
     "stages": re.compile(r" -m stages\."),
     "flows": re.compile(r" -m pipelines\.flow"),
@@ -100,6 +110,24 @@ def workers() -> int:
     return int(shown.stdout)
 
 
+def machine_times() -> tuple[int, int] | None:
+    """(busy, all) CPU time of the whole machine so far, in clock ticks, from Linux's /proc/stat (None elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(field) for field in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time that was busy between two `machine_times` readings, every process's."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def children_cpu_s() -> float:
     """User + system CPU seconds of every process this one has started and waited for, so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -122,14 +150,23 @@ def shared_server_cpu_s(output: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...], float, tuple[Counter, Counter] | None]:
-    """(wall s, CPU s, tests passed, load before, `import keras` CPU s before, the full tier's process census) of
-    one tier; fails when a test fails."""
+class TierRun(NamedTuple):
+    wall_s: float
+    cpu_s: float  # pytest's and every process it started (the shared Prefect server included)
+    passed: int
+    load_before: tuple[float, ...]
+    keras_cpu_s: float  # `import keras` before the run: the machine's speed then
+    machine_busy: float | None  # the share of the machine's CPU time busy during the run, every process's
+    census: tuple[Counter, Counter] | None  # the full tier's ({kind: CPU s}, {kind: processes})
+
+
+def run_tier(tier: str) -> TierRun:
+    """One tier, timed; fails when a test fails."""
     args, _, _ = TIERS[tier]
     load_before = os.getloadavg()
     keras_s = import_keras_cpu_s()
     census = ProcessCensus() if tier == "full" else None
-    before = children_cpu_s()
+    before, machine_before = children_cpu_s(), machine_times()
     started = time.perf_counter()
     if census:
         census.start()
@@ -137,6 +174,7 @@ def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...], float, tu
         [sys.executable, "-m", "pytest", "-q", "-n", str(workers()), *args], cwd=REPO, capture_output=True, text=True
     )
     wall = time.perf_counter() - started
+    machine_busy = busy_share(machine_before, machine_times())
     counted = census.stop() if census else None
     cpu = children_cpu_s() - before + shared_server_cpu_s(result.stdout)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
@@ -144,7 +182,7 @@ def run_tier(tier: str) -> tuple[float, float, int, tuple[float, ...], float, tu
         raise SystemExit(f"{tier} tier failed ({result.returncode}): {summary}\n{result.stdout[-3000:]}")
     print(result.stdout[result.stdout.find("slowest 15") - 30 :])
     passed = int(summary.split(" passed")[0].split()[-1])
-    return wall, cpu, passed, load_before, keras_s, counted
+    return TierRun(wall, cpu, passed, load_before, keras_s, machine_busy, counted)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,18 +192,19 @@ def main(argv: list[str] | None = None) -> None:
     command = benchmark_command("benchmarks.test_suite", argv)
     # every tier first, then the records: a record written between tiers would fail the next tier's docs test
     measured = {tier: run_tier(tier) for tier in args.tiers}
-    for tier, (wall, cpu, passed, load, keras_s, counted) in measured.items():
+    for tier, run in measured.items():
         _, what, goal = TIERS[tier]
-        print(f"{tier}: {passed} tests in {wall:.0f} s, {cpu:.0f} CPU s ({cpu / wall:.2f} cores busy)")
-        loads = " / ".join(f"{x:.2f}" for x in load)
+        cores = os.cpu_count()
+        print(f"{tier}: {run.passed} tests in {run.wall_s:.0f} s, {run.cpu_s:.0f} CPU s")
+        loads = " / ".join(f"{x:.2f}" for x in run.load_before)
         note = (
-            f"{passed} tests, {workers()} workers on {os.cpu_count()} cores; load before: {loads}; "
-            f"`import keras` before: {keras_s:.1f} CPU s (the machine's speed then)"
+            f"{run.passed} tests, {workers()} workers on {cores} cores; load before: {loads}; "
+            f"`import keras` before: {run.keras_cpu_s:.1f} CPU s (the machine's speed then)"
         )
         record_result(
             "tests",
             f"tests.{tier}.wall_s",
-            round(wall),
+            round(run.wall_s),
             description=f"{what}, wall time (the load before it is in the note)",
             unit="s",
             fastai=goal,
@@ -175,14 +214,26 @@ def main(argv: list[str] | None = None) -> None:
         record_result(
             "tests",
             f"tests.{tier}.cpu_s",
-            round(cpu),
+            round(run.cpu_s),
             description=f"{what}, CPU seconds of pytest and every process it started",
             unit="s",
             command=command,
-            note=f"{cpu / wall:.2f} of {os.cpu_count()} cores busy on average",
+            note=f"{run.cpu_s / run.wall_s:.2f} of {cores} cores on average",
         )
-        if counted:
-            record_census(tier, *counted, cpu, command)
+        if run.machine_busy is not None:
+            print(f"  the machine's CPU busy meanwhile: {100 * run.machine_busy:.0f} %")
+            record_result(
+                "tests",
+                f"tests.{tier}.machine_busy",
+                round(100 * run.machine_busy, 1),
+                description=f"{what}, the share of the machine's CPU time busy during the run (every process's, "
+                "the kernel's included: /proc/stat)",
+                unit="%",
+                command=command,
+                note=f"{cores} cores: near 100 %, the run is bound by CPU, and more workers cannot shorten it",
+            )
+        if run.census:
+            record_census(tier, *run.census, run.cpu_s, command)
 
 
 def record_census(tier: str, cpu: Counter, count: Counter, tier_cpu: float, command: str) -> None:
@@ -194,7 +245,7 @@ def record_census(tier: str, cpu: Counter, count: Counter, tier_cpu: float, comm
             "tests",
             f"tests.{tier}.cpu_share.{kind}",
             round(100 * cpu[kind] / total, 1),
-            description=f"{TIERS[tier][1]}, the share of its CPU time in {kind} processes (its process census)",
+            description=f"{TIERS[tier][1]}, the share of its CPU time in {KIND_NAMES[kind]} (its process census)",
             unit="%",
             command=command,
             note=f"{count[kind]} processes, {cpu[kind]:.0f} of the {total:.0f} CPU s the census saw "
