@@ -183,6 +183,34 @@ def test_a_stage_that_loses_the_experiment_creation_race_still_tracks_into_its_e
     assert used == created  # not "0", MLflow's Default experiment
 
 
+def test_a_stage_that_loses_the_race_to_tag_a_new_experiment_still_tracks_into_it(tmp_path):
+    """Stages starting together on a new experiment all find it untagged and all tag it; a loser's insert fails
+    on a UNIQUE constraint (seen once in the run below). Simulated here: the winner's tags land while the loser's
+    call is under way, which then fails as the store fails it."""
+    code = textwrap.dedent("""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+        from stages.common.tracking import experiment_tags, stage_run
+        experiment = mlflow.MlflowClient().create_experiment("lesson5-movielens")  # the winner's, not tagged yet
+        def tagged_meanwhile(tags):
+            for key, value in experiment_tags("movielens").items():
+                mlflow.MlflowClient().set_experiment_tag(experiment, key, value)
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: experiment_tags.key, "
+                                  "experiment_tags.experiment_id")
+        mlflow.set_experiment_tags = tagged_meanwhile
+        with stage_run("movielens", "movielens_train@dot") as run:
+            pass
+        print("RUN", experiment, mlflow.MlflowClient().get_run(run.run_id).info.experiment_id)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "UNIQUE constraint failed" not in result.stderr and "WARNING: MLflow" not in result.stderr, result.stderr
+    created, used = result.stdout.split("RUN")[1].split()
+    assert used == created
+
+
 @pytest.mark.slow  # processes importing MLflow
 def test_processes_opening_an_empty_store_at_once_all_track_into_it(tmp_path):
     """MLflow builds a new SQLite schema without a lock: processes that open an empty store together both migrate

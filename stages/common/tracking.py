@@ -511,7 +511,15 @@ def _start(workload: str, stage: str, tags: dict[str, str]):
     mlflow.set_experiment(experiment_id=experiment.experiment_id)
     wanted = experiment_tags(workload)
     if missing := {k: v for k, v in wanted.items() if k not in experiment.tags}:  # a user's edit stays
-        mlflow.set_experiment_tags(missing)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mlflow.set_experiment_tags(missing)
+        except MlflowException:
+            # stages starting at once on a new experiment all set its tags, and a loser's insert fails (a UNIQUE
+            # constraint): fine once the tags are there
+            if not missing.keys() <= mlflow.get_experiment(experiment.experiment_id).tags.keys():
+                raise
     parent = os.environ.get(PARENT_RUN_ENV) or None
     return mlflow.start_run(run_name=stage, tags=tags, parent_run_id=parent, nested=bool(parent))
 
