@@ -8,9 +8,10 @@ other (no other job beside them: run it on a quiet machine). The full tier also 
 system of pytest and everything it started), the load average before the run and the machine's speed then: the CPU
 seconds of `import keras` in a new process, which every stage process pays (on this VM it moved between about 4 and
 10 s from hour to hour, and the suite's time with it), and the share of the machine's CPU time busy during the run
-(every process's: near 100 %, the run is bound by CPU). The full tier also records where its CPU time went: the
-share of each kind of process (stage commands, pytest's own workers, dvc commands, flows, Prefect), read every half
-second from every process started during the run, the killed ones and the detached Prefect server included.
+(every process's: near 100 %, the run is bound by CPU and more workers cannot shorten it). The full tier also
+records where its CPU time went: the share of each kind of process (stage commands, pytest's own workers, dvc
+commands, flows, Prefect), read every half second from every process started during the run, the killed ones and
+the detached Prefect server included.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import threading
 import time
 from collections import Counter
 from typing import NamedTuple
+
+import psutil
 
 from benchmarks.common import REPO, benchmark_command, record_result
 
@@ -64,8 +67,6 @@ class ProcessCensus(threading.Thread):
     a process that ends between two readings counts with its last one, one shorter than that may be missed."""
 
     def __init__(self):
-        import psutil
-
         super().__init__(daemon=True)
         self.stopped = threading.Event()
         # by pid and start time (a pid can be reused); not by start time alone, which psutil rounds to the boot second
@@ -73,8 +74,6 @@ class ProcessCensus(threading.Thread):
         self.seen: dict[tuple[int, float], tuple[str, float]] = {}  # (kind, CPU s) of each process started since
 
     def run(self) -> None:
-        import psutil
-
         while not self.stopped.wait(0.5):
             for proc in psutil.process_iter(["create_time"]):
                 key = (proc.pid, proc.info["create_time"])
@@ -110,22 +109,17 @@ def workers() -> int:
     return int(shown.stdout)
 
 
-def machine_times() -> tuple[int, int] | None:
-    """(busy, all) CPU time of the whole machine so far, in clock ticks, from Linux's /proc/stat (None elsewhere)."""
-    try:
-        with open("/proc/stat") as stat:
-            ticks = [int(field) for field in stat.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    idle = ticks[3] + ticks[4]  # idle and iowait
-    return sum(ticks) - idle, sum(ticks)
+def busy_share(before, after) -> float | None:
+    """The share of the machine's CPU time busy between two `psutil.cpu_times()` readings (every process's, the
+    kernel's included); None when no time passed."""
 
+    def idle_and_total(times) -> tuple[float, float]:  # guest time is counted in user time already (Linux)
+        guest = getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
+        return times.idle + getattr(times, "iowait", 0.0), sum(times) - guest
 
-def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """The share of the machine's CPU time that was busy between two `machine_times` readings, every process's."""
-    if before is None or after is None or after[1] == before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
+    (idle_before, total_before), (idle_after, total_after) = idle_and_total(before), idle_and_total(after)
+    total = total_after - total_before
+    return (total - (idle_after - idle_before)) / total if total > 0 else None
 
 
 def children_cpu_s() -> float:
@@ -166,7 +160,7 @@ def run_tier(tier: str) -> TierRun:
     load_before = os.getloadavg()
     keras_s = import_keras_cpu_s()
     census = ProcessCensus() if tier == "full" else None
-    before, machine_before = children_cpu_s(), machine_times()
+    before, machine_before = children_cpu_s(), psutil.cpu_times()
     started = time.perf_counter()
     if census:
         census.start()
@@ -174,7 +168,7 @@ def run_tier(tier: str) -> TierRun:
         [sys.executable, "-m", "pytest", "-q", "-n", str(workers()), *args], cwd=REPO, capture_output=True, text=True
     )
     wall = time.perf_counter() - started
-    machine_busy = busy_share(machine_before, machine_times())
+    machine_busy = busy_share(machine_before, psutil.cpu_times())
     counted = census.stop() if census else None
     cpu = children_cpu_s() - before + shared_server_cpu_s(result.stdout)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
@@ -227,10 +221,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"tests.{tier}.machine_busy",
                 round(100 * run.machine_busy, 1),
                 description=f"{what}, the share of the machine's CPU time busy during the run (every process's, "
-                "the kernel's included: /proc/stat)",
+                "the kernel's included)",
                 unit="%",
                 command=command,
-                note=f"{cores} cores: near 100 %, the run is bound by CPU, and more workers cannot shorten it",
+                note=f"{cores} cores; near 100 % the run is bound by CPU, and more workers cannot shorten it",
             )
         if run.census:
             record_census(tier, *run.census, run.cpu_s, command)

@@ -294,18 +294,6 @@ def run_folder(tmp_path_factory) -> Path:
 PREFECT_SERVER_HOME = "prefect-server"  # the run's Prefect server's PREFECT_HOME, in the run's folder
 
 
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory) -> str:
-    """One real Prefect server (loopback, SQLite) for the whole test run, started by the first test that needs it
-    with the project's own `pipelines.server` (a file lock: one for every pytest-xdist worker; an idle server still
-    burns seconds of CPU a minute) and stopped when the run ends (`pytest_sessionfinish`). Flows, deployments and
-    workers of every test talk to it through PREFECT_API_URL."""
-    from pipelines import server
-
-    with mock.patch.dict(os.environ, PREFECT_UI_ENABLED="false", **UNUSED_SERVER_SERVICES):
-        return server.ensure(run_folder(tmp_path_factory) / PREFECT_SERVER_HOME)["url"]
-
-
 # The server's loop services no test uses (automations, late or paused runs, stale workers and leases): off, they
 # save a quarter of an idle server's CPU (2.4 CPU s a minute with them, 1.8 without, measured side by side). The
 # scheduler, and the event and task-run recorders that put task runs into the run graph, stay on.
@@ -321,6 +309,18 @@ UNUSED_SERVER_SERVICES = {
         "TRIGGERS",
     )
 }
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> str:
+    """One real Prefect server (loopback, SQLite) for the whole test run, started by the first test that needs it
+    with the project's own `pipelines.server` (a file lock: one for every pytest-xdist worker; an idle server still
+    burns seconds of CPU a minute) and stopped when the run ends (`pytest_sessionfinish`). Flows, deployments and
+    workers of every test talk to it through PREFECT_API_URL."""
+    from pipelines import server
+
+    with mock.patch.dict(os.environ, PREFECT_UI_ENABLED="false", **UNUSED_SERVER_SERVICES):
+        return server.ensure(run_folder(tmp_path_factory) / PREFECT_SERVER_HOME)["url"]
 
 
 SERVER_CPU = pytest.StashKey[float]()

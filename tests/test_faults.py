@@ -183,7 +183,7 @@ def test_a_stage_that_loses_the_experiment_creation_race_still_tracks_into_its_e
     assert used == created  # not "0", MLflow's Default experiment
 
 
-def test_a_stage_that_loses_the_race_to_tag_a_new_experiment_still_tracks_into_it(tmp_path):
+def test_a_stage_that_loses_the_race_to_tag_a_new_experiment_still_tracks_into_it(tmp_path, mlflow_store):
     """Stages starting together on a new experiment all find it untagged and all tag it; a loser's insert fails
     on a UNIQUE constraint (seen once in the run below). Simulated here: the winner's tags land while the loser's
     call is under way, which then fails as the store fails it."""
@@ -202,7 +202,7 @@ def test_a_stage_that_loses_the_race_to_tag_a_new_experiment_still_tracks_into_i
             pass
         print("RUN", experiment, mlflow.MlflowClient().get_run(run.run_id).info.experiment_id)
     """)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_store}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
