@@ -40,7 +40,7 @@ def test_dvc_repro_text_chain_resumes_a_killed_char_lstm_and_tracks_samples_in_m
     the kill counted (its cap counts them too)."""
     serve(project, http_server, generated_text(3000).encode() + b" werthsch\xe3\xa4tzung \xff end")
     stage = "text_train@char_lstm"
-    models = {**MODELS, "char_lstm": {**MODELS["char_lstm"], "epochs": 6, "batch_size": 16}}
+    models = {**MODELS, "char_lstm": {**MODELS["char_lstm"], "epochs": 6, "batch_size": 64}}
     project.set_params({"text.models": models})
     kill_when_backed_up(project, stage, lambda backup: backed_up_epochs(backup) > 0)
     done = backed_up_epochs(project.root / ".cache/backup" / stage)
