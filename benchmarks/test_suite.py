@@ -148,6 +148,7 @@ class TierRun(NamedTuple):
     wall_s: float
     cpu_s: float  # pytest's and every process it started (the shared Prefect server included)
     passed: int
+    workers: int  # pytest-xdist's workers (the Makefile's TEST_WORKERS)
     load_before: tuple[float, ...]
     keras_cpu_s: float  # `import keras` before the run: the machine's speed then
     machine_busy: float | None  # the share of the machine's CPU time busy during the run, every process's
@@ -160,12 +161,13 @@ def run_tier(tier: str) -> TierRun:
     load_before = os.getloadavg()
     keras_s = import_keras_cpu_s()
     census = ProcessCensus() if tier == "full" else None
+    n_workers = workers()
     before, machine_before = children_cpu_s(), psutil.cpu_times()
     started = time.perf_counter()
     if census:
         census.start()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", str(workers()), *args], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "pytest", "-q", "-n", str(n_workers), *args], cwd=REPO, capture_output=True, text=True
     )
     wall = time.perf_counter() - started
     machine_busy = busy_share(machine_before, psutil.cpu_times())
@@ -176,7 +178,7 @@ def run_tier(tier: str) -> TierRun:
         raise SystemExit(f"{tier} tier failed ({result.returncode}): {summary}\n{result.stdout[-3000:]}")
     print(result.stdout[result.stdout.find("slowest 15") - 30 :])
     passed = int(summary.split(" passed")[0].split()[-1])
-    return TierRun(wall, cpu, passed, load_before, keras_s, machine_busy, counted)
+    return TierRun(wall, cpu, passed, n_workers, load_before, keras_s, machine_busy, counted)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,13 +188,13 @@ def main(argv: list[str] | None = None) -> None:
     command = benchmark_command("benchmarks.test_suite", argv)
     # every tier first, then the records: a record written between tiers would fail the next tier's docs test
     measured = {tier: run_tier(tier) for tier in args.tiers}
+    cores = os.cpu_count()
     for tier, run in measured.items():
         _, what, goal = TIERS[tier]
-        cores = os.cpu_count()
         print(f"{tier}: {run.passed} tests in {run.wall_s:.0f} s, {run.cpu_s:.0f} CPU s")
         loads = " / ".join(f"{x:.2f}" for x in run.load_before)
         note = (
-            f"{run.passed} tests, {workers()} workers on {cores} cores; load before: {loads}; "
+            f"{run.passed} tests, {run.workers} workers on {cores} cores; load before: {loads}; "
             f"`import keras` before: {run.keras_cpu_s:.1f} CPU s (the machine's speed then)"
         )
         record_result(

@@ -568,7 +568,8 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
         }
     )
     project.dvc("repro", "dogscats_prepare")
-    photos = len(pd.read_csv(root / "prepared/manifest.csv"))
+    splits = pd.read_csv(root / "prepared/manifest.csv")["split"]
+    photos, n_train, n_valid = len(splits), (splits == "train").sum(), (splits == "valid").sum()
     progress = project.root / ".cache/backup/dogscats_features"
     kill_when_backed_up(project, "dogscats_features", lambda backup: any(backup.glob("*/progress.json")))
     checkpointed = json.loads(next(progress.glob("*/progress.json")).read_text())["features.npy"]
@@ -603,13 +604,11 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
     kill_when_backed_up(project, "dogscats_train", lambda backup: any(backup.glob("*/dense.json")))
     heads = project.dvc("repro", "dogscats_train").stdout
     assert "dense: kept from the interrupted run" in heads, heads[-3000:]
-    n_train = (pd.read_csv(root / "prepared/manifest.csv")["split"] == "train").sum()
     assert f"training on {2 * n_train:,} images (half of them mirrored)" in heads  # twice the images
     assert len(list((root / "models").glob("*.keras"))) == 3
     assert sorted(stage_runs_by_status(project, "dogscats", "dogscats_train@dense")) == ["FINISHED"]  # tracked once
     # evaluate scores each head also averaged with the mirrored images' predictions
     project.dvc("repro", "dogscats_evaluate")
-    n_valid = (pd.read_csv(root / "prepared/manifest.csv")["split"] == "valid").sum()
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
     assert all(m["n_valid"] == n_valid and 0 <= m["flip_averaged_val_accuracy"] <= 1 for m in metrics.values())
 
