@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from stages.common.cpu import NOTED_FLAGS, cpu_flags, cpu_model
 from stages.common.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,11 +44,12 @@ RECORD_FIELDS = {
     "commit": "`git rev-parse HEAD` when measured; '-dirty' appended when tracked files differed from it",
     "date": "UTC, ISO 8601",
     "machine": "cores, loadavg [1, 5, 15 min] at the end of the measurement (or null), cpu model (or null); "
-    "loadavg_note where only words are known",
+    "loadavg_note where only words are known; cpu_flags: which of stages.common.cpu.NOTED_FLAGS the CPU has "
+    "(records from 2026-12-08 on: the model name alone does not tell an AMX Xeon from one without bfloat16)",
     "note": "free text: provenance, per-run details, or null",
 }
 MACHINE_FIELDS = {"cores", "loadavg", "cpu"}
-MACHINE_OPTIONAL = {"loadavg_note"}
+MACHINE_OPTIONAL = {"loadavg_note", "cpu_flags"}
 
 
 def require_mirror() -> str:
@@ -140,17 +142,13 @@ def git_commit() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """Cores, load average now (the end of a measurement) and the CPU model."""
-    cpu = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    """Cores, load average now (the end of a measurement), the CPU model and its noted flags (None: unknown)."""
+    flags = cpu_flags()
     return {
         "cores": os.cpu_count(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
-        "cpu": cpu or platform.processor() or None,
+        "cpu": cpu_model() or platform.processor() or None,
+        "cpu_flags": None if flags is None else [f for f in NOTED_FLAGS if f in flags],
     }
 
 

@@ -114,7 +114,16 @@ def load(r: dict) -> str:
     m = r["machine"]
     shown = " / ".join(f"{x:.2f}" for x in m["loadavg"]) if m["loadavg"] else ""
     note = m.get("loadavg_note")
-    return (f"{shown} ({note})" if shown and note else shown or note) + f"; {m['cores']} cores"
+    return (f"{shown} ({note})" if shown and note else shown or note) + f"; {m['cores']} cores" + cpu_kind(m)
+
+
+def cpu_kind(m: dict) -> str:
+    """How the CPU computes bfloat16, where the record knows its flags: the model name alone does not tell."""
+    flags = m.get("cpu_flags")
+    if flags is None:
+        return ""
+    native = [name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512_BF16")) if flag in flags]
+    return f"; {' + '.join(native) if native else 'no bfloat16 instructions'}"
 
 
 def results_page(workloads: dict[str, list[dict]]) -> str:
