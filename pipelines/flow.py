@@ -1,17 +1,22 @@
 """The main job: a Prefect flow generated from dvc.yaml, one task per DVC stage.
 
-    python -m pipelines.flow [STAGE ...] [--max-parallel N]
+    python -m pipelines.flow [STAGE ...] [--max-parallel N] [--dry-run]
 
 Stages run in dependency order as soon as their upstream stages finish, up to
 `pipeline.max_parallel` stage commands at once; DVC decides what is up to date (see
-pipelines/dvc_runner.py for how this stays equivalent to `dvc repro`). A failing
-stage stops only the stages downstream of it; the flow ends with a summary of
-what ran, what was skipped and what failed, and why.
+pipelines/dvc_runner.py for how this stays equivalent to `dvc repro`). Before the
+first stage, this machine's speed is measured for a few seconds and the run's time
+estimated (pipelines/estimate.py): a free slot goes to the stage heading the longest
+remaining path, and each finished stage logs the time left. A failing stage stops only
+the stages downstream of it; the flow ends with a summary of what ran, what was
+skipped and what failed, and why.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import logging
 import os
 import sys
@@ -24,8 +29,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field, field_validator
 
+from pipelines import estimate
 from pipelines.dvc_runner import DvcRunner, StageInfo, python_env
-from stages.common.params import ParamsError, Schema, load_params
+from stages.common.params import ParamsError, Schema, load_params, read_params_file
 from stages.common.resume import safe_load_yaml
 from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, WorkloadParents, stage_run, tracking_uri, warm_up
 
@@ -64,6 +70,63 @@ class StageFailed(RuntimeError):
     pass
 
 
+class Slots:
+    """At most `size` stage commands at once; a freed slot goes to the waiting stage of the highest priority (its
+    longest remaining path), so the stages with slack wait and the critical path does not."""
+
+    def __init__(self, size: int):
+        self._free, self._waiting, self._order = size, [], itertools.count()
+        self._changed = threading.Condition()
+
+    def acquire(self, priority: float, blocking: bool = True) -> bool:
+        with self._changed:
+            if not blocking and (not self._free or self._waiting):
+                return False
+            entry = (-priority, next(self._order))
+            heapq.heappush(self._waiting, entry)
+            while not (self._free and self._waiting[0] == entry):
+                self._changed.wait()
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            self._changed.notify_all()
+            return True
+
+    def release(self) -> None:
+        with self._changed:
+            self._free += 1
+            self._changed.notify_all()
+
+
+class Progress:
+    """Which stages of this run are done or running, and the time left by the run's estimate."""
+
+    def __init__(self, upstream: dict[str, tuple[str, ...]], seconds: dict[str, float] | None, slots: int):
+        self.upstream, self.seconds, self.slots = upstream, seconds, slots
+        self.done: set[str] = set()
+        self.started: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def priority(self, stage: str) -> float:
+        return estimate.remaining_path(self.upstream, self.seconds)[stage] if self.seconds else 0.0
+
+    def start(self, stage: str) -> None:
+        with self._lock:
+            self.started[stage] = time.perf_counter()
+
+    def finish(self, stage: str) -> str:
+        """Marks `stage` done; a line saying how far the run is."""
+        with self._lock:
+            self.done.add(stage)
+            self.started.pop(stage, None)
+            line = f"progress: {len(self.done)} of {len(self.upstream)} stages done"
+            if not self.seconds:
+                return line
+            now = time.perf_counter()
+            running = {s: now - t for s, t in self.started.items()}
+            left = estimate.simulate(self.upstream, self.seconds, self.slots, frozenset(self.done), running)
+            return f"{line}, about {estimate.minutes(left)} left (estimate)"
+
+
 def api_only(run_logger) -> logging.LoggerAdapter:
     """A logger for the run of `run_logger` that writes to Prefect's API only: the terminal has the line already."""
     from prefect.logging.handlers import APILogHandler
@@ -81,7 +144,8 @@ def reproduce_stage(
     runner: DvcRunner,
     info: StageInfo,
     env: dict[str, str],
-    slots: threading.Semaphore,
+    slots: Slots,
+    progress: Progress,
     parents: WorkloadParents,
     timeout_s: float,
 ) -> dict:
@@ -93,6 +157,7 @@ def reproduce_stage(
     outcome = runner.prepare(info.name)
     if outcome != "run":
         logger.info("%s: %s", info.name, "up to date" if outcome == "skipped" else "restored from the run-cache")
+        logger.info(progress.finish(info.name))
         return {"status": outcome, "waited": 0.0, "seconds": time.perf_counter() - started}
 
     to_prefect = api_only(logger)
@@ -102,9 +167,11 @@ def reproduce_stage(
         sys.stderr.flush()
         to_prefect.info(line)
 
-    if not slots.acquire(blocking=False):
+    priority = progress.priority(info.name)
+    if not slots.acquire(priority, blocking=False):
         logger.info("%s waits for a free slot (pipeline.max_parallel)", info.name)
-        slots.acquire()
+        slots.acquire(priority)
+    progress.start(info.name)
     waited = time.perf_counter() - started
     logger.info("%s: running `%s`", info.name, info.cmd)
     if parent := parents.run_id(info.workload):
@@ -116,7 +183,7 @@ def reproduce_stage(
     if code != 0:
         raise StageFailed(f"`{info.cmd}` exited with {code}:\n{tail}")
     runner.record(info.name)
-    logger.info("%s finished and recorded in dvc.lock", info.name)
+    logger.info("%s finished and recorded in dvc.lock; %s", info.name, progress.finish(info.name))
     ran = time.perf_counter() - started - waited
     return {"status": "ran", "waited": waited, "seconds": ran, "cpu_seconds": cpu_seconds}
 
@@ -146,9 +213,23 @@ def up_to_date(runner: DvcRunner, stages: dict[str, StageInfo]) -> dict[str, Sta
         started = time.perf_counter()
         if all(u in settled for u in info.upstream) and runner.unchanged(name):
             settled[name] = StageResult(name, "skipped", seconds=time.perf_counter() - started)
-    if settled:
-        get_run_logger().info("%d of %d stages up to date with their upstream: not run", len(settled), len(stages))
     return settled
+
+
+def pending(stages: dict[str, StageInfo], settled: dict) -> dict[str, tuple[str, ...]]:
+    """The stages not settled, each with its upstream stages that are not settled either."""
+    return {n: tuple(u for u in info.upstream if u not in settled) for n, info in stages.items() if n not in settled}
+
+
+def run_estimate(
+    stages: dict[str, StageInfo], settled: dict, root: str, slots: int, env: dict[str, str]
+) -> estimate.Plan | None:
+    """The estimate of the stages not settled (pipelines/estimate.py); None when nothing is left to run."""
+    upstream = pending(stages, settled)
+    if not upstream:
+        return None
+    params_file = Path(root) / "params.yaml"
+    return estimate.plan(upstream, read_params_file(params_file), params_file, Path(root), slots, env)
 
 
 def schedule(
@@ -157,14 +238,16 @@ def schedule(
     params: PipelineParams,
     env: dict[str, str],
     parents: WorkloadParents,
+    settled: dict[str, StageResult],
+    seconds: dict[str, float] | None,
 ) -> list[StageResult]:
     """Every stage this run may change submitted at once, each waiting for its upstream stages (Prefect's
     `wait_for`, which also draws the DVC graph in Prefect's UI): a failure leaves only its downstream stages not
-    run. At most `max_parallel` stage commands run at once (a semaphore inside the task), so up-to-date checks are
-    never throttled. Prefect's thread pool is unbounded by default: a stage waiting for its upstream never holds
-    back another."""
-    slots = threading.Semaphore(params.max_parallel)
-    settled = up_to_date(runner, stages)
+    run. At most `max_parallel` stage commands run at once (slots taken inside the task, the longest remaining path
+    first by `seconds`), so up-to-date checks are never throttled. Prefect's thread pool is unbounded by default: a
+    stage waiting for its upstream never holds back another."""
+    slots = Slots(params.max_parallel)
+    progress = Progress(pending(stages, settled), seconds, params.max_parallel)
     futures = {}
     for name, info in stages.items():  # dependency order: every upstream future exists already
         if name in settled:
@@ -177,6 +260,7 @@ def schedule(
             info,
             env,
             slots,
+            progress,
             parents,
             params.timeout_s(name),
             wait_for=[futures[u] for u in info.upstream if u in futures],
@@ -220,6 +304,16 @@ def disk_usage(root: str) -> dict[str, float]:
                         seen.add((stat.st_dev, stat.st_ino))
                         usage["total"] += stat.st_size / 1e6
     return usage
+
+
+def estimate_metrics(planned: estimate.Plan | None) -> dict[str, float]:
+    """The run's estimate as MLflow metrics: the calibrated rates, each stage's seconds and the wall time, so a
+    finished run can refit the estimate (`python -m benchmarks.estimate`)."""
+    if not planned or not planned.seconds:
+        return {}
+    rates = {f"estimate.rate.{k}": v for k, v in planned.rates.items() if isinstance(v, (int, float))}
+    seconds = {f"estimate.seconds.{s.replace('@', '.')}": v for s, v in planned.seconds.items()}
+    return {"estimate.wall_seconds": planned.wall, **rates, **seconds}
 
 
 def format_summary(
@@ -293,6 +387,13 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
         # `dvc repro` meanwhile stops at once instead of racing the flow
         with runner.hold_lock():
             stages = runner.stages(targets)
+            settled = up_to_date(runner, stages)
+            logger = get_run_logger()
+            if settled:
+                logger.info("%d of %d stages up to date with their upstream: not run", len(settled), len(stages))
+            planned = run_estimate(stages, settled, root, params.max_parallel, env)
+            if planned:
+                logger.info(planned.text)
             with stage_run(
                 "pipeline",
                 "pipeline",
@@ -302,7 +403,7 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
                 if parent.run_id:
                     env[PARENT_RUN_ENV] = parent.run_id
                 parents = WorkloadParents(parent.run_id, {"prefect.flow_run_id": env[FLOW_RUN_ENV]})
-                results = schedule(runner, stages, params, env, parents)
+                results = schedule(runner, stages, params, env, parents, settled, planned.seconds if planned else None)
                 parents.finish({stages[r.stage].workload for r in results if r.status in ("failed", "blocked")})
                 wall, load, disk = time.perf_counter() - started, os.getloadavg(), disk_usage(root)
                 summary = format_summary(results, wall, load, disk)
@@ -320,7 +421,9 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
                 }
                 loads = dict(zip(("loadavg_1m", "loadavg_5m", "loadavg_15m"), load, strict=True))
                 disk_mb = {f"disk_mb.{area}": mb for area, mb in disk.items()}
-                parent.log_metrics({"wall_seconds": wall, **counts, **stage_times, **loads, **disk_mb})
+                parent.log_metrics(
+                    {"wall_seconds": wall, **counts, **stage_times, **loads, **disk_mb, **estimate_metrics(planned)}
+                )
                 parent.log_text(summary, "pipeline_summary.txt")
                 summary_artifact(results, wall, parent.run_id)
     finally:
@@ -332,6 +435,19 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
     return [asdict(r) for r in results]
 
 
+def dry_run(targets: list[str] | None, max_parallel: int | None, root: str) -> int:
+    """What `make run` would run, and how long it would take here; nothing runs and no Prefect run is made."""
+    params = load_params("pipeline", PipelineParams, os.path.join(root, "params.yaml"))
+    runner = DvcRunner(root)
+    stages = runner.stages(targets)
+    settled = up_to_date(runner, stages)
+    to_run = [s for s in stages if s not in settled]
+    print(f"{len(to_run)} of {len(stages)} stages would run: {', '.join(to_run)}")
+    planned = run_estimate(stages, settled, root, max_parallel or params.max_parallel, python_env())
+    print(planned.text if planned else "nothing to run: every stage is up to date")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="*", help="stages to reproduce with their upstream (default: all)")
@@ -340,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", help="run profiles/<PROFILE>.yaml's overrides as a DVC experiment instead (pipelines/profile.py)"
     )
-    parser.add_argument("--dry-run", action="store_true", help="with --profile: print the plan, run nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would run and the estimate for this machine, run nothing"
+    )
     args = parser.parse_args(argv)
     if args.profile:
         from pipelines.profile import run
@@ -353,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         except StageError as err:
             print(f"ERROR: {err}", file=sys.stderr)
             return 2
+    if args.dry_run:
+        return dry_run(args.targets or None, args.max_parallel, args.root)
     # MLflow's import and store set-up overlap Prefect's start-up (an ephemeral server takes ~10 s to answer)
     threading.Thread(target=warm_up, args=(args.root,), name="mlflow-warm-up", daemon=True).start()
     state = pipeline(args.targets or None, args.max_parallel, args.root, return_state=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipelines.profile import Profile, estimate, load_profile, profiled_params, readers, stages_to_rerun
+from pipelines.profile import Profile, load_profile, profiled_params, readers, stages_to_rerun
 from stages.common.cli import StageError
 from stages.common.params import ParamsError
 from stages.common.tracking import stage_run, tracking_uri
@@ -65,26 +64,6 @@ def test_a_bad_override_stops_before_anything_runs_and_says_which(overrides, say
 def test_an_unknown_profile_names_the_ones_there_are(tmp_path):
     with pytest.raises(StageError, match="no profile 'fulll'.*full"):
         load_profile("fulll", REPO)
-
-
-def test_the_estimate_is_work_over_the_measured_throughput(tmp_path):
-    for path, content in {
-        "data/dogscats/timings/features.json": {"steady_images_per_s": 4.0},
-        "data/dogscats/prepared/report.json": {"usable": 8000},
-        "data/text/timings/train_char_lstm.json": {"train_chars_per_s": 10_000.0},
-        "data/text/prepared/stats.json": {"n_train_chars": 500_000},
-    }.items():
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text(json.dumps(content))
-    profile = load_profile("full", REPO)
-    profiled = profiled_params(profile, REPO / "params.yaml")
-    costs = {c.stage: c for c in estimate(["dogscats_features", "text_train@char_lstm"], DEFAULT, profiled, tmp_path)}
-    assert costs["dogscats_features"].seconds == pytest.approx(8000 * 2 / 4.0)  # every photo and its mirror image
-    # 2x512 against 2x256 (embedding 24, 57 characters): the multiply-adds per character, 3.9 times as many
-    per_char = [4 * u * (n + u) for n, u in ((24, 512), (512, 512))]
-    default_per_char = [4 * u * (n + u) for n, u in ((24, 256), (256, 256))]
-    ratio = (sum(per_char) + 512 * 57) / (sum(default_per_char) + 256 * 57)
-    assert costs["text_train@char_lstm"].seconds == pytest.approx(30 * 500_000 * ratio / 10_000)
 
 
 def test_an_experiment_copy_of_the_workspace_tracks_to_the_repositorys_store(monkeypatch, tmp_path):
