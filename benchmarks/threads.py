@@ -56,7 +56,7 @@ def run_stages(
     started = time.perf_counter()
 
     def run(info: StageInfo) -> tuple[float, float]:
-        code, tail, cpu_seconds = runner.run_command(info, env, lambda line: None)
+        code, tail, cpu_seconds, _ = runner.run_command(info, env, lambda line: None)
         if code != 0:
             raise SystemExit(f"{info.name} failed:\n{tail}")
         return time.perf_counter() - started, cpu_seconds

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import networkx as nx
 
@@ -40,6 +41,13 @@ class StageInfo:
 def workload_of(stage: str) -> str:
     """The workload a dvc.yaml stage belongs to: its name up to the first underscore (imdb_train@cnn: imdb)."""
     return stage.split("_", 1)[0]
+
+
+class Finished(NamedTuple):
+    code: int
+    tail: str  # the output's last lines
+    cpu_seconds: float | None  # of the command and every process it started
+    peak_mb: float | None  # the largest resident memory of any one of those processes
 
 
 class DvcInternalsError(RuntimeError):
@@ -267,9 +275,10 @@ class DvcRunner:
         echo: Callable[[str], None],
         progress_every: float = 15.0,
         timeout_s: float | None = None,
-    ) -> tuple[int, str, float | None]:
-        """Run the stage's cmd as DVC would (shell, repo root); stream its lines to `echo`; return (code, tail, the
-        CPU seconds of the command and every process it started; None when a timeout's stop reaped it).
+    ) -> Finished:
+        """Run the stage's cmd as DVC would (shell, repo root); stream its lines to `echo`; return its exit code, the
+        tail of its output, and the CPU seconds and peak memory of the command and every process it started (None
+        when a timeout's stop reaped it).
 
         Progress bars redraw a line with a carriage return and no newline: those redraws are echoed at most
         every `progress_every` seconds, so a long stage shows its progress without flooding the log. A command
@@ -310,9 +319,9 @@ class DvcRunner:
         try:  # wait4: the exit status with the CPU time of the shell and of every process it waited for
             _, status, usage = os.wait4(proc.pid, 0)
             code = proc.returncode = os.waitstatus_to_exitcode(status)
-            cpu_s = usage.ru_utime + usage.ru_stime
+            cpu_s, peak_mb = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # Linux: KiB
         except ChildProcessError:  # already reaped by the timeout's stop (below)
-            code, cpu_s = proc.returncode or 0, None
+            code, cpu_s, peak_mb = proc.returncode or 0, None, None
         if timer:
             timer.cancel()
             timer.join()  # when it fired: until everything the command started is stopped too
@@ -321,7 +330,7 @@ class DvcRunner:
             code = code or 124
             note = f"stopped: still running after its timeout of {timeout_s / 60:g} min (pipeline.timeout_minutes)"
             emit(note.encode())
-        return code, "\n".join(tail), cpu_s
+        return Finished(code, "\n".join(tail), cpu_s, peak_mb)
 
 
 def _stop_tree(pid: int, grace_s: float = 10.0) -> None:

@@ -63,6 +63,7 @@ class StageResult:
     seconds: float = 0.0  # running (or checking) the stage, not waiting for a slot
     waited: float = 0.0  # waiting for a free slot (pipeline.max_parallel)
     cpu_seconds: float | None = None  # CPU time of its command and every process that command started
+    peak_mb: float | None = None  # the largest resident memory of one of those processes
     error: str = ""
 
 
@@ -177,7 +178,7 @@ def reproduce_stage(
     if parent := parents.run_id(info.workload):
         env = {**env, PARENT_RUN_ENV: parent}
     try:
-        code, tail, cpu_seconds = runner.run_command(info, env, echo, timeout_s=timeout_s)
+        code, tail, cpu_seconds, peak_mb = runner.run_command(info, env, echo, timeout_s=timeout_s)
     finally:
         slots.release()
     if code != 0:
@@ -185,7 +186,7 @@ def reproduce_stage(
     runner.record(info.name)
     logger.info("%s finished and recorded in dvc.lock; %s", info.name, progress.finish(info.name))
     ran = time.perf_counter() - started - waited
-    return {"status": "ran", "waited": waited, "seconds": ran, "cpu_seconds": cpu_seconds}
+    return {"status": "ran", "waited": waited, "seconds": ran, "cpu_seconds": cpu_seconds, "peak_mb": peak_mb}
 
 
 def check_timeouts(params: PipelineParams, dvc_yaml: str) -> None:
@@ -328,7 +329,8 @@ def format_summary(
     for r in results:
         waited = f"  (waited {r.waited:.1f}s for a slot)" if r.waited >= 0.1 else ""
         cpu = f"  cpu {r.cpu_seconds:7.1f}s = {r.cpu_seconds / r.seconds:4.2f} cores" if r.cpu_seconds else ""
-        lines.append(f"  {r.status:<9} {r.stage:<32} {r.seconds:8.1f}s{cpu}{waited}")
+        memory = f"  peak {r.peak_mb:6,.0f} MB" if r.peak_mb else ""
+        lines.append(f"  {r.status:<9} {r.stage:<32} {r.seconds:8.1f}s{cpu}{memory}{waited}")
         if r.error:
             lines.extend(f"      {line}" for line in r.error.splitlines()[-8:])
     return "\n".join(lines)
@@ -419,10 +421,19 @@ def pipeline(targets: list[str] | None = None, max_parallel: int | None = None, 
                     for what, value in (("run", r.seconds), ("wait", r.waited), ("cpu", r.cpu_seconds))
                     if (r.status == "ran" or what == "run") and value is not None
                 }
+                peaks = {f"peak_mb.{r.stage.replace('@', '.')}": r.peak_mb for r in results if r.peak_mb}
                 loads = dict(zip(("loadavg_1m", "loadavg_5m", "loadavg_15m"), load, strict=True))
                 disk_mb = {f"disk_mb.{area}": mb for area, mb in disk.items()}
                 parent.log_metrics(
-                    {"wall_seconds": wall, **counts, **stage_times, **loads, **disk_mb, **estimate_metrics(planned)}
+                    {
+                        "wall_seconds": wall,
+                        **counts,
+                        **stage_times,
+                        **peaks,
+                        **loads,
+                        **disk_mb,
+                        **estimate_metrics(planned),
+                    }
                 )
                 parent.log_text(summary, "pipeline_summary.txt")
                 summary_artifact(results, wall, parent.run_id)

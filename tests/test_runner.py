@@ -31,7 +31,7 @@ def reproduce(runner: DvcRunner, name: str) -> str:
     """What the flow's task does for one stage, in order."""
     outcome = runner.prepare(name)
     if outcome == "run":
-        code, tail, _ = runner.run_command(runner.stages([name])[name], python_env(), lambda line: None)
+        code, tail, *_ = runner.run_command(runner.stages([name])[name], python_env(), lambda line: None)
         assert code == 0, tail
         runner.record(name)
     return outcome
@@ -82,7 +82,7 @@ def test_a_failing_command_returns_its_code_and_the_tail_of_its_output(tmp_path)
     root = toy_project(tmp_path, {"bad": write_file_stage("data/bad.txt", fail="disk on fire")})
     runner = DvcRunner(root)
     assert runner.prepare("bad") == "run"
-    code, tail, _ = runner.run_command(runner.stages()["bad"], python_env(), lambda line: None)
+    code, tail, *_ = runner.run_command(runner.stages()["bad"], python_env(), lambda line: None)
     assert code == 3 and tail.splitlines()[-1] == "disk on fire"
     assert not (root / "dvc.lock").exists()
 
@@ -97,7 +97,7 @@ def test_a_command_past_its_timeout_is_stopped_with_what_it_started_and_fails(tm
     root = toy_project(tmp_path, {"stuck": {"cmd": f'python -c "{script}"', "outs": ["data/stuck.txt"]}})
     runner = DvcRunner(root)
     assert runner.prepare("stuck") == "run"
-    code, tail, _ = runner.run_command(runner.stages()["stuck"], python_env(), lambda line: None, timeout_s=6)
+    code, tail, *_ = runner.run_command(runner.stages()["stuck"], python_env(), lambda line: None, timeout_s=6)
     assert code != 0 and tail.splitlines()[-1].startswith("stopped: still running after its timeout of 0.1 min"), tail
     child = int((root / "child.pid").read_text())  # written at once; 6 s leave room on a loaded machine
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
@@ -130,7 +130,7 @@ def test_stage_output_streams_lines_and_throttled_progress_bar_redraws(tmp_path)
     """)
     (tmp_path / "stage.py").write_text(script)
     seen: list[str] = []
-    code, tail, _ = DvcRunner(tmp_path).run_command(
+    code, tail, *_ = DvcRunner(tmp_path).run_command(
         StageInfo("s", f"{sys.executable} stage.py", ()), dict(os.environ), seen.append, progress_every=3600
     )
     assert code == 0
@@ -143,11 +143,15 @@ def test_a_commands_cpu_time_counts_every_process_it_started(tmp_path):
     (tmp_path / "burn.py").write_text(
         "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass\n"
     )
+    (tmp_path / "hold.py").write_text("block = bytearray(300 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n")
     child = f"{sys.executable} -c 'import subprocess, sys; subprocess.run([sys.executable, \"burn.py\"])'"
-    code, _, cpu_seconds = DvcRunner(tmp_path).run_command(
-        StageInfo("s", f"{sys.executable} burn.py && {child}", ()), dict(os.environ), lambda line: None
+    code, _, cpu_seconds, peak_mb = DvcRunner(tmp_path).run_command(
+        StageInfo("s", f"{sys.executable} burn.py && {child} && {sys.executable} hold.py", ()),
+        dict(os.environ),
+        lambda line: None,
     )
     assert code == 0 and cpu_seconds >= 0.6  # each burns 0.3 s of CPU: the command's own and its child's count
+    assert peak_mb >= 300  # hold.py touched 300 MiB: the largest of the processes it started
 
 
 class Killed(BaseException):
