@@ -128,6 +128,17 @@ def record_accuracy(clone: Path, tag: str, command: str, make_run_s: float, load
         command=command,
         note=f"`make run` with set-up: {make_run_s:.0f} s; {load}",
     )
+    peaks = {k.removeprefix("peak_mb.").replace(".", "@"): v for k, v in metrics.items() if k.startswith("peak_mb.")}
+    top = sorted(peaks, key=peaks.get, reverse=True)[:3]
+    record_result(
+        "orchestration",
+        f"orchestration.estimate.{tag}.peak_stage_mb",
+        round(max(peaks.values())),
+        description="the largest resident memory of one stage process in the run (two stages run at a time)",
+        unit="MB",
+        command=command,
+        note="largest: " + ", ".join(f"{s} {peaks[s]:,.0f} MB" for s in top),
+    )
     if estimated:
         record_result(
             "orchestration",
