@@ -6,7 +6,9 @@
 docs/results.md gets one table per workload: every record, its notes below the table. The README's table between
 `<!-- results:start -->` and `<!-- results:end -->` holds the headline rows: the figures listed in HEADLINE
 below, in that order (a list here rather than a flag in the records, so that a benchmark rewriting a record
-cannot drop it from the README). Nothing here is typed by hand: change a figure by re-running its command.
+cannot drop it from the README); the one between `<!-- machines:start -->` and `<!-- machines:end -->` what a run
+takes (RUN_COST), with the CPU each figure was measured on. Nothing here is typed by hand: change a figure by
+re-running its command.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from benchmarks.common import REPO, RESULTS_DIR, check_record, read_results
 
 README = REPO / "README.md"
 RESULTS_PAGE = REPO / "docs" / "results.md"
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 WORKLOADS = {
     "movielens": "MovieLens",
     "imdb": "IMDB + GloVe",
@@ -42,9 +43,10 @@ HEADLINE = [
     "dogscats.mixed_bfloat16.finetune.val_accuracy",
     "text.char_lstm.val_loss",
     "orchestration.default_run.quiet.make_run_s",
-    "orchestration.full_run.wall_s",
     "orchestration.noop.make_run_s",
 ]
+# The README's "what you will get" rows: time, disk and memory of a run, each with its machine
+RUN_COST = ["orchestration.default_run.quiet.make_run_s", "orchestration.disk.default_run.total_mb"]
 
 
 def load_records(results_dir: Path = RESULTS_DIR) -> dict[str, list[dict]]:
@@ -198,12 +200,28 @@ def headline_table(workloads: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def with_headline(readme: str, table: str) -> str:
-    before, start, rest = readme.partition(START)
-    _, end, after = rest.partition(END)
-    if not (start and end):
-        raise ValueError(f"README.md needs the markers {START} and {END} around the headline table")
-    return f"{before}{START}\n{table}\n{END}{after}"
+def cost_table(workloads: dict[str, list[dict]]) -> str:
+    by_id = {r["figure"]: r for records in workloads.values() for r in records}
+    lines = ["| what | measured | CPU (cores; bfloat16) | date | command |", "|---|---|---|---|---|"]
+    for figure in RUN_COST:
+        r = by_id[figure]
+        m = r["machine"]
+        bfloat16 = cpu_kind(m).removeprefix("; ") or "flags not recorded"
+        cpu = f"{m['cpu'] or 'unknown'} ({m['cores']} cores; {bfloat16})"
+        lines.append(
+            "| " + " | ".join(cell(c) for c in (r["description"], f"**{value(r)}**", cpu, r["date"][:10], command(r)))
+        )
+        lines[-1] += " |"
+    return "\n".join(lines)
+
+
+def with_block(readme: str, name: str, table: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    before, found_start, rest = readme.partition(start)
+    _, found_end, after = rest.partition(end)
+    if not (found_start and found_end):
+        raise ValueError(f"README.md needs the markers {start} and {end} around its {name} table")
+    return f"{before}{start}\n{table}\n{end}{after}"
 
 
 def outputs(results_dir: Path = RESULTS_DIR, readme: Path = README) -> dict[Path, str]:
@@ -211,7 +229,11 @@ def outputs(results_dir: Path = RESULTS_DIR, readme: Path = README) -> dict[Path
     workloads = load_records(results_dir)
     return {
         RESULTS_PAGE: results_page(workloads),
-        readme: with_headline(readme.read_text(encoding="utf-8"), headline_table(workloads)),
+        readme: with_block(
+            with_block(readme.read_text(encoding="utf-8"), "results", headline_table(workloads)),
+            "machines",
+            cost_table(workloads),
+        ),
     }
 
 
