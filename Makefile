@@ -77,3 +77,9 @@ plots: install $(VEGA)/template.html
 $(VEGA)/template.html: scripts/offline_plots_template.py
 	npm install --silent --no-audit --no-fund --prefix $(VEGA) vega@5 vega-lite@5 vega-embed@6
 	$(BIN)/python scripts/offline_plots_template.py $(VEGA)/node_modules $@
+
+# On a GPU machine (docs/operations.md#gpu): the devices and the CUDA build TensorFlow sees, then one short pass of
+# each GPU-heavy kind of work, its throughput recorded in benchmarks/results/gpu.json. Fails when no GPU is visible.
+.PHONY: gpu-check
+gpu-check: install
+	$(BIN)/python -m benchmarks.gpu_check

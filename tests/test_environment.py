@@ -4,6 +4,7 @@ disagree). The process environment: defaults in one place, native noise kept out
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.dvc_runner import DvcInternalsError, DvcRunner, check_dvc_internals
+from pipelines.stage_deps import command_module, stage_definitions
 from stages.common import environment
 from tests.conftest import REPO
 
@@ -163,3 +165,39 @@ def test_logging_reconfigured_after_importing_keras_leaves_pytests_capture_open(
     logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
     print("still captured", file=sys.stderr)
     assert capsys.readouterr().err == "still captured\n"
+
+
+# Imports each stage module afresh as its process would (the variable unset, then set by the user), then configures
+# TensorFlow's devices, which it refuses once any import has set them up (and read the variable) already.
+GROWTH_PROBE = """
+import importlib, json, os, sys
+import tensorflow as tf
+seen = {}
+for users in ("", "false"):
+    for module in sys.argv[1:]:
+        for name in [m for m in sys.modules if m.split(".")[0] == "stages"]:
+            del sys.modules[name]
+        os.environ.pop("TF_FORCE_GPU_ALLOW_GROWTH", None)
+        os.environ.update({"TF_FORCE_GPU_ALLOW_GROWTH": users} if users else {})
+        importlib.import_module(module)
+        seen.setdefault(users or "unset", {})[module] = os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH")
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+def test_every_stage_process_lets_tensorflow_grow_gpu_memory_before_it_sets_up_a_gpu_and_keeps_a_users_choice():
+    """The flow runs pipeline.max_parallel stage processes at once: each must take GPU memory as it needs it, not
+    nearly all of it. TensorFlow reads TF_FORCE_GPU_ALLOW_GROWTH when it first sets up a device: every stage module
+    sets it on import (stages.common.cli applies the environment defaults), and none sets up a device on import."""
+    modules = sorted({command_module(stage["cmd"]) for stage in stage_definitions().values()})
+    env = {k: v for k, v in os.environ.items() if k != "TF_FORCE_GPU_ALLOW_GROWTH"} | {"PYTHONPATH": str(REPO)}
+    probe = subprocess.run(
+        [sys.executable, "-c", GROWTH_PROBE, *modules], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    seen = json.loads(probe.stdout.splitlines()[-1])
+    assert seen == {"unset": dict.fromkeys(modules, "true"), "false": dict.fromkeys(modules, "false")}
+    assert len(modules) > 20 and "stages.dogscats.features" in modules and "stages.text.train" in modules

@@ -1,6 +1,7 @@
 """The process environment every entry point starts from (stages, the flow, tests, benchmarks): one place for
-the quiet, offline-friendly defaults of TensorFlow, MLflow, Prefect and DVC, and for keeping the harmless lines
-native libraries print at import out of the terminal. Users may override any default by setting it."""
+the quiet, offline-friendly defaults of TensorFlow, MLflow, Prefect and DVC, TensorFlow's use of GPU memory, and for
+keeping the harmless lines native libraries print at import out of the terminal. Users may override any default by
+setting it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from pathlib import Path
 
 DEFAULTS = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ info and warnings
+    # GPU memory taken as needed, not nearly all of it at the start: the flow runs pipeline.max_parallel stage
+    # processes at once, and the second would find none left. TensorFlow reads it when it first sets up a GPU (the
+    # first op, after the stage's imports), for every GPU; "false" brings back its whole-GPU default.
+    "TF_FORCE_GPU_ALLOW_GROWTH": "true",
     "DO_NOT_TRACK": "true",  # client telemetry (Prefect, MLflow); the string "true", "1" is not enough
     "MLFLOW_DISABLE_TELEMETRY": "true",
     # MLflow's own defaults (7 retries, backoff x2, 120 s timeout) stall a stage for minutes on a dead server
