@@ -77,3 +77,9 @@ plots: install $(VEGA)/template.html
 $(VEGA)/template.html: scripts/offline_plots_template.py
 	npm install --silent --no-audit --no-fund --prefix $(VEGA) vega@5 vega-lite@5 vega-embed@6
 	$(BIN)/python scripts/offline_plots_template.py $(VEGA)/node_modules $@
+
+# docs/images/*.png: the MLflow experiment view, the Prefect run graph and `make plots`' page, shot by headless
+# Chromium (Debian: apt-get install chromium) from this workspace's latest flow run (scripts/screenshots.py)
+.PHONY: screenshots
+screenshots: install $(VEGA)/template.html
+	$(BIN)/python scripts/screenshots.py
