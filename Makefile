@@ -83,3 +83,9 @@ $(VEGA)/template.html: scripts/offline_plots_template.py
 .PHONY: gpu-check
 gpu-check: install
 	$(BIN)/python -m benchmarks.gpu_check
+
+# docs/images/*.png: the MLflow experiment view, the Prefect run graph and `make plots`' page, shot by headless
+# Chromium (Debian: apt-get install chromium) from this workspace's latest flow run (scripts/screenshots.py)
+.PHONY: screenshots
+screenshots: install $(VEGA)/template.html
+	$(BIN)/python scripts/screenshots.py
