@@ -184,7 +184,7 @@ def empty_mlflow_store(tmp_path_factory) -> Path:
     """An MLflow SQLite store holding its schema only, as the first stage's `ensure_store` creates it, made once per
     worker: its migrations take seconds of CPU, which every project would otherwise pay again. (Creating a store,
     also by processes at once, is tested on its own in tests/test_faults.py.)"""
-    from stages.common.tracking import ensure_store
+    from stages.common.tracking_store import ensure_store
 
     database = tmp_path_factory.mktemp("empty-mlflow-store") / "mlflow.db"
     ensure_store(f"sqlite:///{database}")
