@@ -24,9 +24,9 @@ import absl.logging
 import pytest
 import yaml
 
-from benchmarks.common import copy_project, set_nested
-from benchmarks.test_suite import SHARED_SERVER_CPU
-from benchmarks.threads import thread_pool_env
+from harness.project import copy_project, set_nested
+from harness.suite import SHARED_SERVER_CPU
+from harness.threads import thread_pool_env
 from stages.common import environment
 from tests.factories.repository import init_repository
 
