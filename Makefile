@@ -57,7 +57,7 @@ check: install
 
 # MLflow 3.17's UI opens every experiment as GenAI unless told otherwise (scripts/check_mlflow_ui.py)
 ui: install
-	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/python -m stages.common.tracking
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/python -m stages.common.tracking_store
 	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the runs tables, not GenAI's)"
 	$(WITH_DEFAULTS) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from harness.project import copy_project, set_nested
 from stages.common.cpu import NOTED_FLAGS, cpu_flags, cpu_model
 from stages.common.io import atomic_path
 
@@ -274,29 +275,6 @@ def throwaway_mlflow_store() -> Iterator[str]:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
-
-
-def set_nested(data: dict, dotted: str, value: Any) -> None:
-    """data["a"]["b"] = value for dotted "a.b", creating missing levels (the params schema rejects unknown keys)."""
-    *parents, last = dotted.split(".")
-    node = data
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[last] = value
-
-
-# .gitignore: a copy's git leaves out the MLflow store, caches and backups, as the repository's does
-PROJECT_FILES = (".gitignore", "dvc.yaml", "params.yaml", "sources.lock.yaml")
-PROJECT_FOLDERS = ("stages", "pipelines", "profiles", "benchmarks/results")  # the records: imdb_compare shows them
-
-
-def copy_project(root: Path) -> None:
-    """The files a pipeline run needs (code, stage graph, params, the sources' trust record) into `root`."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        shutil.copy(REPO / name, root / name)
-    for folder in PROJECT_FOLDERS:
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 class ProjectCopy:

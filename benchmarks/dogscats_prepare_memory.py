@@ -16,54 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 from benchmarks.common import ProjectCopy, benchmark_command, record_result
-from stages.dogscats.paths import ARCHIVE, PREPARED
-from tests.factories.dogscats import write_many_photos_zip
-
-COMMAND = [sys.executable, "-m", "stages.dogscats.prepare"]
-
-
-def run_measured(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Run `command`; return (its peak RSS in MB, wall seconds). A failure raises with the command's output."""
-    started = time.perf_counter()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        # wait4 gives this one child's usage; RUSAGE_CHILDREN would be the largest of every child this process
-        # has waited for (e.g. an earlier `dvc repro` in the same test session)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - started
-        if process.returncode != 0:
-            log.seek(0)
-            raise RuntimeError(
-                f"{' '.join(command)} failed ({process.returncode}):\n{log.read().decode(errors='replace')[-4000:]}"
-            )
-    return usage.ru_maxrss / 1024, wall  # Linux reports kilobytes
-
-
-def measure(project, per_class: int) -> dict:
-    """Prepare 2 x per_class generated photos in `project` (a project copy with .root, .env and .set_params);
-    return the figures and the stage's report."""
-    archive = project.root / ARCHIVE
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    generated = write_many_photos_zip(archive, per_class)
-    project.set_params({"dogscats.prepare.max_per_class": None})
-    peak_mb, wall_s = run_measured(COMMAND, project.root, project.env)
-    report = json.loads((project.root / PREPARED / "report.json").read_text())
-    return {
-        "peak_rss_mb": round(peak_mb, 1),
-        "wall_s": round(wall_s, 1),
-        "photos": 2 * per_class,
-        "archive_mb": round(generated["archive_bytes"] / 2**20, 1),
-        "decoded_photos_mb": round(generated["decoded_bytes"] / 2**20),
-        "report": report,
-    }
+from harness.dogscats import measure
 
 
 def main(argv: list[str] | None = None) -> None:

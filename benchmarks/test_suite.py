@@ -30,10 +30,8 @@ from typing import NamedTuple
 import psutil
 
 from benchmarks.common import REPO, benchmark_command, record_result
+from harness.suite import SHARED_SERVER_CPU
 
-# the line tests/conftest.py ends a run with: the CPU seconds of the test run's Prefect server, which no process
-# waits for (started detached by a worker, stopped by pytest's controller), so getrusage leaves them out
-SHARED_SERVER_CPU = "the run's shared Prefect server used"
 TIERS = {
     "full": (["--store-durations"], "`make test`: the full suite, as CI runs it", "<= 8 min (goal)"),
     "check": (["-m", "not slow"], "`make check`'s tests (not marked slow)", "<= 2 min (goal)"),

@@ -1,6 +1,6 @@
 """Thread pools of stages that share the cores, on the real data: each stage alone, then two at once (as the flow
 runs them with `pipeline.max_parallel: 2`), first with TensorFlow's default pools (every process sized to all the
-cores) and then with each stage's pools sized to its share of the cores (THREAD_VARIABLES below).
+cores) and then with each stage's pools sized to its share of the cores (harness/threads.py's THREAD_VARIABLES).
 
     LESSON5_MIRROR=../shared/data python -m benchmarks.threads [--stages A B] [--set KEY=VALUE ...] [--keep]
 
@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import yaml
 
 from benchmarks.common import ProjectCopy, benchmark_command, record_result, require_mirror
+from harness.threads import thread_pool_env
 from pipelines.dvc_runner import DvcRunner, StageInfo
 
 # The default pair: two of the default run's longest stages, which the flow runs side by side
@@ -30,22 +31,6 @@ DEFAULT_SETTINGS = [
     "text.models.char_lstm.lr_schedule=[[0, 0.004]]",
     "imdb.models.multi_cnn.phases=[{epochs: 1, learning_rate: 0.001}]",
 ]
-
-
-# TensorFlow's and the BLAS libraries' thread pools default to one thread per core in every process; "shared" gives
-# each of the stages run together its share of the cores instead
-THREAD_VARIABLES = (
-    "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-)
-
-
-def thread_pool_env(cores: int, parallel: int) -> dict[str, str]:
-    """The thread-pool variables for one of `parallel` stage commands sharing `cores`."""
-    return {name: str(max(1, cores // parallel)) for name in THREAD_VARIABLES}
 
 
 def run_stages(

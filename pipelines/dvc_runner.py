@@ -8,6 +8,10 @@ whether it changed, try the run-cache, remove stale outputs, save deps; then
 lock. Only the stage commands run in parallel, each in its own subprocess. A
 `dvc repro` started by hand meanwhile fails fast with DVC's "Unable to acquire
 lock" and touches nothing.
+
+Upgrading DVC: docs/upgrading-dvc.md, the checklist (bump the pin, `uv lock
+--upgrade-package dvc`, `check_dvc_internals()`, the tests that decide) and why
+the runner drives each internal in INTERNALS.
 """
 
 from __future__ import annotations

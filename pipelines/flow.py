@@ -27,33 +27,15 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field, field_validator
 
 from pipelines import estimate
 from pipelines.dvc_runner import DvcRunner, StageInfo, python_env
-from stages.common.params import ParamsError, Schema, load_params, read_params_file
+from pipelines.params import PipelineParams
+from pipelines.parent_runs import WorkloadParents
+from stages.common.params import ParamsError, load_params, read_params_file
 from stages.common.resume import safe_load_yaml
-from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, WorkloadParents, stage_run, tracking_uri, warm_up
-
-
-class PipelineParams(Schema):
-    max_parallel: int = Field(ge=1, le=64, description="stages running at once")
-    download_retries: int = Field(ge=0, le=10, description="retries (with backoff) of *_download stages")
-    timeout_minutes: dict[str, float] = Field(
-        description="a stage command still running after this many minutes is stopped and fails: `default`, or "
-        "by stage name without its @item (training stages resume from their last epoch on the next run)"
-    )
-
-    @field_validator("timeout_minutes")
-    @classmethod
-    def _has_default(cls, value: dict[str, float]) -> dict[str, float]:
-        if "default" not in value or any(minutes <= 0 for minutes in value.values()):
-            raise ValueError("needs a `default` entry, and every timeout must be above 0 minutes")
-        return value
-
-    def timeout_s(self, stage: str) -> float:
-        minutes = self.timeout_minutes
-        return 60 * minutes.get(stage.split("@")[0], minutes["default"])
+from stages.common.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, stage_run
+from stages.common.tracking_store import tracking_uri, warm_up
 
 
 @dataclass

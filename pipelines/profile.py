@@ -75,7 +75,7 @@ def profiled_params(profile: Profile, params_file: Path) -> dict[str, Any]:
     An override of a key params.yaml does not have is an error (a typo would otherwise add a key no stage reads)."""
     from dvc.utils.hydra import apply_overrides
 
-    from pipelines.flow import PipelineParams
+    from pipelines.params import PipelineParams
     from stages.common.params import read_params_file, validate_section
     from stages.dogscats.params import DogsCatsParams
     from stages.glove.params import GloveParams

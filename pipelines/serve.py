@@ -17,7 +17,7 @@ import sys
 import threading
 
 from pipelines.flow import pipeline
-from stages.common.tracking import warm_up
+from stages.common.tracking_store import warm_up
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,9 +24,9 @@ import absl.logging
 import pytest
 import yaml
 
-from benchmarks.common import copy_project, set_nested
-from benchmarks.test_suite import SHARED_SERVER_CPU
-from benchmarks.threads import thread_pool_env
+from harness.project import copy_project, set_nested
+from harness.suite import SHARED_SERVER_CPU
+from harness.threads import thread_pool_env
 from stages.common import environment
 from tests.factories.repository import init_repository
 
@@ -184,7 +184,7 @@ def empty_mlflow_store(tmp_path_factory) -> Path:
     """An MLflow SQLite store holding its schema only, as the first stage's `ensure_store` creates it, made once per
     worker: its migrations take seconds of CPU, which every project would otherwise pay again. (Creating a store,
     also by processes at once, is tested on its own in tests/test_faults.py.)"""
-    from stages.common.tracking import ensure_store
+    from stages.common.tracking_store import ensure_store
 
     database = tmp_path_factory.mktemp("empty-mlflow-store") / "mlflow.db"
     ensure_store(f"sqlite:///{database}")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmarks.dogscats_prepare_memory import measure
+from harness.dogscats import measure
 from stages.dogscats.prepare import OUTSIDE
 from tests.factories.dogscats import RELEASE_ROOT_FILES, release_pet_archive
 from tests.factories.imdb import UNLABELLED_WORD, glove_archive, imdb_archive

@@ -190,7 +190,8 @@ def test_a_stage_that_loses_the_race_to_tag_a_new_experiment_still_tracks_into_i
     code = textwrap.dedent("""
         import mlflow
         from mlflow.exceptions import MlflowException
-        from stages.common.tracking import experiment_tags, stage_run
+        from stages.common.tracking import stage_run
+        from stages.common.tracking_store import experiment_tags
         experiment = mlflow.MlflowClient().create_experiment("lesson5-movielens")  # the winner's, not tagged yet
         def tagged_meanwhile(tags):
             for key, value in experiment_tags("movielens").items():
@@ -249,29 +250,29 @@ def test_processes_opening_an_empty_store_at_once_all_track_into_it(tmp_path):
 
 
 def test_only_runs_whose_process_is_gone_are_closed_as_ghosts(tmp_path, mlflow_store):
-    from stages.common import tracking
+    from stages.common import ghost_runs
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = tracking.this_process().rsplit(":", 2)[0]
+    host = ghost_runs.this_process().rsplit(":", 2)[0]
     processes = {
         "killed": f"{host}:{dead.stdout.strip()}:1.000",  # a pid that no longer runs
-        "alive": tracking.this_process(),  # the same stage running at once elsewhere (a DVC queue worker)
+        "alive": ghost_runs.this_process(),  # the same stage running at once elsewhere (a DVC queue worker)
         "reused pid": f"{host}:{os.getpid()}:1.000",  # our pid, another start time: a killed process's pid reused
         "other host": f"some-other-machine:{os.getpid()}:1.000",  # not ours to judge
     }
     client = mlflow.MlflowClient(mlflow_store)
     experiment = client.create_experiment("lesson5-movielens")
     runs = {
-        name: client.create_run(experiment, tags={"dvc.stage": STAGE, tracking.PROCESS_TAG: process}).info.run_id
+        name: client.create_run(experiment, tags={"dvc.stage": STAGE, ghost_runs.PROCESS_TAG: process}).info.run_id
         for name, process in processes.items()
     }
-    new = client.create_run(experiment, tags={"dvc.stage": STAGE, tracking.PROCESS_TAG: tracking.this_process()})
-    assert sorted(tracking.close_ghost_runs(client, client.get_run(new.info.run_id))) == sorted(
+    new = client.create_run(experiment, tags={"dvc.stage": STAGE, ghost_runs.PROCESS_TAG: ghost_runs.this_process()})
+    assert sorted(ghost_runs.close_ghost_runs(client, client.get_run(new.info.run_id))) == sorted(
         [runs["killed"], runs["reused pid"]]
     )
     status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
     assert status == {"killed": "KILLED", "alive": "RUNNING", "reused pid": "KILLED", "other host": "RUNNING"}
-    assert client.get_run(runs["killed"]).data.tags[tracking.SUPERSEDED_TAG] == new.info.run_id
+    assert client.get_run(runs["killed"]).data.tags[ghost_runs.SUPERSEDED_TAG] == new.info.run_id
 
 
 @pytest.mark.slow

@@ -167,7 +167,7 @@ def test_repo_params_match_the_schema():
 def test_bad_params_name_key_value_and_what_is_allowed(path, value, expected):
     import yaml
 
-    from benchmarks.common import set_nested
+    from harness.project import set_nested
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())["movielens"]
     set_nested(raw, path, value)

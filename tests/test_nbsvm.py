@@ -84,7 +84,8 @@ def test_the_saved_model_reads_raw_text_through_keras_and_mlflow_without_pickle(
     assert loaded.predict(np.array(reviews, dtype=object), verbose=0).reshape(-1) == pytest.approx(expected)
     assert expected[0] > 0.5 > expected[1]
 
-    from stages.common.tracking import experiment_name, stage_run
+    from stages.common.tracking import stage_run
+    from stages.common.tracking_store import experiment_name
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     # its experiment made here first, so the logged model goes to tmp_path, not to the project's own mlruns/

@@ -11,7 +11,8 @@ import yaml
 from pipelines.profile import Profile, load_profile, profiled_params, readers, stages_to_rerun
 from stages.common.cli import StageError
 from stages.common.params import ParamsError
-from stages.common.tracking import stage_run, tracking_uri
+from stages.common.tracking import stage_run
+from stages.common.tracking_store import tracking_uri
 from tests.conftest import REPO
 
 PROFILES = sorted(path.stem for path in (REPO / "profiles").glob("*.yaml"))

@@ -208,7 +208,8 @@ def test_a_rwlock_file_left_truncated_by_a_killed_process_is_reset_once_the_runn
 
 
 def test_stage_timeouts_need_a_default_and_name_real_stages(tmp_path):
-    from pipelines.flow import PipelineParams, check_timeouts
+    from pipelines.flow import check_timeouts
+    from pipelines.params import PipelineParams
     from stages.common.params import ParamsError, validate_section
 
     root = toy_project(tmp_path, CHAIN)

@@ -11,7 +11,7 @@ import urllib.request
 import mlflow
 import pytest
 
-from stages.common.tracking import ensure_store
+from stages.common.tracking_store import ensure_store
 from tests.factories.movielens import movielens_zip
 
 pytestmark = pytest.mark.slow

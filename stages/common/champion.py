@@ -2,8 +2,8 @@
 `champion` points at the best model by its validation figure.
 
 Evaluate stages offer the model they evaluated (found by the sha256 of its DVC output, which its train stage
-tagged the logged model with); it is registered and the alias moved only when it beats the current champion on
-validation. Its validation and test figures become tags of that version. Load it with
+tagged the logged model with: stages/common/logged_models.py); it is registered and the alias moved only when it
+beats the current champion on validation. Its validation and test figures become tags of that version. Load it with
 `mlflow.pyfunc.load_model("models:/lesson5-<workload>@champion")`, serve it with `mlflow models serve`.
 Like all tracking, an offer never costs a stage its outputs: failures are warnings (StageRun).
 """
@@ -22,21 +22,6 @@ def registered_name(workload: str) -> str:
     return f"lesson5-{workload}"
 
 
-def logged_model(client, workload: str, file_sha256: str):
-    """The newest logged model of the workload's experiment logged from the model file with this sha256."""
-    from stages.common.tracking import FILE_TAG, experiment_name
-
-    experiment = client.get_experiment_by_name(experiment_name(workload))
-    logged = [
-        m
-        for m in client.search_logged_models([experiment.experiment_id], max_results=1000)
-        if (m.tags or {}).get(FILE_TAG) == file_sha256
-    ]
-    if not logged:  # e.g. its train stage was restored from DVC's run-cache, which logs nothing
-        raise LookupError(f"the evaluated model was never logged to {experiment.name}: rerun its train stage")
-    return max(logged, key=lambda m: m.creation_timestamp)
-
-
 def offer(
     client,
     workload: str,
@@ -45,9 +30,9 @@ def offer(
     higher_is_better: bool,
     figures: Mapping[str, float] | None = None,
 ) -> str | None:
-    """Register `model` (a LoggedModel: `logged_model`) as the champion if it beats the current one on `validation`
-    ((metric name, value)); returns the new version, or None when the champion stays. `figures`: more figures for
-    the version's tags, by tag name (`test.accuracy`, ...)."""
+    """Register `model` (a LoggedModel: stages/common/logged_models.py's `logged_model`) as the champion if it beats
+    the current one on `validation` ((metric name, value)); returns the new version, or None when the champion stays.
+    `figures`: more figures for the version's tags, by tag name (`test.accuracy`, ...)."""
     from filelock import FileLock
     from mlflow.exceptions import MlflowException
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from harness.dogscats import TINTS
+
 # what a Windows Thumbs.db starts with (an OLE compound file): not an image
 THUMBS_DB = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600
 
@@ -31,9 +33,6 @@ def noisy_jpeg(seed: int, tint, size=(36, 36)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
-
-
-TINTS = {"Cat": (190, 80, 60), "Dog": (60, 90, 190)}  # cats reddish, dogs bluish
 
 
 def pet_folder(root: Path, n_per_class: int = 8, extra: dict[str, bytes] | None = None) -> Path:
@@ -83,29 +82,3 @@ def release_pet_archive(root: Path, n_per_class: int = 8) -> bytes:
     """A zip laid out as kagglecatsanddogs_5340.zip: n_per_class photos per class and every oddity of the release
     (RELEASE_ODDITIES under PetImages/, RELEASE_ROOT_FILES at the root); `root` is a scratch folder."""
     return zipped(pet_folder(root, n_per_class, extra=RELEASE_ODDITIES), root_files=RELEASE_ROOT_FILES)
-
-
-def write_many_photos_zip(path: Path, n_per_class: int, distinct: int = 400, seed: int = 0) -> dict[str, int]:
-    """Write a zip of PetImages/{Cat,Dog}/0.jpg.. with n_per_class JPEGs of 140..259 pixels a side per class,
-    cycling through `distinct` generated ones (encoding 25,000 would dominate a test). Returns the archive's
-    bytes and the bytes all its photos take decoded as RGB (about 120 KB each, 2.4 KB as JPEG)."""
-    rng = np.random.default_rng(seed)
-    pool: dict[str, list[tuple[bytes, int]]] = {}
-    for label, tint in TINTS.items():
-        pool[label] = []
-        for _ in range(distinct):
-            width, height = (int(v) for v in rng.integers(140, 260, size=2))
-            # a smooth gradient with a little noise: a few KB as JPEG, like a photo's size once decoded
-            ramp = np.linspace(0, 60, width)[None, :, None] + np.linspace(0, 40, height)[:, None, None]
-            pixels = np.asarray(tint)[None, None, :] + ramp + rng.normal(0, 3, size=(height, width, 3))
-            buffer = io.BytesIO()
-            Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(buffer, format="JPEG", quality=75)
-            pool[label].append((buffer.getvalue(), width * height * 3))
-    decoded = 0
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:  # JPEGs do not compress
-        for label, photos in pool.items():
-            for i in range(n_per_class):
-                data, rgb_bytes = photos[i % distinct]
-                zf.writestr(f"PetImages/{label}/{i}.jpg", data)
-                decoded += rgb_bytes
-    return {"archive_bytes": path.stat().st_size, "decoded_bytes": decoded}
