@@ -28,6 +28,7 @@ BENCHMARK_SUBJECTS = {
     "tests.test_results_docs": ({"benchmarks.common", "benchmarks.render"}, "the results records and their docs"),
     "tests.test_suite_census": ({"benchmarks.test_suite"}, "the test-suite benchmark's process census"),
     "tests.test_cpu": ({"benchmarks.common", "benchmarks.render"}, "the machine a record names, as rendered"),
+    "tests.test_gpu_check": ({"benchmarks.common", "benchmarks.gpu_check"}, "`make gpu-check` and its records"),
     "tests.test_imdb": (
         {"benchmarks.imdb"},
         "the IMDB benchmark's model options, its ensembles, and its library tokenizer agreeing with the stage's",
