@@ -20,10 +20,10 @@ from stages.common.cli import StageError
 from stages.dogscats.evaluate import confidently_wrong
 from stages.dogscats.images import Unusable, load_rgb
 from stages.dogscats.params import PrepareParams
-from stages.dogscats.prepare import prepare, scan, split
+from stages.dogscats.prepare import draw_order, list_files, prepare, split
 from stages.dogscats.scoring import flip_averaged_scores, log_loss, scores
 from tests.conftest import REPO, backed_up_epochs, kill_when_backed_up, stage_runs_by_status
-from tests.factories.dogscats import THUMBS_DB, jpeg, noisy_jpeg, pet_folder, zipped
+from tests.factories.dogscats import THUMBS_DB, jpeg, noisy_jpeg, pet_folder, write_many_photos_zip, zipped
 
 PREP = PrepareParams(seed=0, valid_fraction=0.25, max_per_class=None, max_pixels=10_000_000)
 
@@ -54,6 +54,7 @@ def png_bomb(width=100_000, height=100_000) -> bytes:
 def run_prepare(tmp_path: Path, raw: Path, params: PrepareParams = PREP):
     """dogscats_prepare on the folder `raw` packed as the download stage keeps it: one zip."""
     archive = tmp_path / "kagglecatsanddogs.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
     archive.write_bytes(zipped(raw))
     out = tmp_path / "prepared"
     out.mkdir()
@@ -160,7 +161,7 @@ def test_class_of_only_bad_files_is_a_clear_error(tmp_path):
 
 
 def test_photos_are_taken_in_the_extracted_folders_order_whatever_the_archive_order(tmp_path):
-    # "a/b.jpg" sorts before "a.jpg" as a path, after it as a string: the split depends on this order
+    # "a/b.jpg" sorts before "a.jpg" as a path, after it as a string: the draw depends on this order
     raw = pet_folder(
         tmp_path,
         n_per_class=3,
@@ -171,21 +172,25 @@ def test_photos_are_taken_in_the_extracted_folders_order_whatever_the_archive_or
             "Dog/Thumbs.db": b"x",
         },
     )
-    (tmp_path / "pets.zip").write_bytes(zipped(raw, reverse=True))
-    usable, skipped, classes = scan(tmp_path / "pets.zip", PREP.max_pixels)
-    folder_order = [
-        f.relative_to(raw).as_posix()
-        for c in ("Cat", "Dog")
-        for f in sorted((raw / c).rglob("*"))
-        if f.is_file() and f.name != "Thumbs.db"
-    ]
-    assert usable["source"].tolist() == folder_order and folder_order[:2] == ["Cat/0.jpg", "Cat/1.jpg"]
-    assert folder_order.index("Cat/a/b.jpg") < folder_order.index("Cat/a.jpg")
-    assert skipped == [
+    folder_order = {
+        c: [f.relative_to(raw).as_posix() for f in sorted((raw / c).rglob("*")) if f.is_file()] for c in ("Cat", "Dog")
+    }
+    assert folder_order["Cat"][:2] == ["Cat/0.jpg", "Cat/1.jpg"]
+    assert folder_order["Cat"].index("Cat/a/b.jpg") < folder_order["Cat"].index("Cat/a.jpg")
+    forward, backward = tmp_path / "forward.zip", tmp_path / "backward.zip"
+    forward.write_bytes(zipped(raw))
+    backward.write_bytes(zipped(raw, reverse=True))
+    listing = list_files(backward)
+    assert listing.classes == ["Cat", "Dog"] and listing.files == folder_order
+    assert listing.outside == ["PetImages/readme.txt"]
+    (tmp_path / "forward").mkdir()
+    (tmp_path / "backward").mkdir()
+    prepared = [prepare(archive, tmp_path / archive.stem, PREP) for archive in (forward, backward)]
+    pd.testing.assert_frame_equal(prepared[0][0], prepared[1][0])
+    assert prepared[1][1]["skipped_files"] == [
         {"file": "Dog/Thumbs.db", "reason": "not an image (unknown format)"},
         {"file": "PetImages/readme.txt", "reason": "not under PetImages/<class>/"},
     ]
-    assert classes == ["Cat", "Dog"]
 
 
 def test_missing_or_damaged_archive_is_a_clear_error(tmp_path):
@@ -201,29 +206,91 @@ def test_missing_or_damaged_archive_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------- the split
 
 
-def test_split_is_stratified_seeded_and_capped():
-    images = pd.DataFrame(
-        {
-            "source": [f"{c}/{i}.jpg" for c in ("Cat", "Dog") for i in range(40)],
-            "label": [0] * 40 + [1] * 40,
-            "class": ["Cat"] * 40 + ["Dog"] * 40,
-        }
-    )
-    a = split(images, 0.25, max_per_class=20, seed=1)
-    assert len(a) == 40
-    counts = a.groupby(["split", "label"]).size().to_dict()
-    assert counts == {("train", 0): 15, ("train", 1): 15, ("valid", 0): 5, ("valid", 1): 5}
-    pd.testing.assert_frame_equal(a, split(images, 0.25, max_per_class=20, seed=1))
-    assert set(a["source"]) != set(split(images, 0.25, max_per_class=20, seed=2)["source"])
-    assert len(split(images, 0.25, max_per_class=None, seed=1)) == 80
+def test_split_is_stratified_in_drawn_order():
+    kept = {"Cat": [f"Cat/{i}.jpg" for i in range(20)], "Dog": [f"Dog/{i}.jpg" for i in (7, 3, 9, 1, 5, 0, 2, 8)]}
+    manifest = split(kept, ["Cat", "Dog"], 0.25)
+    counts = manifest.groupby(["split", "label"]).size().to_dict()
+    assert counts == {("train", 0): 15, ("train", 1): 6, ("valid", 0): 5, ("valid", 1): 2}
+    # validation takes each class's first drawn photos
+    assert set(manifest[manifest["split"] == "valid"]["source"]) == {*kept["Cat"][:5], "Dog/7.jpg", "Dog/3.jpg"}
+    assert (manifest["class"] == np.where(manifest["label"] == 0, "Cat", "Dog")).all()
 
 
 def test_too_few_images_for_a_split_is_a_clear_error():
-    images = pd.DataFrame(
-        {"source": ["Cat/1.jpg", "Dog/1.jpg", "Dog/2.jpg"], "label": [0, 1, 1], "class": ["Cat", "Dog", "Dog"]}
-    )
     with pytest.raises(StageError, match="class 'Cat' has only 1 usable image"):
-        split(images, 0.25, None, 0)
+        split({"Cat": ["Cat/1.jpg"], "Dog": ["Dog/1.jpg", "Dog/2.jpg"]}, ["Cat", "Dog"], 0.25)
+
+
+def test_the_draw_is_seeded_and_each_class_a_permutation():
+    files = {"Cat": [f"Cat/{i}.jpg" for i in range(30)], "Dog": [f"Dog/{i}.jpg" for i in range(40)]}
+    a = draw_order(files, seed=1)
+    assert a == draw_order(files, seed=1) and a != draw_order(files, seed=2)
+    assert all(sorted(a[c]) == sorted(files[c]) and a[c] != files[c] for c in files)
+
+
+def drawn_until(order: list[str], bad: set[str], n: int) -> list[str]:
+    """The shortest start of a drawn order that holds n usable photos: what a class's sample of n reads."""
+    usable = np.cumsum([source not in bad for source in order])
+    return order[: int(np.searchsorted(usable, n)) + 1]
+
+
+def test_the_sample_is_drawn_before_decoding_and_unusable_photos_are_replaced(tmp_path):
+    bad = {f"Cat/bad{i}.jpg" for i in range(3)}
+    dogs = {f"Dog/{i}.jpg": noisy_jpeg(i, (60, 90, 190)) for i in range(6, 8)}
+    raw = pet_folder(tmp_path, n_per_class=6, extra={**dict.fromkeys(bad, b""), **dogs})  # 9 cat files, 8 dogs
+    (tmp_path / "pets.zip").write_bytes(zipped(raw))
+    order = draw_order(list_files(tmp_path / "pets.zip").files, PREP.seed)
+
+    manifest, report, _ = run_prepare(tmp_path / "capped", raw, PREP.model_copy(update={"max_per_class": 5}))
+    read = {name: drawn_until(order[name], bad, 5) for name in ("Cat", "Dog")}
+    bad_read = sorted(bad & set(read["Cat"]))
+    assert bad_read, "seed 0 draws an unusable photo among the first 5 cats: the replacement is tested"
+    for name in ("Cat", "Dog"):  # each class's first 5 usable photos in the drawn order
+        assert sorted(manifest[manifest["class"] == name]["source"]) == sorted(set(read[name]) - bad)
+    # only the drawn photos and their replacements are decoded
+    assert report["read"] == 10 + len(bad_read) and report["not_read"] == 17 - report["read"]
+    assert [s["file"] for s in report["skipped_files"]] == bad_read
+    assert report["short_of_max_per_class"] == {} and report["scanned"] == 17
+
+    # more than a class holds: all its usable photos, and the report says it came short
+    manifest, report, _ = run_prepare(tmp_path / "short", raw, PREP.model_copy(update={"max_per_class": 7}))
+    assert report["short_of_max_per_class"] == {"Cat": 6} and report["read"] == 16 and report["not_read"] == 1
+    assert manifest["class"].value_counts().to_dict() == {"Cat": 6, "Dog": 7}
+
+
+def test_a_cap_of_what_a_class_holds_keeps_every_photo_as_null_does(tmp_path):
+    """The mirror holds 4,000 photos a class, the default max_per_class: the same photos, split the same way, as
+    with every photo taken (null)."""
+    raw = pet_folder(tmp_path, n_per_class=8)
+    every, _, _ = run_prepare(tmp_path / "every", raw, PREP)
+    capped, report, _ = run_prepare(tmp_path / "capped", raw, PREP.model_copy(update={"max_per_class": 8}))
+    pd.testing.assert_frame_equal(every, capped)
+    assert report["not_read"] == 0 and report["short_of_max_per_class"] == {}
+
+
+MIRROR_PER_CLASS = 4000  # the mirror's kagglecatsanddogs_5340.zip: PetImages/{Cat,Dog}, 4,000 photos each
+
+
+@pytest.mark.slow  # 33,000 photos decoded: about 25 s on one core
+def test_the_release_gives_as_many_photos_as_the_mirror_by_default_and_all_with_the_full_profile(tmp_path):
+    """As many photos a class as Microsoft's release holds (12,500, tiny generated JPEGs): the default params take
+    the mirror's 4,000 a class, decoding no other photo; the full profile's (profiles/full.yaml applied to
+    params.yaml) every photo."""
+    from pipelines.profile import load_profile, profiled_params
+    from stages.common.params import load_params
+    from stages.dogscats.params import DogsCatsParams
+
+    archive = tmp_path / "kagglecatsanddogs_5340.zip"
+    write_many_photos_zip(archive, 12_500, distinct=50, sides=(8, 17))
+    default = load_params("dogscats", DogsCatsParams, REPO / "params.yaml").prepare
+    full = profiled_params(load_profile("full", REPO), REPO / "params.yaml")["dogscats"]["prepare"]
+    assert default.max_per_class == MIRROR_PER_CLASS and full["max_per_class"] is None
+    for name, params, per_class in (("default", default, MIRROR_PER_CLASS), ("full", PrepareParams(**full), 12_500)):
+        (tmp_path / name).mkdir()
+        manifest, report = prepare(archive, tmp_path / name, params)
+        assert manifest["class"].value_counts().to_dict() == {"Cat": per_class, "Dog": per_class}, name
+        assert report["read"] == 2 * per_class and report["not_read"] == 25_000 - 2 * per_class, name
+        assert len(list((tmp_path / name / "images").iterdir())) == 2 * per_class
 
 
 # ---------------------------------------------------------------- the VGG16 weights file

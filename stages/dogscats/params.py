@@ -19,7 +19,11 @@ class Sources(Schema):
 class PrepareParams(Schema):
     seed: int = Field(ge=0)
     valid_fraction: float = Field(gt=0, lt=1)
-    max_per_class: int | None = Field(ge=2, description="usable images kept per class (seeded); null: all")
+    max_per_class: int | None = Field(
+        ge=2,
+        description="usable photos kept per class, a seeded sample chosen before any photo is decoded (fewer where "
+        "the class has fewer); null: every photo",
+    )
     max_pixels: int = Field(ge=1, description="images with more pixels than this are refused (decompression bombs)")
 
 
