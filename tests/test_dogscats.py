@@ -17,6 +17,7 @@ from PIL import Image
 
 from stages.common.archive import CorruptArchiveError
 from stages.common.cli import StageError
+from stages.common.precision import machine_precision
 from stages.dogscats.evaluate import confidently_wrong
 from stages.dogscats.images import Unusable, load_rgb
 from stages.dogscats.params import PrepareParams
@@ -401,16 +402,19 @@ def test_mixed_precision_computes_in_16_bits_with_float32_weights_and_leaves_the
 ):
     import keras
 
+    from stages.common.precision import NATIVE_BFLOAT16_FLAGS, gpu_compute_capability, read_cpu_flags
     from stages.dogscats.features import compute_features
-    from stages.dogscats.vgg import conv_base, cpu_has_native_bfloat16
+    from stages.dogscats.vgg import conv_base
 
     mixed = conv_base(32, vgg_weights[0], precision)
     conv = mixed.get_layer("block1_conv1")
     assert conv.compute_dtype == compute and conv.variable_dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # other models built later stay float32
-    warned = capsys.readouterr().err  # this machine has no GPU: float16 always warns, bfloat16 without AMX/AVX512_BF16
-    assert ("WARNING: mixed_float16 without a GPU" in warned) == (precision == "mixed_float16")
-    assert ("bfloat16 is emulated here" in warned) == (precision == "mixed_bfloat16" and not cpu_has_native_bfloat16())
+    # without a GPU float16 always warns, bfloat16 without AMX/AVX512_BF16
+    warned, cpu = capsys.readouterr().err, gpu_compute_capability() is None
+    native = bool((read_cpu_flags() or set()) & NATIVE_BFLOAT16_FLAGS)
+    assert ("WARNING: mixed_float16 without a GPU" in warned) == (precision == "mixed_float16" and cpu)
+    assert ("bfloat16 is emulated here" in warned) == (precision == "mixed_bfloat16" and cpu and not native)
 
     _, _, prepared = run_prepare(tmp_path, pet_folder(tmp_path, n_per_class=3))
     features = {}
@@ -422,6 +426,91 @@ def test_mixed_precision_computes_in_16_bits_with_float32_weights_and_leaves_the
     scale = np.abs(features["float32"]).max()
     tolerance = 0.02 if compute == "float16" else 0.1  # bfloat16 keeps 8 bits of mantissa, float16 11
     np.testing.assert_allclose(features[precision], features["float32"], atol=tolerance * scale)  # round-off only
+
+
+# ---------------------------------------------------------------- precision: auto
+
+
+@pytest.mark.parametrize(
+    "requested,flags,gpu,policy",
+    [
+        ("auto", {"avx512f", "amx_bf16", "amx_tile"}, None, "mixed_bfloat16"),  # Sapphire Rapids on
+        ("auto", {"avx512f", "avx512_bf16"}, None, "mixed_bfloat16"),  # Cooper Lake, Zen 4
+        ("auto", {"avx512f", "avx512_vnni"}, None, "float32"),  # Ice Lake: emulated bfloat16
+        ("auto", set(), None, "float32"),  # a CPU without x86 flags (Arm Linux)
+        ("auto", None, None, "float32"),  # no /proc/cpuinfo (macOS): unknown
+        ("auto", {"avx2"}, (9, 0), "mixed_bfloat16"),  # H100
+        ("auto", None, (8, 0), "mixed_bfloat16"),  # A100
+        ("auto", {"amx_bf16"}, (7, 5), "mixed_float16"),  # T4: on a GPU the GPU decides, not the CPU
+        ("auto", {"avx2"}, (7, 0), "mixed_float16"),  # V100
+        ("auto", {"amx_bf16"}, (6, 1), "float32"),  # Pascal: no 16-bit tensor cores
+        ("auto", {"avx2"}, (0, 0), "float32"),  # a GPU TensorFlow reports no compute capability for
+        ("float32", {"amx_bf16"}, (9, 0), "float32"),  # an explicit policy is kept as it is
+        ("mixed_bfloat16", {"avx2"}, None, "mixed_bfloat16"),
+        ("mixed_float16", None, None, "mixed_float16"),
+    ],
+)
+def test_auto_precision_is_what_the_machine_computes_natively(requested, flags, gpu, policy):
+    from stages.common.precision import resolve_precision
+
+    assert resolve_precision(requested, flags, gpu) == policy
+
+
+@pytest.mark.parametrize(
+    "policy,flags,gpu,says",
+    [
+        ("mixed_bfloat16", {"avx512f", "avx512_vnni"}, None, "CPU without AMX or AVX512_BF16: bfloat16 is emulated"),
+        ("mixed_bfloat16", None, None, "flags cannot be read (no /proc/cpuinfo): bfloat16 may be emulated"),
+        ("mixed_bfloat16", {"avx512_bf16"}, None, None),
+        ("mixed_bfloat16", set(), (8, 0), None),
+        ("mixed_float16", {"amx_bf16"}, None, "mixed_float16 without a GPU"),
+        ("mixed_float16", None, (7, 0), None),
+        ("float32", None, None, None),
+    ],
+)
+def test_an_explicit_policy_this_machine_emulates_is_warned_of(policy, flags, gpu, says):
+    from stages.common.precision import slow_policy_warning
+
+    warning = slow_policy_warning(policy, flags, gpu)
+    assert warning is None if says is None else says in warning
+
+
+def test_cpu_flags_come_from_proc_cpuinfo_and_without_it_auto_is_float32(tmp_path, monkeypatch):
+    from stages.common import precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: avx512_bf16 in a name is no flag\nflags\t\t: fpu avx512f amx_tile\n\n"
+        "processor\t: 1\nflags\t\t: fpu avx512f amx_bf16\n"
+    )
+    assert precision.read_cpu_flags(cpuinfo) == {"fpu", "avx512f", "amx_tile", "amx_bf16"}
+    assert precision.read_cpu_flags(tmp_path / "missing") is None
+    # the machine's own answer, with /proc/cpuinfo missing as on macOS (this machine has no GPU)
+    monkeypatch.setattr(precision, "CPUINFO", tmp_path / "missing")
+    assert precision.gpu_compute_capability() is None
+    assert precision.machine_precision("auto") == "float32"
+    assert precision.machine_precision("mixed_bfloat16") == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
+    assert precision.machine_precision("auto") == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("stage", ["features", "finetune"])
+def test_an_unknown_precision_is_a_one_line_params_error_naming_the_allowed_values(stage):
+    import typing
+
+    import yaml
+
+    from stages.common.params import ParamsError, validate_section
+    from stages.dogscats.params import DogsCatsParams, Precision
+
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["dogscats"]
+    assert section[stage]["precision"] == "auto"  # the default
+    section[stage]["precision"] = "bfloat16"
+    with pytest.raises(ParamsError) as error:
+        validate_section("dogscats", section, DogsCatsParams)
+    [line] = str(error.value).splitlines()[1:]  # under the file's name: one line
+    assert line.startswith(f"  dogscats.{stage}.precision = 'bfloat16': Input should be ")
+    assert all(f"'{value}'" in line for value in typing.get_args(Precision))
 
 
 def test_load_image_resizes_and_uses_vgg_preprocessing(tmp_path):
@@ -588,6 +677,10 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     )
     project.dvc("repro", "dogscats_evaluate")
     root = project.root / "data/dogscats"
+    # precision auto (the default): the policy this machine computes natively, in the metrics and on each head's run
+    assert project.params["dogscats"]["features"]["precision"] == "auto"
+    policy = machine_precision("auto")
+    assert json.loads((root / "metrics/features.json").read_text())["precision"] == policy
     report = json.loads((root / "prepared/report.json").read_text())
     assert report["skipped_by_reason"] == {"empty file": 1} and report["converted_to_rgb"] == {"JPEG L": 1}
     assert report["used"] == {"train": {"Cat": 8, "Dog": 8}, "valid": {"Cat": 2, "Dog": 2}}  # round(2.5) == 2
@@ -609,6 +702,8 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     names = {r.info.run_name: sorted(r.data.metrics) for r in runs}
     datasets = {r.info.run_name: [d.dataset.name for d in r.inputs.dataset_inputs] for r in runs}
     assert all(datasets[f"dogscats_train@{h}"] == ["dogscats-train-features"] for h in ("dense", "bn_inserted"))
+    heads = [r for r in runs if r.info.run_name.startswith("dogscats_train@")]
+    assert len(heads) == 3 and all(r.data.params["features_precision"] == policy for r in heads)
     heads = [set(names[f"dogscats_train@{h}"]) for h in ("dense", "bn_scratch")]  # bn_inserted adds its check
     assert heads[0] == heads[1] >= {"val_accuracy", "val_loss", "val_log_loss", "errors", "epochs", "train_seconds"}
     assert names["dogscats_evaluate"] == []  # each head's figures are on its own row, under the same names
@@ -699,9 +794,12 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
     assert len(history) == epochs and history["val_accuracy"].between(0, 1).all()
     finetuned = json.loads((root / "metrics/finetune.json").read_text())
     assert finetuned["enabled"] and finetuned["n_valid"] == n_valid and 0 <= finetuned["val_accuracy"] <= 1
+    assert finetuned["precision"] == machine_precision("auto")  # precision auto (the default), resolved here
     assert json.loads((root / "timings/finetune.json").read_text())["images_per_s"] > 0
     assert (root / "finetune/model.keras").is_file() and not (root / "finetune/DISABLED.txt").exists()
     assert project.dvc("status", "dogscats_finetune").stdout.strip().endswith("Data and pipelines are up to date.")
     runs = stage_runs_by_status(project, "dogscats", "dogscats_finetune")
     assert sorted(runs) == ["FINISHED", "KILLED"]
     assert [d.dataset.name for d in runs["FINISHED"][0].inputs.dataset_inputs] == ["dogscats-train-photos"]
+    logged = runs["FINISHED"][0].data.params
+    assert (logged["precision"], logged["resolved_precision"]) == ("auto", finetuned["precision"])
