@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the project copy (its cached features) to inspect")
     args = parser.parse_args(argv)
     os.environ["LESSON5_MIRROR"] = str(Path(require_mirror()).resolve())  # the project copy runs elsewhere
-    precision = (
+    from stages.common.precision import machine_precision
+
+    # the figures name the policy that ran: `auto` as this machine resolves it
+    precision = machine_precision(
         args.precision or yaml.safe_load((REPO / "params.yaml").read_text())["dogscats"]["features"]["precision"]
     )
     command, tag = benchmark_command("benchmarks.dogscats", argv), config_tag(args, precision)

@@ -22,16 +22,19 @@ from stages.dogscats.paths import ARCHIVE, PREPARED
 TINTS = {"Cat": (190, 80, 60), "Dog": (60, 90, 190)}  # cats reddish, dogs bluish
 
 
-def write_many_photos_zip(path: Path, n_per_class: int, distinct: int = 400, seed: int = 0) -> dict[str, int]:
-    """Write a zip of PetImages/{Cat,Dog}/0.jpg.. with n_per_class JPEGs of 140..259 pixels a side per class,
-    cycling through `distinct` generated ones (encoding 25,000 would dominate a test). Returns the archive's
-    bytes and the bytes all its photos take decoded as RGB (about 120 KB each, 2.4 KB as JPEG)."""
+def write_many_photos_zip(
+    path: Path, n_per_class: int, distinct: int = 400, seed: int = 0, sides: tuple[int, int] = (140, 260)
+) -> dict[str, int]:
+    """Write a zip of PetImages/{Cat,Dog}/0.jpg.. with n_per_class JPEGs per class, each side drawn from
+    [sides[0], sides[1]) pixels, cycling through `distinct` generated ones (encoding 25,000 would dominate a test).
+    Returns the archive's bytes and the bytes all its photos take decoded as RGB (at the default sides about 120 KB
+    each, 2.4 KB as JPEG)."""
     rng = np.random.default_rng(seed)
     pool: dict[str, list[tuple[bytes, int]]] = {}
     for label, tint in TINTS.items():
         pool[label] = []
         for _ in range(distinct):
-            width, height = (int(v) for v in rng.integers(140, 260, size=2))
+            width, height = (int(v) for v in rng.integers(*sides, size=2))
             # a smooth gradient with a little noise: a few KB as JPEG, like a photo's size once decoded
             ramp = np.linspace(0, 60, width)[None, :, None] + np.linspace(0, 40, height)[:, None, None]
             pixels = np.asarray(tint)[None, None, :] + ramp + rng.normal(0, 3, size=(height, width, 3))

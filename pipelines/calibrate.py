@@ -84,11 +84,11 @@ def measure(kinds: list[str], params_file: Path) -> dict:
         if kind == "cpu":
             rates["cpu"] = cpu_gflops()
         elif kind == "vgg":
+            from stages.common.precision import machine_precision
             from stages.dogscats.params import DogsCatsParams
-            from stages.dogscats.vgg import resolve_precision
 
             features = load_params("dogscats", DogsCatsParams, params_file).features
-            rates["precision"] = resolve_precision(features.precision)
+            rates["precision"] = machine_precision(features.precision)
             rates["vgg"] = vgg_images_per_s(features.input_size, rates["precision"])
         elif kind == "lstm":
             from stages.text.params import TextParams

@@ -47,12 +47,12 @@ def _epochs(model: Mapping) -> int:
 
 
 def photos_per_class(params: Mapping, root: Path) -> float:
-    """The photos a class will use: max_per_class if set, else what the last prepare found, else the source's."""
+    """The photos a class will use: at most max_per_class (null: all) of the photos a class the archive holds, as
+    the last prepare counted them, else as the mirror or the release holds them."""
     cap = params["dogscats"]["prepare"]["max_per_class"]
-    report = _read_json(root / "data/dogscats/prepared/report.json") or {}
-    found = report.get("usable", 0) / max(len(report.get("classes", [])), 1) or None
+    files = (_read_json(root / "data/dogscats/prepared/report.json") or {}).get("files_per_class") or {}
     source = PHOTOS_PER_CLASS["mirror" if os.environ.get("LESSON5_MIRROR") else "release"]
-    available = found or source
+    available = sum(files.values()) / len(files) if files else source
     return min(cap, available) if cap else available
 
 

@@ -15,12 +15,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from harness.dogscats import write_many_photos_zip
 from stages.common.archive import CorruptArchiveError
 from stages.common.cli import StageError
+from stages.common.precision import machine_precision
 from stages.dogscats.evaluate import confidently_wrong
 from stages.dogscats.images import Unusable, load_rgb
 from stages.dogscats.params import PrepareParams
-from stages.dogscats.prepare import prepare, scan, split
+from stages.dogscats.prepare import draw_order, list_files, prepare, split
 from stages.dogscats.scoring import flip_averaged_scores, log_loss, scores
 from tests.conftest import REPO, backed_up_epochs, kill_when_backed_up, stage_runs_by_status
 from tests.factories.dogscats import THUMBS_DB, jpeg, noisy_jpeg, pet_folder, zipped
@@ -54,6 +56,7 @@ def png_bomb(width=100_000, height=100_000) -> bytes:
 def run_prepare(tmp_path: Path, raw: Path, params: PrepareParams = PREP):
     """dogscats_prepare on the folder `raw` packed as the download stage keeps it: one zip."""
     archive = tmp_path / "kagglecatsanddogs.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
     archive.write_bytes(zipped(raw))
     out = tmp_path / "prepared"
     out.mkdir()
@@ -160,7 +163,7 @@ def test_class_of_only_bad_files_is_a_clear_error(tmp_path):
 
 
 def test_photos_are_taken_in_the_extracted_folders_order_whatever_the_archive_order(tmp_path):
-    # "a/b.jpg" sorts before "a.jpg" as a path, after it as a string: the split depends on this order
+    # "a/b.jpg" sorts before "a.jpg" as a path, after it as a string: the draw depends on this order
     raw = pet_folder(
         tmp_path,
         n_per_class=3,
@@ -171,21 +174,25 @@ def test_photos_are_taken_in_the_extracted_folders_order_whatever_the_archive_or
             "Dog/Thumbs.db": b"x",
         },
     )
-    (tmp_path / "pets.zip").write_bytes(zipped(raw, reverse=True))
-    usable, skipped, classes = scan(tmp_path / "pets.zip", PREP.max_pixels)
-    folder_order = [
-        f.relative_to(raw).as_posix()
-        for c in ("Cat", "Dog")
-        for f in sorted((raw / c).rglob("*"))
-        if f.is_file() and f.name != "Thumbs.db"
-    ]
-    assert usable["source"].tolist() == folder_order and folder_order[:2] == ["Cat/0.jpg", "Cat/1.jpg"]
-    assert folder_order.index("Cat/a/b.jpg") < folder_order.index("Cat/a.jpg")
-    assert skipped == [
+    folder_order = {
+        c: [f.relative_to(raw).as_posix() for f in sorted((raw / c).rglob("*")) if f.is_file()] for c in ("Cat", "Dog")
+    }
+    assert folder_order["Cat"][:2] == ["Cat/0.jpg", "Cat/1.jpg"]
+    assert folder_order["Cat"].index("Cat/a/b.jpg") < folder_order["Cat"].index("Cat/a.jpg")
+    forward, backward = tmp_path / "forward.zip", tmp_path / "backward.zip"
+    forward.write_bytes(zipped(raw))
+    backward.write_bytes(zipped(raw, reverse=True))
+    listing = list_files(backward)
+    assert listing.classes == ["Cat", "Dog"] and listing.files == folder_order
+    assert listing.outside == ["PetImages/readme.txt"]
+    (tmp_path / "forward").mkdir()
+    (tmp_path / "backward").mkdir()
+    prepared = [prepare(archive, tmp_path / archive.stem, PREP) for archive in (forward, backward)]
+    pd.testing.assert_frame_equal(prepared[0][0], prepared[1][0])
+    assert prepared[1][1]["skipped_files"] == [
         {"file": "Dog/Thumbs.db", "reason": "not an image (unknown format)"},
         {"file": "PetImages/readme.txt", "reason": "not under PetImages/<class>/"},
     ]
-    assert classes == ["Cat", "Dog"]
 
 
 def test_missing_or_damaged_archive_is_a_clear_error(tmp_path):
@@ -201,29 +208,91 @@ def test_missing_or_damaged_archive_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------- the split
 
 
-def test_split_is_stratified_seeded_and_capped():
-    images = pd.DataFrame(
-        {
-            "source": [f"{c}/{i}.jpg" for c in ("Cat", "Dog") for i in range(40)],
-            "label": [0] * 40 + [1] * 40,
-            "class": ["Cat"] * 40 + ["Dog"] * 40,
-        }
-    )
-    a = split(images, 0.25, max_per_class=20, seed=1)
-    assert len(a) == 40
-    counts = a.groupby(["split", "label"]).size().to_dict()
-    assert counts == {("train", 0): 15, ("train", 1): 15, ("valid", 0): 5, ("valid", 1): 5}
-    pd.testing.assert_frame_equal(a, split(images, 0.25, max_per_class=20, seed=1))
-    assert set(a["source"]) != set(split(images, 0.25, max_per_class=20, seed=2)["source"])
-    assert len(split(images, 0.25, max_per_class=None, seed=1)) == 80
+def test_split_is_stratified_in_drawn_order():
+    kept = {"Cat": [f"Cat/{i}.jpg" for i in range(20)], "Dog": [f"Dog/{i}.jpg" for i in (7, 3, 9, 1, 5, 0, 2, 8)]}
+    manifest = split(kept, ["Cat", "Dog"], 0.25)
+    counts = manifest.groupby(["split", "label"]).size().to_dict()
+    assert counts == {("train", 0): 15, ("train", 1): 6, ("valid", 0): 5, ("valid", 1): 2}
+    # validation takes each class's first drawn photos
+    assert set(manifest[manifest["split"] == "valid"]["source"]) == {*kept["Cat"][:5], "Dog/7.jpg", "Dog/3.jpg"}
+    assert (manifest["class"] == np.where(manifest["label"] == 0, "Cat", "Dog")).all()
 
 
 def test_too_few_images_for_a_split_is_a_clear_error():
-    images = pd.DataFrame(
-        {"source": ["Cat/1.jpg", "Dog/1.jpg", "Dog/2.jpg"], "label": [0, 1, 1], "class": ["Cat", "Dog", "Dog"]}
-    )
     with pytest.raises(StageError, match="class 'Cat' has only 1 usable image"):
-        split(images, 0.25, None, 0)
+        split({"Cat": ["Cat/1.jpg"], "Dog": ["Dog/1.jpg", "Dog/2.jpg"]}, ["Cat", "Dog"], 0.25)
+
+
+def test_the_draw_is_seeded_and_each_class_a_permutation():
+    files = {"Cat": [f"Cat/{i}.jpg" for i in range(30)], "Dog": [f"Dog/{i}.jpg" for i in range(40)]}
+    a = draw_order(files, seed=1)
+    assert a == draw_order(files, seed=1) and a != draw_order(files, seed=2)
+    assert all(sorted(a[c]) == sorted(files[c]) and a[c] != files[c] for c in files)
+
+
+def drawn_until(order: list[str], bad: set[str], n: int) -> list[str]:
+    """The shortest start of a drawn order that holds n usable photos: what a class's sample of n reads."""
+    usable = np.cumsum([source not in bad for source in order])
+    return order[: int(np.searchsorted(usable, n)) + 1]
+
+
+def test_the_sample_is_drawn_before_decoding_and_unusable_photos_are_replaced(tmp_path):
+    bad = {f"Cat/bad{i}.jpg" for i in range(3)}
+    dogs = {f"Dog/{i}.jpg": noisy_jpeg(i, (60, 90, 190)) for i in range(6, 8)}
+    raw = pet_folder(tmp_path, n_per_class=6, extra={**dict.fromkeys(bad, b""), **dogs})  # 9 cat files, 8 dogs
+    (tmp_path / "pets.zip").write_bytes(zipped(raw))
+    order = draw_order(list_files(tmp_path / "pets.zip").files, PREP.seed)
+
+    manifest, report, _ = run_prepare(tmp_path / "capped", raw, PREP.model_copy(update={"max_per_class": 5}))
+    read = {name: drawn_until(order[name], bad, 5) for name in ("Cat", "Dog")}
+    bad_read = sorted(bad & set(read["Cat"]))
+    assert bad_read, "seed 0 draws an unusable photo among the first 5 cats: the replacement is tested"
+    for name in ("Cat", "Dog"):  # each class's first 5 usable photos in the drawn order
+        assert sorted(manifest[manifest["class"] == name]["source"]) == sorted(set(read[name]) - bad)
+    # only the drawn photos and their replacements are decoded
+    assert report["read"] == 10 + len(bad_read) and report["not_read"] == 17 - report["read"]
+    assert [s["file"] for s in report["skipped_files"]] == bad_read
+    assert report["short_of_max_per_class"] == {} and report["scanned"] == 17
+
+    # more than a class holds: all its usable photos, and the report says it came short
+    manifest, report, _ = run_prepare(tmp_path / "short", raw, PREP.model_copy(update={"max_per_class": 7}))
+    assert report["short_of_max_per_class"] == {"Cat": 6} and report["read"] == 16 and report["not_read"] == 1
+    assert manifest["class"].value_counts().to_dict() == {"Cat": 6, "Dog": 7}
+
+
+def test_a_cap_of_what_a_class_holds_keeps_every_photo_as_null_does(tmp_path):
+    """The mirror holds 4,000 photos a class, the default max_per_class: the same photos, split the same way, as
+    with every photo taken (null)."""
+    raw = pet_folder(tmp_path, n_per_class=8)
+    every, _, _ = run_prepare(tmp_path / "every", raw, PREP)
+    capped, report, _ = run_prepare(tmp_path / "capped", raw, PREP.model_copy(update={"max_per_class": 8}))
+    pd.testing.assert_frame_equal(every, capped)
+    assert report["not_read"] == 0 and report["short_of_max_per_class"] == {}
+
+
+MIRROR_PER_CLASS = 4000  # the mirror's kagglecatsanddogs_5340.zip: PetImages/{Cat,Dog}, 4,000 photos each
+
+
+@pytest.mark.slow  # 33,000 photos decoded: about 25 s on one core
+def test_the_release_gives_as_many_photos_as_the_mirror_by_default_and_all_with_the_full_profile(tmp_path):
+    """As many photos a class as Microsoft's release holds (12,500, tiny generated JPEGs): the default params take
+    the mirror's 4,000 a class, decoding no other photo; the full profile's (profiles/full.yaml applied to
+    params.yaml) every photo."""
+    from pipelines.profile import load_profile, profiled_params
+    from stages.common.params import load_params
+    from stages.dogscats.params import DogsCatsParams
+
+    archive = tmp_path / "kagglecatsanddogs_5340.zip"
+    write_many_photos_zip(archive, 12_500, distinct=50, sides=(8, 17))
+    default = load_params("dogscats", DogsCatsParams, REPO / "params.yaml").prepare
+    full = profiled_params(load_profile("full", REPO), REPO / "params.yaml")["dogscats"]["prepare"]
+    assert default.max_per_class == MIRROR_PER_CLASS and full["max_per_class"] is None
+    for name, params, per_class in (("default", default, MIRROR_PER_CLASS), ("full", PrepareParams(**full), 12_500)):
+        (tmp_path / name).mkdir()
+        manifest, report = prepare(archive, tmp_path / name, params)
+        assert manifest["class"].value_counts().to_dict() == {"Cat": per_class, "Dog": per_class}, name
+        assert report["read"] == 2 * per_class and report["not_read"] == 25_000 - 2 * per_class, name
+        assert len(list((tmp_path / name / "images").iterdir())) == 2 * per_class
 
 
 # ---------------------------------------------------------------- the VGG16 weights file
@@ -334,16 +403,20 @@ def test_mixed_precision_computes_in_16_bits_with_float32_weights_and_leaves_the
 ):
     import keras
 
+    from stages.common.cpu import BFLOAT16_FLAGS, cpu_flags
+    from stages.common.precision import gpu_compute_capability
     from stages.dogscats.features import compute_features
-    from stages.dogscats.vgg import conv_base, cpu_has_native_bfloat16
+    from stages.dogscats.vgg import conv_base
 
     mixed = conv_base(32, vgg_weights[0], precision)
     conv = mixed.get_layer("block1_conv1")
     assert conv.compute_dtype == compute and conv.variable_dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # other models built later stay float32
-    warned = capsys.readouterr().err  # this machine has no GPU: float16 always warns, bfloat16 without AMX/AVX512_BF16
-    assert ("WARNING: mixed_float16 without a GPU" in warned) == (precision == "mixed_float16")
-    assert ("bfloat16 is emulated here" in warned) == (precision == "mixed_bfloat16" and not cpu_has_native_bfloat16())
+    # without a GPU float16 always warns, bfloat16 without AMX/AVX512_BF16
+    warned, cpu = capsys.readouterr().err, gpu_compute_capability() is None
+    native = bool((cpu_flags() or set()) & BFLOAT16_FLAGS)
+    assert ("WARNING: mixed_float16 without a GPU" in warned) == (precision == "mixed_float16" and cpu)
+    assert ("bfloat16 is emulated here" in warned) == (precision == "mixed_bfloat16" and cpu and not native)
 
     _, _, prepared = run_prepare(tmp_path, pet_folder(tmp_path, n_per_class=3))
     features = {}
@@ -355,6 +428,91 @@ def test_mixed_precision_computes_in_16_bits_with_float32_weights_and_leaves_the
     scale = np.abs(features["float32"]).max()
     tolerance = 0.02 if compute == "float16" else 0.1  # bfloat16 keeps 8 bits of mantissa, float16 11
     np.testing.assert_allclose(features[precision], features["float32"], atol=tolerance * scale)  # round-off only
+
+
+# ---------------------------------------------------------------- precision: auto
+
+
+@pytest.mark.parametrize(
+    "requested,flags,gpu,policy",
+    [
+        ("auto", {"avx512f", "amx_bf16", "amx_tile"}, None, "mixed_bfloat16"),  # Sapphire Rapids on
+        ("auto", {"avx512f", "avx512_bf16"}, None, "mixed_bfloat16"),  # Cooper Lake, Zen 4
+        ("auto", {"avx512f", "avx512_vnni"}, None, "float32"),  # Ice Lake: emulated bfloat16
+        ("auto", set(), None, "float32"),  # a CPU without x86 flags (Arm Linux)
+        ("auto", None, None, "float32"),  # no /proc/cpuinfo (macOS): unknown
+        ("auto", {"avx2"}, (9, 0), "mixed_bfloat16"),  # H100
+        ("auto", None, (8, 0), "mixed_bfloat16"),  # A100
+        ("auto", {"amx_bf16"}, (7, 5), "mixed_float16"),  # T4: on a GPU the GPU decides, not the CPU
+        ("auto", {"avx2"}, (7, 0), "mixed_float16"),  # V100
+        ("auto", {"amx_bf16"}, (6, 1), "float32"),  # Pascal: no 16-bit tensor cores
+        ("auto", {"avx2"}, (0, 0), "float32"),  # a GPU TensorFlow reports no compute capability for
+        ("float32", {"amx_bf16"}, (9, 0), "float32"),  # an explicit policy is kept as it is
+        ("mixed_bfloat16", {"avx2"}, None, "mixed_bfloat16"),
+        ("mixed_float16", None, None, "mixed_float16"),
+    ],
+)
+def test_auto_precision_is_what_the_machine_computes_natively(requested, flags, gpu, policy):
+    from stages.common.precision import resolve_precision
+
+    assert resolve_precision(requested, flags, gpu) == policy
+
+
+@pytest.mark.parametrize(
+    "policy,flags,gpu,says",
+    [
+        ("mixed_bfloat16", {"avx512f", "avx512_vnni"}, None, "CPU without AMX or AVX512_BF16: bfloat16 is emulated"),
+        ("mixed_bfloat16", None, None, "flags cannot be read (no /proc/cpuinfo): bfloat16 may be emulated"),
+        ("mixed_bfloat16", {"avx512_bf16"}, None, None),
+        ("mixed_bfloat16", set(), (8, 0), None),
+        ("mixed_float16", {"amx_bf16"}, None, "mixed_float16 without a GPU"),
+        ("mixed_float16", None, (7, 0), None),
+        ("float32", None, None, None),
+    ],
+)
+def test_an_explicit_policy_this_machine_emulates_is_warned_of(policy, flags, gpu, says):
+    from stages.common.precision import slow_policy_warning
+
+    warning = slow_policy_warning(policy, flags, gpu)
+    assert warning is None if says is None else says in warning
+
+
+def test_cpu_flags_come_from_proc_cpuinfo_and_without_it_auto_is_float32(tmp_path, monkeypatch):
+    from stages.common import cpu, precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: avx512_bf16 in a name is no flag\nflags\t\t: fpu avx512f amx_tile\n\n"
+        "processor\t: 1\nflags\t\t: fpu avx512f amx_bf16\n"
+    )
+    assert cpu.cpu_flags(cpuinfo) == {"fpu", "avx512f", "amx_tile", "amx_bf16"}
+    assert cpu.cpu_flags(tmp_path / "missing") is None
+    # the machine's own answer, with /proc/cpuinfo missing as on macOS (this machine has no GPU)
+    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "missing")
+    assert precision.gpu_compute_capability() is None
+    assert precision.machine_precision("auto") == "float32"
+    assert precision.machine_precision("mixed_bfloat16") == "mixed_bfloat16"
+    monkeypatch.setattr(cpu, "CPUINFO", cpuinfo)
+    assert precision.machine_precision("auto") == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("stage", ["features", "finetune"])
+def test_an_unknown_precision_is_a_one_line_params_error_naming_the_allowed_values(stage):
+    import typing
+
+    import yaml
+
+    from stages.common.params import ParamsError, validate_section
+    from stages.dogscats.params import DogsCatsParams, Precision
+
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["dogscats"]
+    assert section[stage]["precision"] == "auto"  # the default
+    section[stage]["precision"] = "bfloat16"
+    with pytest.raises(ParamsError) as error:
+        validate_section("dogscats", section, DogsCatsParams)
+    [line] = str(error.value).splitlines()[1:]  # under the file's name: one line
+    assert line.startswith(f"  dogscats.{stage}.precision = 'bfloat16': Input should be ")
+    assert all(f"'{value}'" in line for value in typing.get_args(Precision))
 
 
 def test_load_image_resizes_and_uses_vgg_preprocessing(tmp_path):
@@ -521,6 +679,10 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     )
     project.dvc("repro", "dogscats_evaluate")
     root = project.root / "data/dogscats"
+    # precision auto (the default): the policy this machine computes natively, in the metrics and on each head's run
+    assert project.params["dogscats"]["features"]["precision"] == "auto"
+    policy = machine_precision("auto")
+    assert json.loads((root / "metrics/features.json").read_text())["precision"] == policy
     report = json.loads((root / "prepared/report.json").read_text())
     assert report["skipped_by_reason"] == {"empty file": 1} and report["converted_to_rgb"] == {"JPEG L": 1}
     assert report["used"] == {"train": {"Cat": 8, "Dog": 8}, "valid": {"Cat": 2, "Dog": 2}}  # round(2.5) == 2
@@ -542,6 +704,8 @@ def test_dvc_chain_and_features_reused_when_only_the_head_changes(project, http_
     names = {r.info.run_name: sorted(r.data.metrics) for r in runs}
     datasets = {r.info.run_name: [d.dataset.name for d in r.inputs.dataset_inputs] for r in runs}
     assert all(datasets[f"dogscats_train@{h}"] == ["dogscats-train-features"] for h in ("dense", "bn_inserted"))
+    heads = [r for r in runs if r.info.run_name.startswith("dogscats_train@")]
+    assert len(heads) == 3 and all(r.data.params["features_precision"] == policy for r in heads)
     heads = [set(names[f"dogscats_train@{h}"]) for h in ("dense", "bn_scratch")]  # bn_inserted adds its check
     assert heads[0] == heads[1] >= {"val_accuracy", "val_loss", "val_log_loss", "errors", "epochs", "train_seconds"}
     assert names["dogscats_evaluate"] == []  # each head's figures are on its own row, under the same names
@@ -632,9 +796,12 @@ def test_killed_features_and_finetuning_resume_where_they_stopped(project, http_
     assert len(history) == epochs and history["val_accuracy"].between(0, 1).all()
     finetuned = json.loads((root / "metrics/finetune.json").read_text())
     assert finetuned["enabled"] and finetuned["n_valid"] == n_valid and 0 <= finetuned["val_accuracy"] <= 1
+    assert finetuned["precision"] == machine_precision("auto")  # precision auto (the default), resolved here
     assert json.loads((root / "timings/finetune.json").read_text())["images_per_s"] > 0
     assert (root / "finetune/model.keras").is_file() and not (root / "finetune/DISABLED.txt").exists()
     assert project.dvc("status", "dogscats_finetune").stdout.strip().endswith("Data and pipelines are up to date.")
     runs = stage_runs_by_status(project, "dogscats", "dogscats_finetune")
     assert sorted(runs) == ["FINISHED", "KILLED"]
     assert [d.dataset.name for d in runs["FINISHED"][0].inputs.dataset_inputs] == ["dogscats-train-photos"]
+    logged = runs["FINISHED"][0].data.params
+    assert (logged["precision"], logged["resolved_precision"]) == ("auto", finetuned["precision"])

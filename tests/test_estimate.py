@@ -58,8 +58,8 @@ def test_the_work_follows_the_params_not_the_archive(tmp_path, monkeypatch):
     assert estimate.photos_per_class(params, tmp_path) == 12_500  # the release, when nothing is prepared yet
     report = tmp_path / "data/dogscats/prepared/report.json"
     report.parent.mkdir(parents=True)
-    report.write_text(json.dumps({"usable": 24_990, "classes": ["Cat", "Dog"]}))
-    assert estimate.photos_per_class(params, tmp_path) == 12_495
+    report.write_text(json.dumps({"files_per_class": {"Cat": 12_501, "Dog": 12_499}}))  # what the archive holds
+    assert estimate.photos_per_class(params, tmp_path) == 12_500
     params["dogscats"]["prepare"]["max_per_class"] = 300
     assert estimate.photos_per_class(params, tmp_path) == 300
     work = estimate.stage_work("text_train@char_lstm", params, tmp_path)

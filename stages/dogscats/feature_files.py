@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stages.common.io import load_npy
-from stages.dogscats.paths import FLIPPED_FEATURES, PHOTO_FEATURES
+from stages.common.io import load_npy, read_json
+from stages.dogscats.paths import FEATURES_INFO, FLIPPED_FEATURES, PHOTO_FEATURES
 
 
 def load_features(features_dir: str) -> tuple[np.ndarray, pd.DataFrame]:
@@ -22,3 +22,8 @@ def split_arrays(features: np.ndarray, index: pd.DataFrame, split: str) -> tuple
 def load_flipped(features_dir: str, index: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The split's features of the images mirrored left-right (written with dogscats.features.flips)."""
     return split_arrays(load_npy(f"{features_dir}/{FLIPPED_FEATURES}", mmap=True), index, split)
+
+
+def features_precision(features_dir: str) -> str:
+    """The Keras dtype policy VGG16 computed the cached features in (dogscats.features.precision resolved)."""
+    return read_json(f"{features_dir}/{FEATURES_INFO}")["precision"]

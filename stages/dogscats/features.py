@@ -14,10 +14,12 @@ import pandas as pd
 
 from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, write_csv, write_json, write_metrics
+from stages.common.precision import machine_precision
 from stages.common.resume import backup_folder, dvc_hashes, remove_backup
 from stages.dogscats import params as dogscats_params
 from stages.dogscats.paths import (
     FEATURES,
+    FEATURES_INFO,
     FEATURES_METRICS,
     FEATURES_TIMINGS,
     FLIPPED_FEATURES,
@@ -132,12 +134,14 @@ def compute_features(
     checkpoints: Checkpoints | None = None,
     precision: str = "float32",
 ):
-    """Pure step: write PHOTOS (float16, manifest order), with `flips` also FLIPPED, and index.csv into
-    out_dir; return stats (the rates are those of the first pass). With `checkpoints`, each pass is computed in
-    their folder, resumes where a killed run left it, and is moved into out_dir when whole."""
+    """Pure step: write PHOTOS (float16, manifest order), with `flips` also FLIPPED, index.csv and INFO (the
+    policy `precision` resolved to) into out_dir; return stats (the rates are those of the first pass, `precision`
+    the policy). With `checkpoints`, each pass is computed in their folder, resumes where a killed run left it, and
+    is moved into out_dir when whole."""
     import tensorflow as tf
 
     manifest = pd.read_csv(prepared / "manifest.csv")
+    precision = machine_precision(precision)
     model = conv_base(input_size, weights, precision)
     paths = [str(prepared / p) for p in manifest["path"]]
 
@@ -164,6 +168,7 @@ def compute_features(
         for name in passes:
             os.replace(checkpoints.folder / name, out_dir / name)
     write_csv(out_dir / "index.csv", manifest)
+    write_json(out_dir / FEATURES_INFO, {"precision": precision})
     gflop = conv_flops(model) / 1e9
     devices = [d.name for d in tf.config.list_physical_devices("GPU")] or ["CPU"]
     return {
@@ -174,13 +179,16 @@ def compute_features(
         "gflop_per_image": gflop,
         "gflop_per_s": gflop * stats["steady_images_per_s"],
         "devices": devices,
+        "precision": precision,
     }
 
 
 def main() -> None:
     p = dogscats_params.load()
+    precision = machine_precision(p.features.precision)  # `auto`: a killed run resumes only in the same policy
     folder = backup_folder(
-        "dogscats_features", {"params": p.features.model_dump(), "inputs": dvc_hashes([PREPARED, WEIGHTS_DIR])}
+        "dogscats_features",
+        {"params": p.features.model_dump(), "precision": precision, "inputs": dvc_hashes([PREPARED, WEIGHTS_DIR])},
     )
     checkpoints = Checkpoints(folder, p.features.checkpoint_images)
     with atomic_dir(FEATURES) as out:
@@ -192,13 +200,14 @@ def main() -> None:
             p.features.batch_size,
             p.features.flips,
             checkpoints,
-            p.features.precision,
+            precision,
         )
     remove_backup(folder)
     write_metrics(FEATURES_METRICS, FEATURES_TIMINGS, stats)
     print(
         f"features {stats['feature_shape']} of {stats['images']:,} images at {stats['input_size']}px on "
-        f"{', '.join(stats['devices'])}: {stats['seconds']:.0f} s, {stats['steady_images_per_s']:.1f} images/s, "
+        f"{', '.join(stats['devices'])} in {precision}: {stats['seconds']:.0f} s, "
+        f"{stats['steady_images_per_s']:.1f} images/s, "
         f"{stats['gflop_per_s']:.0f} GFLOP/s"
         + (f"; the mirrored images {stats['flipped_seconds']:.0f} s" if p.features.flips else "")
     )

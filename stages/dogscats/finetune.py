@@ -11,6 +11,7 @@ import pandas as pd
 
 from stages.common.cli import run_stage
 from stages.common.io import atomic_dir, load_keras, save_keras, write_csv, write_metrics
+from stages.common.precision import machine_precision
 from stages.common.training import history_rows, resume_callbacks, seed_everything
 from stages.dogscats import params as dogscats_params
 from stages.dogscats.params import FinetuneParams
@@ -88,8 +89,9 @@ def finetune(
     callbacks=(),
     backup=(),
 ):
-    """Pure step: returns the fine-tuned model, its history, and its held-out scores with the training time.
-    `backup`: the callbacks of `resume_callbacks`, to resume a killed run after its last finished epoch."""
+    """Pure step: returns the fine-tuned model, its history, and its held-out scores with the training time and
+    the dtype policy `p.precision` resolved to. `backup`: the callbacks of `resume_callbacks`, to resume a killed
+    run after its last finished epoch."""
     import keras
 
     import stages.common.batchnorm  # noqa: F401  registers CalibratedBatchNormalization for loading the head
@@ -97,7 +99,8 @@ def finetune(
     manifest = pd.read_csv(prepared / "manifest.csv")
     train, valid = (manifest[manifest["split"] == split] for split in ("train", "valid"))
     seed_everything(p.seed)
-    model = finetune_model(conv_base(input_size, weights, p.precision), load_keras(head_path))
+    precision = machine_precision(p.precision)
+    model = finetune_model(conv_base(input_size, weights, precision), load_keras(head_path))
     model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
     held_out = held_out_scores(
         image_batches(valid, prepared, input_size, p.batch_size), valid["label"].to_numpy("float32"), log_loss_clip
@@ -118,7 +121,8 @@ def finetune(
     return (
         model,
         history.history,
-        held_out.scores | {"seconds": seconds, "images_per_s": epochs_run * len(manifest) / seconds},
+        held_out.scores
+        | {"seconds": seconds, "images_per_s": epochs_run * len(manifest) / seconds, "precision": precision},
     )
 
 
@@ -137,12 +141,14 @@ def main() -> None:
             write_metrics(FINETUNE_METRICS, FINETUNE_TIMINGS, {"enabled": False})
             print("fine-tuning is off (dogscats.finetune.enabled: false)")
             return
-        with stage_run("dogscats", "dogscats_finetune", params=fp.model_dump(), inputs=[PREPARED, MODELS_DIR]) as run:
+        precision = machine_precision(fp.precision)  # `auto`: what this machine computes natively
+        run_params = {**fp.model_dump(), "resolved_precision": precision}
+        with stage_run("dogscats", "dogscats_finetune", params=run_params, inputs=[PREPARED, MODELS_DIR]) as run:
             inputs = dvc_hashes([PREPARED, MODELS_DIR, WEIGHTS_DIR])
             photos = pd.read_csv(Path(PREPARED) / "manifest.csv")
             run.log_dataset(photos[photos["split"] == "train"], "dogscats-train-photos", PREPARED, inputs[PREPARED])
             backup = resume_callbacks(
-                "dogscats_finetune", {"params": fp.model_dump(), "size": p.features.input_size, "inputs": inputs}
+                "dogscats_finetune", {"params": run_params, "size": p.features.input_size, "inputs": inputs}
             )
             model, history, result = finetune(
                 Path(PREPARED),
@@ -164,7 +170,7 @@ def main() -> None:
     write_metrics(FINETUNE_METRICS, FINETUNE_TIMINGS, result)
     print(
         f"fine-tuned block 5 + {fp.head}: val accuracy {result['val_accuracy']:.4f} ({result['errors']} wrong of "
-        f"{result['n_valid']}), log loss {result['val_log_loss']:.4f}, {result['seconds']:.0f} s "
+        f"{result['n_valid']}), log loss {result['val_log_loss']:.4f}, {result['seconds']:.0f} s in {precision} "
         f"({result['images_per_s']:.2f} images/s)"
     )
 

@@ -8,7 +8,12 @@ from pydantic import Field, model_validator
 
 from stages.common.params import Schema, Source, load_params
 
-Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
+# auto (stages/common/precision.py picks for the machine) or a Keras dtype policy
+Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+PRECISION_HELP = (
+    "a Keras dtype policy (the mixed ones compute in 16 bits with float32 weights), or auto: mixed_bfloat16 on a "
+    "CPU with AMX/AVX512_BF16 or a GPU of compute capability 8.0 on, mixed_float16 on a 7.x GPU, float32 elsewhere"
+)
 
 
 class Sources(Schema):
@@ -19,7 +24,11 @@ class Sources(Schema):
 class PrepareParams(Schema):
     seed: int = Field(ge=0)
     valid_fraction: float = Field(gt=0, lt=1)
-    max_per_class: int | None = Field(ge=2, description="usable images kept per class (seeded); null: all")
+    max_per_class: int | None = Field(
+        ge=2,
+        description="usable photos kept per class, a seeded sample chosen before any photo is decoded (fewer where "
+        "the class has fewer); null: every photo",
+    )
     max_pixels: int = Field(ge=1, description="images with more pixels than this are refused (decompression bombs)")
 
 
@@ -28,11 +37,7 @@ class FeaturesParams(Schema):
     batch_size: int = Field(ge=1, le=1024)
     flips: bool = Field(description="also cache the features of every image mirrored left-right (twice the time)")
     checkpoint_images: int = Field(ge=1, description="progress kept every this many images: a killed run resumes there")
-    precision: Precision = Field(
-        default="float32",
-        description="a Keras dtype policy: the mixed ones compute in 16 bits with float32 weights; mixed_bfloat16 "
-        "for a GPU or a CPU with AMX/AVX512_BF16 (several times faster there), mixed_float16 for a GPU only",
-    )
+    precision: Precision = Field(default="auto", description=PRECISION_HELP)
 
 
 class HeadParams(Schema):
@@ -73,11 +78,7 @@ class FinetuneParams(Schema):
     batch_size: int = Field(ge=1, le=1024)
     flip: bool = Field(description="random horizontal flips of the training images")
     shift: float = Field(ge=0, le=0.5, description="random translation, as a fraction of the image size (0: none)")
-    precision: Precision = Field(
-        default="float32",
-        description="a Keras dtype policy: the mixed ones compute in 16 bits with float32 weights; mixed_bfloat16 "
-        "for a GPU or a CPU with AMX/AVX512_BF16 (several times faster there), mixed_float16 for a GPU only",
-    )
+    precision: Precision = Field(default="auto", description=PRECISION_HELP)
 
 
 class EvaluateParams(Schema):

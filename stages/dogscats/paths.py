@@ -8,6 +8,7 @@ PREPARED = "data/dogscats/prepared"
 FEATURES = "data/dogscats/features"
 PHOTO_FEATURES = "features.npy"  # in FEATURES, one row per manifest row
 FLIPPED_FEATURES = "features_flipped.npy"  # in FEATURES, the same rows, each image mirrored left-right
+FEATURES_INFO = "info.json"  # in FEATURES: {"precision": the Keras dtype policy VGG16 computed in}
 FEATURES_METRICS = "data/dogscats/metrics/features.json"
 FEATURES_TIMINGS = "data/dogscats/timings/features.json"  # timings apart: no stage depends on them
 MODELS_DIR = "data/dogscats/models"

@@ -13,7 +13,7 @@ from stages.common.cli import run_stage
 from stages.common.io import copy_file, load_keras, save_keras, write_csv, write_json, write_metrics
 from stages.common.training import history_rows, resume_callbacks, seed_everything
 from stages.dogscats import params as dogscats_params
-from stages.dogscats.feature_files import load_features, load_flipped, split_arrays
+from stages.dogscats.feature_files import features_precision, load_features, load_flipped, split_arrays
 from stages.dogscats.models import BN_AFTER, dense_head
 from stages.dogscats.params import MODELS, FitParams, TrainParams
 from stages.dogscats.paths import FEATURES, HISTORY, MODEL, TRAIN_METRICS, TRAIN_TIMINGS
@@ -66,6 +66,8 @@ def main() -> None:
         f"validating on {len(valid[1]):,}"
     )
     fingerprint = {"params": p.train.model_dump(), "inputs": dvc_hashes([FEATURES])}
+    # each head's run records the policy VGG16 computed its features in (the features stage has no run of its own)
+    run_params = {**p.train.model_dump(), "features_precision": features_precision(FEATURES)}
     finished = backup_folder("dogscats_train", fingerprint)  # the heads a killed run finished, kept to the end
     summary, dense = {}, None
     for name in MODELS:  # dense first: bn_inserted starts from the trained dense head
@@ -78,7 +80,7 @@ def main() -> None:
             print(f"{name}: kept from the interrupted run ({kept_model}), already tracked in MLflow")
         else:
             with stage_run(
-                "dogscats", f"dogscats_train@{name}", params={"model": name, **p.train.model_dump()}, inputs=[FEATURES]
+                "dogscats", f"dogscats_train@{name}", params={"model": name, **run_params}, inputs=[FEATURES]
             ) as run:
                 digest = fingerprint["inputs"][FEATURES]
                 run.log_dataset(train[0], "dogscats-train-features", FEATURES, digest, targets=train[1])

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from stages.common.cli import StageError
+from stages.common.cpu import cpu_flags
+from stages.common.precision import gpu_compute_capability, slow_policy_warning
 
 FEATURE_LAYER = "block5_pool"
 BGR_MEAN = (103.939, 116.779, 123.68)  # the ImageNet means the weights were trained with (caffe-style input)
@@ -63,30 +65,16 @@ def check_weights(model, path: Path) -> None:
         )
 
 
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AMX or AVX512_BF16, which oneDNN uses); without them TensorFlow
-    emulates it, several times slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: unknown, no warning
-        return True
-    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
-
-
 def conv_base(input_size: int, weights: str | Path | None, precision: str = "float32"):
     """VGG16 without its dense layers, output `block5_pool`; `weights`: a weights file, or None for random.
-    `precision`: a Keras dtype policy; the mixed ones compute in 16 bits with float32 weights (mixed_float16 for a
-    GPU, mixed_bfloat16 for a GPU or a CPU with AMX/AVX512_BF16)."""
+    `precision`: a Keras dtype policy (resolve `auto` first: stages/common/precision.py); the mixed ones compute in
+    16 bits with float32 weights. One this machine only emulates is built, with a warning."""
     import keras
-    import tensorflow as tf
 
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
-    if precision == "mixed_float16" and not on_gpu:
-        print("WARNING: mixed_float16 without a GPU: float16 on a CPU is slower, not faster", file=sys.stderr)
-    if precision == "mixed_bfloat16" and not on_gpu and not cpu_has_native_bfloat16():
+    warning = slow_policy_warning(precision, cpu_flags(), gpu_compute_capability())
+    if warning:
         print(
-            "WARNING: mixed_bfloat16 on a CPU without AMX or AVX512_BF16: bfloat16 is emulated here, slower than "
-            "float32; set dogscats.features.precision and dogscats.finetune.precision to float32",
+            f"WARNING: {warning}; set dogscats.features.precision and dogscats.finetune.precision to auto or float32",
             file=sys.stderr,
         )
     policy = keras.mixed_precision.global_policy()
