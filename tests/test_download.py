@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -124,8 +125,12 @@ def test_https_source_verifies_the_server_certificate_and_the_checksum(tmp_path,
         with pytest.raises(DownloadError, match="CERTIFICATE_VERIFY_FAILED"):  # an untrusted server is refused
             fetch(source, tmp_path / "untrusted.bin", retries=0)
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now the certificate is trusted
+        # Python 3.12+ makes urlopen's opener, and its TLS context, once per process (a stage reads
+        # SSL_CERT_FILE at its start): a new one reads the variable
+        urllib.request.install_opener(None)
         assert fetch(source, tmp_path / "data.bin").read_bytes() == PAYLOAD
     finally:
+        urllib.request.install_opener(None)  # the next urlopen trusts the usual certificates again
         httpd.shutdown()
         httpd.server_close()
 

@@ -45,6 +45,18 @@ def test_cpu_and_gpu_builds_resolve_apart_from_the_lock():
     assert conflict.returncode != 0 and "conflict" in conflict.stderr.lower()
 
 
+@pytest.mark.parametrize("remote", ["s3", "ssh", "gs", "azure"])
+def test_each_dvc_remote_plugin_is_a_locked_extra_beside_either_tensorflow_build(remote):
+    assert f"dvc-{remote}" in locked_requirements(remote) - locked_requirements("cpu")
+    both = subprocess.run(
+        [str(UV), "export", "--frozen", "--no-emit-project", "--extra", remote, "--extra", "gpu"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert both.returncode == 0 and f"dvc-{remote}==" in both.stdout, both.stderr
+
+
 def test_the_installed_dvc_has_the_internals_the_runner_drives():
     check_dvc_internals()
 
