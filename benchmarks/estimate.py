@@ -7,8 +7,8 @@ Clones HEAD, applies the profile's overrides to the clone's params.yaml (none: t
 there: the flow calibrates this machine, prints its estimate, then runs every stage two at a time. From the
 flow's MLflow parent run (each stage's run seconds, the calibrated rates, the estimate) and the stages' timings
 (data/*/timings: the seconds of the work itself) it records, per stage, `fixed_s` (the run seconds besides the
-work, at the calibrated numpy speed) and `efficiency` (the stage's throughput over the calibrated rate of its kind),
-which later estimates read; and the run's wall time beside the estimate the flow printed before it ran.
+work, at the calibrated plain-Python speed) and `efficiency` (the stage's throughput over the calibrated rate of
+its kind), which later estimates read; and the run's wall time beside the estimate the flow printed before it ran.
 Run it on a quiet machine: the fit is of the run's own two stages at a time.
 """
 
@@ -62,7 +62,7 @@ def parent_metrics(clone: Path) -> dict[str, float]:
 
 
 def fit(clone: Path) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """(fixed seconds at the reference numpy speed, efficiency, calibrated rates) from the clone's last run."""
+    """(fixed seconds at the reference plain-Python speed, efficiency, calibrated rates) from the clone's last run."""
     from stages.common.params import read_params_file
 
     metrics = parent_metrics(clone)
@@ -82,7 +82,7 @@ def fit(clone: Path) -> tuple[dict[str, float], dict[str, float], dict[str, floa
 
 def record_fit(clone: Path, command: str, note: str) -> None:
     fixed, efficiency, rates = fit(clone)
-    units = {"cpu": "GFLOP/s", "vgg": "images/s", "lstm": "chars/s", "cnn": "reviews/s"}
+    units = {"cpu": "M steps/s", "vgg": "images/s", "lstm": "chars/s", "cnn": "reviews/s"}
     for kind, rate in rates.items():
         record_result(
             "orchestration",

@@ -7,7 +7,8 @@ Each kind runs the project's own model at the params' size, as its stage would:
   vgg   images/s through the VGG16 conv base (features' input size and precision, random weights)
   lstm  characters/s of a training step of the char LSTM (text.models.char_lstm)
   cnn   reviews/s of a training step of the IMDB 1-D CNN (imdb.models.cnn)
-  cpu   GFLOP/s of a numpy float32 matrix product: the gauge for every other stage (no TensorFlow)
+  cpu   million steps/s of a plain Python loop, the best of 5: the gauge of every stage's fixed costs (start-up,
+        imports, reading and writing), which run in one Python thread (no TensorFlow)
 It runs in its own process (`measure` below), so the flow never imports TensorFlow.
 """
 
@@ -35,11 +36,16 @@ def _rate(step: Callable[[], None], units_per_step: float, seconds: float = SECO
     return steps * units_per_step / (time.perf_counter() - started)
 
 
-def cpu_gflops(n: int = 512) -> float:
-    import numpy as np
-
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    return _rate(lambda: a @ a, 2 * n**3 / 1e9, seconds=0.5)
+def python_mops(steps: int = 1_000_000, trials: int = 5) -> float:
+    """The best of `trials` timings: a busy neighbour slows some of them, not the machine's own speed."""
+    best = float("inf")
+    for _ in range(trials):
+        started = time.perf_counter()
+        total = 0
+        for i in range(steps):
+            total += i & 7
+        best = min(best, time.perf_counter() - started)
+    return steps / best / 1e6
 
 
 def vgg_images_per_s(input_size: int, precision: str, batch: int = 8) -> float:
@@ -82,7 +88,7 @@ def measure(kinds: list[str], params_file: Path) -> dict:
     rates: dict = {}
     for kind in kinds:
         if kind == "cpu":
-            rates["cpu"] = cpu_gflops()
+            rates["cpu"] = python_mops()
         elif kind == "vgg":
             from stages.common.precision import machine_precision
             from stages.dogscats.params import DogsCatsParams

@@ -5,8 +5,9 @@ Each stage takes `fixed + units / (rate * efficiency)` seconds of a slot:
   rate        this machine's speed on that kind of work, measured now for a few seconds (pipelines/calibrate.py)
   efficiency  the stage's own throughput over the calibrated rate, and `fixed` its seconds besides the work
               (start-up, loading, evaluation), both fitted from a recorded run (`python -m benchmarks.estimate`)
-`fixed` scales with the numpy gauge (kind cpu). The run's wall time is the flow's own schedule simulated: at most
-`max_parallel` stages at once, the one heading the longest remaining path first (`simulate`).
+`fixed` scales with the plain-Python gauge (kind cpu); Keras stages without a kind of their own (the MovieLens
+models, the Dogs vs Cats heads) scale with the IMDB CNN's rate. The run's wall time is the flow's own schedule
+simulated: at most `max_parallel` stages at once, the one heading the longest remaining path first (`simulate`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ PROPOSE_QUICK_S = 2 * 3600  # a default run estimated longer than this proposes 
 
 @dataclass(frozen=True)
 class Work:
-    kind: str  # a pipelines.calibrate kind: vgg, lstm, cnn or cpu
+    kind: str  # a pipelines.calibrate kind: vgg, lstm or cnn
     units: float  # images, characters, reviews or ratings, in all epochs
 
 
@@ -69,7 +70,7 @@ def stage_work(stage: str, params: Mapping, root: Path) -> Work | None:
             return Work("vgg", d["finetune"]["epochs"] * train_photos)
         if name == "dogscats_train":
             epochs = sum(d["train"][head]["epochs"] for head in ("dense", "bn_inserted", "bn_scratch"))
-            return Work("cpu", epochs * train_photos * (2 if d["train"]["flips"] else 1))
+            return Work("cnn", epochs * train_photos * (2 if d["train"]["flips"] else 1))
     if name == "text_train":
         t = params["text"]
         chars = _read_json(root / "data/text/prepared/stats.json") or {}
@@ -88,7 +89,7 @@ def stage_work(stage: str, params: Mapping, root: Path) -> Work | None:
     if name == "movielens_train":
         m = params["movielens"]
         ratings = MOVIELENS_RATINGS.get(m["dataset"], MOVIELENS_RATINGS["ml-latest-small"])
-        return Work("cpu", m["models"][item]["epochs"] * ratings * (1 - m["prepare"]["valid_fraction"]))
+        return Work("cnn", m["models"][item]["epochs"] * ratings * (1 - m["prepare"]["valid_fraction"]))
     return None
 
 
@@ -203,7 +204,7 @@ def describe_rates(rates: Mapping[str, Any]) -> str:
         "vgg": ("VGG16", "images/s"),
         "lstm": ("char LSTM", "chars/s"),
         "cnn": ("IMDB CNN", "reviews/s"),
-        "cpu": ("numpy", "GFLOP/s"),
+        "cpu": ("Python", "M steps/s"),
     }
     parts = []
     for kind, (name, unit) in names.items():

@@ -43,7 +43,7 @@ def test_stage_seconds_are_fixed_plus_work_over_the_calibrated_rate(tmp_path):
     reference = estimate.Reference(
         fixed_s={"dogscats_features": 20.0}, efficiency={"dogscats_features": 0.5}, rates={"cpu": 100.0}
     )
-    rates = {"cpu": 50.0, "vgg": 10.0}  # a machine half as fast on numpy as the reference's
+    rates = {"cpu": 50.0, "vgg": 10.0}  # a machine half as fast on plain Python as the reference's
     seconds = estimate.stage_seconds(["dogscats_features", "new_stage"], params, tmp_path, rates, reference)
     assert seconds["dogscats_features"] == pytest.approx(20 * 2 + 2000 * 2 / (10 * 0.5))  # both classes, flipped
     assert seconds["new_stage"] == pytest.approx(estimate.UNKNOWN_STAGE_S * 2)
@@ -67,6 +67,7 @@ def test_the_work_follows_the_params_not_the_archive(tmp_path, monkeypatch):
     assert work == estimate.Work("lstm", params["text"]["models"]["char_lstm"]["epochs"] * chars)
     assert estimate.stage_work("imdb_train@nbsvm", params, tmp_path) is None
     assert estimate.kinds_needed(["imdb_train@cnn", "glove_tsne"], params, tmp_path) == ["cpu", "cnn"]
+    assert estimate.stage_work("movielens_train@bias", params, tmp_path).kind == "cnn"  # Keras, no kind of its own
 
 
 def test_a_freed_slot_goes_to_the_highest_priority_waiting():
@@ -136,7 +137,7 @@ def test_a_dry_run_prints_what_would_run_and_the_estimate_and_runs_nothing(tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert "4 of 4 stages would run: " in done.stdout
-    assert "estimate for this machine (calibrated: numpy" in done.stdout
+    assert "estimate for this machine (calibrated: Python" in done.stdout
     # no reference run here: each stage 30 s, the chain of 3 the longest path, `apart` beside it
     expected = f"{estimate.minutes(3 * estimate.UNKNOWN_STAGE_S)} with 2 stage(s) at a time (4 stages to run)"
     assert expected in done.stdout
