@@ -1,4 +1,4 @@
-"""IMDB benchmark on the real data (run the imdb_tokenize and glove_matrix stages first).
+"""IMDB benchmark on the real data (run the imdb_tokenize and imdb_glove_matrix stages first).
 
 Prints: reading + tokenizing 50,000 reviews with this project's tokenizer and with Keras
 TextVectorization (same semantics); training throughput per model through the pipeline's `train()`
@@ -164,8 +164,9 @@ def bench_throughput(models: dict, vocab_size: int, glove, n_reviews: int, repea
     process gets 1.3 to 1.8 of the 2 cores, so wall-clock rates swing (one cnn run's 8 epochs: 524-764 reviews/s
     wall, 406-460 per CPU-second)."""
     from stages.common.tracking import stage_run
+    from stages.imdb.phases import KeepBest, epoch_end_callbacks
     from stages.imdb.sequences import load_arrays
-    from stages.imdb.train import KeepBest, epoch_end_callbacks, train
+    from stages.imdb.train import train
 
     def callback_seconds(model, monitor: str, run, epochs: int = 20) -> float:
         """Mean wall seconds of the pipeline's own epoch-end work (phase log, best-weights copy, MLflow metrics),
@@ -457,8 +458,7 @@ def bench_nbsvm(name: str, p, tokenize, seeds: list[int], command: str) -> None:
 
 def selected(models: dict, spec: str) -> dict:
     """The neural models a --*-models option names: 'all', 'none' or comma-separated names (an unknown one is an
-    error); NB-SVM has its own option."""
-    models = {name: p for name, p in models.items() if p.kind != "nbsvm"}
+    error); NB-SVM (imdb.nbsvm) has its own option."""
     names = {"all": list(models), "none": []}.get(spec, spec.split(","))
     unknown = [n for n in names if n not in models]
     if unknown:
@@ -479,8 +479,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from stages.common.io import load_npy
-    from stages.glove.paths import EMBEDDING
     from stages.imdb import params as imdb_params
+    from stages.imdb.paths import GLOVE_EMBEDDING, NBSVM
 
     p = imdb_params.load()
     command = benchmark_command("benchmarks.imdb", argv)
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_tokenizers(p.tokenize.vocab_size, p.tokenize.maxlen, command)
     timed = selected(p.models, args.throughput_models) if args.throughput_reviews else {}
     quality = selected(p.models, args.quality_models)
-    glove = load_npy(EMBEDDING) if timed or quality else None  # the neural models' GloVe matrix (glove_matrix)
+    glove = load_npy(GLOVE_EMBEDDING) if timed or quality else None  # the neural models' (imdb_glove_matrix)
     if timed:
         bench_throughput(timed, p.tokenize.vocab_size, glove, args.throughput_reviews, args.repeats, command)
     if quality:
@@ -502,10 +502,9 @@ def main(argv: list[str] | None = None) -> None:
             p.fastai_test_accuracy,
             args.ensemble,
         )
-    for name, model_params in p.models.items():
-        if model_params.kind == "nbsvm" and args.nbsvm_seeds:
-            seeds = [p.tokenize.seed + i for i in range(args.nbsvm_seeds)]
-            bench_nbsvm(name, model_params, p.tokenize, seeds, command)
+    if args.nbsvm_seeds:
+        seeds = [p.tokenize.seed + i for i in range(args.nbsvm_seeds)]
+        bench_nbsvm(NBSVM, p.nbsvm, p.tokenize, seeds, command)
     print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
 
 

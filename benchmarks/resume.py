@@ -69,8 +69,8 @@ def keras_backup_seconds(model, repeats: int) -> float:
 
 
 def imdb_backup_seconds(model, repeats: int) -> float:
-    """One epoch's end of stages.imdb.train.PhaseBackup: model and optimizer variables, the best epoch's weights."""
-    from stages.imdb.train import KeepBest, PhaseBackup
+    """One epoch's end of stages.imdb.phases.PhaseBackup: model and optimizer variables, the best epoch's weights."""
+    from stages.imdb.phases import KeepBest, PhaseBackup
 
     best = KeepBest("val_accuracy")
     best.weights = compiled(model).get_weights()
@@ -111,9 +111,9 @@ def measure(repeats: int) -> list[dict]:
     from stages.dogscats.finetune import finetune_model
     from stages.dogscats.paths import MODEL, WEIGHTS
     from stages.dogscats.vgg import conv_base
-    from stages.glove.paths import EMBEDDING
     from stages.imdb import params as imdb_params
     from stages.imdb.models import build as build_imdb
+    from stages.imdb.paths import GLOVE_EMBEDDING
     from stages.movielens import params as movielens_params
     from stages.movielens.train import build as build_movielens
     from stages.text import params as text_params
@@ -138,10 +138,8 @@ def measure(repeats: int) -> list[dict]:
         )
 
     imdb = imdb_params.load()
-    glove = load_npy(EMBEDDING)
-    for name, p in imdb.models.items():
-        if p.kind == "nbsvm":
-            continue  # no epochs: it fits in about two minutes
+    glove = load_npy(GLOVE_EMBEDDING)
+    for name, p in imdb.models.items():  # NB-SVM (imdb.nbsvm) has no epochs: it fits in about two minutes
         model = build_imdb(
             p, imdb.tokenize.vocab_size, p.maxlen or imdb.tokenize.maxlen, glove if p.embedding == "glove" else None
         )

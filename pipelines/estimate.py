@@ -80,11 +80,9 @@ def stage_work(stage: str, params: Mapping, root: Path) -> Work | None:
         if model["kind"] == "word_lstm":
             per_epoch = chars.get("n_train_words") or train_chars / CHARS_PER_WORD
         return Work("lstm", model["epochs"] * per_epoch)
-    if name == "imdb_train":
+    if name == "imdb_train":  # the Keras models; imdb_nbsvm_train is a stage of fixed cost, as every stage not here
         imdb = params["imdb"]
         model = imdb["models"][item]
-        if model["kind"] == "nbsvm":
-            return None
         return Work("cnn", _epochs(model) * IMDB_TRAIN_REVIEWS * (1 - imdb["tokenize"]["valid_fraction"]))
     if name == "movielens_train":
         m = params["movielens"]

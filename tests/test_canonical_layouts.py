@@ -104,7 +104,7 @@ def test_glove_release_zip_gives_only_the_configured_width(project, http_server,
             "glove.tsne.perplexity": 5,
         }
     )
-    project.dvc("repro", "glove_matrix", "glove_tsne")
+    project.dvc("repro", "imdb_glove_matrix", "glove_tsne")
 
     root = project.root
     member = f"glove.6B.{dim}d.txt"
@@ -113,13 +113,13 @@ def test_glove_release_zip_gives_only_the_configured_width(project, http_server,
     assert len(lines) == GLOVE_WORDS and {len(line.split(" ")) for line in lines} == {dim + 1}
     vectors = {line.split(" ")[0]: np.array(line.split(" ")[1:], dtype="float32") for line in lines}
 
-    matrix = np.load(root / "data/glove/matrix/embedding.npy")
-    in_glove = np.load(root / "data/glove/matrix/in_glove.npy")
+    matrix = np.load(root / "data/imdb/glove/embedding.npy")
+    in_glove = np.load(root / "data/imdb/glove/in_glove.npy")
     vocab = pd.read_csv(root / "data/imdb/tokenized/vocab.csv", keep_default_na=False)["word"].tolist()
     assert matrix.shape == (IMDB_TOKENIZE["imdb.tokenize.vocab_size"], dim)
     hits = [row for row, word in enumerate(vocab, start=1) if word in vectors]
     assert hits and np.flatnonzero(in_glove).tolist() == hits
-    divide_by = project.params["glove"]["matrix"]["divide_by"]
+    divide_by = project.params["imdb"]["glove_matrix"]["divide_by"]
     for row in hits:  # the rows come from the configured member
         np.testing.assert_allclose(matrix[row], vectors[vocab[row - 1]] / divide_by, rtol=1e-6)
     assert len(pd.read_csv(root / "data/glove/tsne/glove_tsne.csv")) == 40

@@ -65,7 +65,7 @@ def test_the_work_follows_the_params_not_the_archive(tmp_path, monkeypatch):
     work = estimate.stage_work("text_train@char_lstm", params, tmp_path)
     chars = estimate.NIETZSCHE_CHARS * (1 - params["text"]["prepare"]["valid_fraction"])
     assert work == estimate.Work("lstm", params["text"]["models"]["char_lstm"]["epochs"] * chars)
-    assert estimate.stage_work("imdb_train@nbsvm", params, tmp_path) is None
+    assert estimate.stage_work("imdb_nbsvm_train", params, tmp_path) is None  # a fit of fixed cost, no epochs
     assert estimate.kinds_needed(["imdb_train@cnn", "glove_tsne"], params, tmp_path) == ["cpu", "cnn"]
     assert estimate.stage_work("movielens_train@bias", params, tmp_path).kind == "cnn"  # Keras, no kind of its own
 

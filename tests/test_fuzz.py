@@ -304,16 +304,18 @@ def test_every_workload_schema_accepts_or_names_the_problem(case):
 @example([b"the 0.1 0.2 0.3", b"caf\xe9 1 2 3"])
 @example([b"the 0.1 0.2 0.3", b"a 1 2 x"])
 def test_glove_reader(tmp_path, lines):
-    from stages.glove.vectors import read_glove
+    from stages.common.word_vectors import read_glove
 
     path = tmp_path / "glove.txt"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    try:
-        words, vectors = read_glove(path, dim=3)
-    except StageError as err:
-        assert str(path) in str(err)
-        return
-    assert vectors.shape == (len(words), 3) and vectors.dtype == np.float32 and np.isfinite(vectors).all()
+    for dim in (3, None):  # None: as wide as the first line (imdb_glove_matrix)
+        try:
+            words, vectors = read_glove(path, dim=dim)
+        except StageError as err:
+            assert str(path) in str(err)
+            continue
+        assert len(vectors) == len(words) and vectors.dtype == np.float32 and np.isfinite(vectors).all()
+        assert dim is None or vectors.shape == (len(words), 3)
 
 
 @FUZZ

@@ -14,10 +14,10 @@ import pytest
 from stages.common.archive import CorruptArchiveError
 from stages.common.cli import StageError
 from stages.common.params import ParamsError, read_params_file, validate_section
-from stages.glove.matrix import embedding_matrix
-from stages.glove.params import GloveParams, MatrixParams
-from stages.glove.vectors import read_glove
-from stages.imdb.params import ImdbParams, ModelParams, TokenizeParams
+from stages.common.word_vectors import read_glove
+from stages.glove.params import GloveParams
+from stages.imdb.glove_matrix import embedding_matrix
+from stages.imdb.params import GloveMatrixParams, ImdbParams, ModelParams, TokenizeParams
 from stages.imdb.reviews import read_reviews
 from stages.imdb.sequences import repad
 from stages.imdb.tokenize import build_vocab, encode, stratified_valid_mask, tokenize, words
@@ -69,9 +69,8 @@ def test_benchmark_model_options_take_all_none_or_names_and_refuse_an_unknown_na
     from benchmarks.imdb import selected
 
     every = ImdbParams.model_validate(read_params_file(REPO / "params.yaml")["imdb"]).models
-    models = {name: every[name] for name in ("single", "cnn", "lstm", "nbsvm")}
-    neural = {name: models[name] for name in ("single", "cnn", "lstm")}  # NB-SVM has an option of its own
-    assert selected(models, "all") == neural and selected(models, "none") == {}
+    models = {name: every[name] for name in ("single", "cnn", "lstm")}  # NB-SVM (imdb.nbsvm) has an option of its own
+    assert selected(models, "all") == models and selected(models, "none") == {}
     assert selected(models, "lstm,cnn") == {"lstm": models["lstm"], "cnn": models["cnn"]}
     with pytest.raises(SystemExit, match="no model multi under imdb.models in params.yaml .single, cnn, lstm."):
         selected(models, "cnn,multi")
@@ -180,6 +179,8 @@ def test_glove_line_with_wrong_number_of_floats_names_the_line(tmp_path):
     path.write_text("".join(lines))
     with pytest.raises(StageError, match=r"glove.6B.5d.txt, line 4: expected a word and 5 floats, got 4"):
         read_glove(path, 5)
+    with pytest.raises(StageError, match=r"line 4: expected a word and 5 floats, got 4.*\(line 1 holds that many\)"):
+        read_glove(path, None)  # imdb_glove_matrix's call: as wide as the first line
     words_, vectors = read_glove(path, 5, limit=3)  # the lines before it are fine
     assert words_ == ["the", ",", "."] and vectors.shape == (3, 5)
 
@@ -209,7 +210,7 @@ def test_embedding_matrix_follows_the_fastai_recipe():
     glove_vectors = np.arange(15, dtype="float32").reshape(3, 5)
     vocab = ["film", "good"] + [f"unseen{i}" for i in range(4000)]
     matrix, found = embedding_matrix(
-        vocab, glove_words, glove_vectors, MatrixParams(oov_scale=0.6, divide_by=3, seed=1)
+        vocab, glove_words, glove_vectors, GloveMatrixParams(oov_scale=0.6, divide_by=3, seed=1)
     )
     assert matrix.shape == (len(vocab) + 2, 5)
     assert (matrix[0] == 0).all()  # padding
@@ -479,7 +480,7 @@ def test_nearest_neighbours_skip_padding_rare_and_unknown_probes():
 
 # ------------------------------------------------------------------ the real DVC chain
 
-TINY_NBSVM = {"kind": "nbsvm", "ngram_max": 2, "max_features": None, "C": [0.1, 1.0], "refit": True, "seed": 0}
+TINY_NBSVM = {"ngram_max": 2, "max_features": None, "C": [0.1, 1.0], "refit": True, "seed": 0}
 TINY_MODELS = {
     "single": {
         "kind": "dense",
@@ -519,7 +520,8 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
             "glove.source": {"url": glove_url, "sha256": glove_sha},
             "imdb.tokenize.vocab_size": 27,
             "imdb.tokenize.maxlen": 24,
-            "imdb.models": {**TINY_MODELS, "nbsvm": TINY_NBSVM},
+            "imdb.models": TINY_MODELS,
+            "imdb.nbsvm": TINY_NBSVM,
             "imdb.fastai_test_accuracy": {"single": 0.8694, "glove_cnn": 0.9008},
             "imdb.embeddings.n_words": 15,
             "imdb.embeddings.n_labelled": 10,
@@ -538,7 +540,7 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     stats = json.loads((root / "data/imdb/tokenized/stats.json").read_text())
     assert stats["n_train"] == 72 and stats["n_valid"] == 8 and stats["n_test"] == 80
     assert load(root / "data/imdb/tokenized/train_x.npy").shape == (80, 24)
-    coverage = json.loads((root / "data/glove/matrix/coverage.json").read_text())
+    coverage = json.loads((root / "data/imdb/glove/coverage.json").read_text())
     assert "dull" in coverage["missing_examples"]
     table = pd.read_csv(root / "data/imdb/comparison/comparison.csv")
     assert table["model"].tolist() == ["single", "glove_cnn", "nbsvm"]
@@ -585,7 +587,8 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     # one row per model: its curves, validation and test figures under the same names, with its training data
     experiment = client.get_experiment_by_name("lesson5-imdb")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    names = {m: set(runs[f"imdb_train@{m}"].data.metrics) for m in val}
+    trainings = {m: runs["imdb_nbsvm_train" if m == "nbsvm" else f"imdb_train@{m}"] for m in val}
+    names = {m: set(run.data.metrics) for m, run in trainings.items()}
     assert names["single"] == {k for k in names["glove_cnn"] if not k.startswith("refit_")}  # glove_cnn refits
     headline = {"val_accuracy", "val_loss", "test_accuracy", "test_roc_auc", "test_log_loss", "best_epoch", "epochs"}
     assert all(headline <= n for n in names.values())
@@ -593,10 +596,27 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     assert runs["imdb_train@single"].data.metrics["val_accuracy"] == val["single"]  # the chosen epoch's
     assert not runs["imdb_compare"].data.metrics  # the models' figures live on their own rows
     for model in val:
-        trained = runs[f"imdb_train@{model}"].info.run_id
+        trained = trainings[model].info.run_id
         assert {"plots/confusion.png", "plots/roc.png"} <= {a.path for a in client.list_artifacts(trained, "plots")}
         (dataset,) = client.get_run(trained).inputs.dataset_inputs
         assert dataset.dataset.name == ("imdb-train-reviews" if model == "nbsvm" else "imdb-train")
+
+    # the GloVe matrix changed: the Keras models rerun (one foreach: its GloVe-fed models and, sharing their deps,
+    # the others) and the embeddings' neighbours, never NB-SVM, which reads the reviews' text
+    nbsvm_stages = ["imdb_nbsvm_train", "imdb_nbsvm_evaluate", "imdb_ngrams"]
+
+    def changed_stages() -> list[str]:
+        status = project.dvc("status", "--json", "--with-deps", *targets, *nbsvm_stages).stdout
+        return sorted(json.loads(status))
+
+    divide_by = project.params["imdb"]["glove_matrix"]["divide_by"]
+    project.set_params({"imdb.glove_matrix.divide_by": divide_by * 2})
+    assert changed_stages() == ["imdb_glove_matrix"]
+    project.dvc("repro", "--single-item", "imdb_glove_matrix")
+    assert changed_stages() == ["imdb_embeddings", "imdb_train@glove_cnn", "imdb_train@single"]
+    project.set_params({"imdb.glove_matrix.divide_by": divide_by})
+    project.dvc("repro", "--single-item", "imdb_glove_matrix")  # the same matrix again: all up to date
+    assert changed_stages() == []
 
     project.set_params({"imdb.models.single.hidden": 6})
     changed = json.loads(project.dvc("status", "--json", "--with-deps", *targets).stdout)
@@ -685,7 +705,7 @@ def test_a_real_imdb_training_killed_in_its_second_phase_resumes_there(project, 
             "imdb.models": {"phased": phased},
         }
     )
-    project.dvc("repro", "imdb_tokenize", "glove_matrix")
+    project.dvc("repro", "imdb_tokenize", "imdb_glove_matrix")
 
     def in_phase_2(backup: Path) -> bool:
         return any(json.loads(state.read_text())["epoch"] >= 3 for state in backup.glob("*/train/state.json"))

@@ -36,7 +36,7 @@ def planted_reviews(n: int, seed: int) -> tuple[list[str], np.ndarray]:
 
 def params(**changes) -> NbsvmParams:
     return NbsvmParams(
-        kind="nbsvm", ngram_max=2, max_features=None, min_df=1, alpha=1.0, C=[0.1, 1.0], refit=False, seed=0
+        ngram_max=2, max_features=None, min_df=1, alpha=1.0, C=[0.1, 1.0], refit=False, seed=0
     ).model_copy(update=changes)
 
 
@@ -91,7 +91,7 @@ def test_the_saved_model_reads_raw_text_through_keras_and_mlflow_without_pickle(
     # its experiment made here first, so the logged model goes to tmp_path, not to the project's own mlruns/
     mlflow.MlflowClient(mlflow_store).create_experiment(experiment_name("imdb"), (tmp_path / "mlruns").as_uri())
     monkeypatch.chdir(REPO)  # the model's code and the `stages` package it ships are read from the project
-    with stage_run("imdb", "imdb_train@nbsvm") as run:
+    with stage_run("imdb", "imdb_nbsvm_train") as run:
         run.log_text_model(str(tmp_path / "nbsvm.keras"), "stages/imdb/nbsvm_serving.py", "nbsvm", 1)
     assert run.active  # logged, not degraded to a warning
     (logged,) = mlflow.MlflowClient(mlflow_store).search_logged_models([run_experiment(mlflow_store)])
@@ -109,17 +109,17 @@ def run_experiment(uri: str) -> str:
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"models": {"nbsvm": {"C": [0.1, -1.0]}}}, "every C must be > 0"),
-        ({"models": {"nbsvm": {"ngram_max": 4}}}, "imdb.models.nbsvm.nbsvm.ngram_max = 4"),
-        ({"embeddings": {"model": "nbsvm"}}, "'nbsvm' is an nbsvm model: no embedding"),
-        ({"ngrams": {"model": "cnn"}}, "ngrams.model 'cnn' is a cnn model, not an nbsvm one"),
+        ({"nbsvm": {"C": [0.1, -1.0]}}, "every C must be > 0"),
+        ({"nbsvm": {"ngram_max": 4}}, "imdb.nbsvm.ngram_max = 4"),
+        ({"embeddings": {"model": "nbsvm"}}, "'nbsvm' is neither 'auto' nor one of the models with an embedding"),
+        ({"models": {"nbsvm": "cnn"}}, "models: 'nbsvm' is the NB-SVM model's name (imdb.nbsvm)"),
     ],
 )
 def test_bad_nbsvm_params_name_the_key_and_the_problem(change, message):
     section = read_params_file(REPO / "params.yaml")["imdb"]
     for key, value in change.items():
-        if key == "models":
-            section["models"]["nbsvm"] = {**section["models"]["nbsvm"], **value["nbsvm"]}
+        if key == "models":  # a Keras model under NB-SVM's name: its files would be NB-SVM's
+            section["models"] |= {name: section["models"][model] for name, model in value.items()}
         else:
             section[key] = {**section[key], **value}
     with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -15,12 +15,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS = ("movielens", "imdb", "glove", "dogscats", "text")
 
-# A workload's module importing another workload's, each with what removes it. Delete an entry with the import.
-KNOWN_CROSS_WORKLOAD = {
-    ("stages.glove.matrix", "stages.imdb.paths"): "removed by the IMDB/GloVe change",
-    ("stages.imdb.embeddings", "stages.glove.paths"): "removed by the IMDB/GloVe change",
-    ("stages.imdb.train", "stages.glove.paths"): "removed by the IMDB/GloVe change",
-}
 
 # The one exception to "tests import nothing from benchmarks/": a test whose subject is a benchmark module imports
 # what it tests. Helpers that tests and benchmarks both use live in harness/.
@@ -114,8 +108,7 @@ def test_no_workload_imports_another_workloads_modules_and_common_code_imports_n
         for a, b in code.edges
         if workload(b) and a.startswith("stages.") and workload(a) != workload(b)  # stages.common too
     }
-    assert crossing - KNOWN_CROSS_WORKLOAD.keys() == set()
-    assert KNOWN_CROSS_WORKLOAD.keys() - crossing == set(), "gone: delete these KNOWN_CROSS_WORKLOAD entries"
+    assert crossing == set(), "a workload reads another's outputs through the paths dvc.yaml passes, not its code"
 
 
 def test_tests_import_nothing_from_benchmarks_but_the_benchmark_modules_they_test(code):

@@ -1,1 +1,1 @@
-"""GloVe word vectors: download, the embedding matrix for the IMDB vocabulary, a t-SNE map."""
+"""GloVe word vectors: download and a t-SNE map (IMDB builds its embedding matrix from them: imdb_glove_matrix)."""

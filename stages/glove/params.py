@@ -9,14 +9,6 @@ from pydantic import Field
 from stages.common.params import Schema, Source, load_params
 
 
-class MatrixParams(Schema):
-    """fast.ai's recipe: words missing from GloVe get normal(0, oov_scale) rows, then the matrix is divided."""
-
-    oov_scale: float = Field(ge=0)
-    divide_by: float = Field(gt=0)
-    seed: int = Field(ge=0)
-
-
 class TsneParams(Schema):
     n_words: int = Field(ge=10, description="the most frequent GloVe words (the file is in frequency order)")
     n_labelled: int = Field(ge=1)
@@ -28,7 +20,6 @@ class GloveParams(Schema):
     source: Source
     # the widths glove.6B.zip holds: any other would only fail later, as a member missing from the archive
     dim: Literal[50, 100, 200, 300] = Field(description="glove.6B.<dim>d.txt inside the archive: 50, 100, 200 or 300")
-    matrix: MatrixParams
     tsne: TsneParams
 
 

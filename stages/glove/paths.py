@@ -4,7 +4,4 @@
 MEMBER = "glove.6B.{dim}d.txt"  # the archive member of one dimension
 RAW = "data/glove/raw"
 VECTORS = f"{RAW}/{MEMBER}"
-MATRIX = "data/glove/matrix"
-EMBEDDING = f"{MATRIX}/embedding.npy"
-IN_GLOVE = f"{MATRIX}/in_glove.npy"
 TSNE = "data/glove/tsne"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from stages.common.cli import run_stage
 from stages.common.embedding_maps import map_figure, tsne_map
 from stages.common.io import atomic_dir, save_figure, write_csv
+from stages.common.word_vectors import read_glove
 from stages.glove import params as glove_params
 from stages.glove.paths import TSNE, VECTORS
-from stages.glove.vectors import read_glove
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from stages.common.cli import StageError, run_stage
 from stages.common.io import atomic_dir, read_json, write_csv, write_text
 from stages.common.tracking import stage_run
 from stages.imdb import params as imdb_params
-from stages.imdb.paths import BENCHMARK_RECORDS, COMPARISON, METRICS_DIR
+from stages.imdb.paths import BENCHMARK_RECORDS, COMPARISON, METRICS_DIR, NBSVM
 
 
 def seed_statistics(records: list[dict], name: str) -> dict[str, float | None]:
@@ -40,7 +40,10 @@ def comparison(
     for name in models:
         train_file, test_file = Path(metrics_dir) / f"train_{name}.json", Path(metrics_dir) / f"{name}.json"
         if not (train_file.is_file() and test_file.is_file()):
-            raise StageError(f"{train_file} or {test_file} missing: run imdb_train@{name} and imdb_evaluate@{name}")
+            stages = (
+                "imdb_nbsvm and imdb_nbsvm_evaluate" if name == NBSVM else f"imdb_train@{name} and imdb_evaluate@{name}"
+            )
+            raise StageError(f"{train_file} or {test_file} missing: run {stages}")
         trained, tested = read_json(train_file), read_json(test_file)
         rows.append(
             {
@@ -86,7 +89,7 @@ def markdown(table: pd.DataFrame) -> str:
 def main() -> None:
     p = imdb_params.load()
     records = read_json(BENCHMARK_RECORDS) if Path(BENCHMARK_RECORDS).is_file() else []
-    table = comparison(list(p.models), p.fastai_test_accuracy, records=records)
+    table = comparison([*p.models, NBSVM], p.fastai_test_accuracy, records=records)
     text = markdown(table)
     with atomic_dir(COMPARISON) as out:
         write_csv(out / "comparison.csv", table)

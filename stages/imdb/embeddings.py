@@ -13,10 +13,9 @@ from stages.common.cli import StageError, run_stage
 from stages.common.embedding_maps import map_figure, tsne_map
 from stages.common.io import atomic_dir, load_keras, load_npy, read_json, save_figure, write_csv, write_json
 from stages.common.tracking import stage_run
-from stages.glove.paths import EMBEDDING, IN_GLOVE, MATRIX
 from stages.imdb import params as imdb_params
-from stages.imdb.params import ImdbParams, ModelParams
-from stages.imdb.paths import EMBEDDINGS, METRICS_DIR, MODEL, VOCAB
+from stages.imdb.params import ImdbParams
+from stages.imdb.paths import EMBEDDINGS, GLOVE, GLOVE_EMBEDDING, IN_GLOVE, METRICS_DIR, MODEL, VOCAB
 
 
 def choose_model(p: ImdbParams, metrics_dir: str | Path = METRICS_DIR) -> str:
@@ -26,7 +25,7 @@ def choose_model(p: ImdbParams, metrics_dir: str | Path = METRICS_DIR) -> str:
     candidates = {}
     for name, mp in p.models.items():
         path = Path(metrics_dir) / f"train_{name}.json"
-        learned = isinstance(mp, ModelParams) and any(phase.train_embedding for phase in mp.phases)
+        learned = any(phase.train_embedding for phase in mp.phases)
         if learned and path.is_file():
             candidates[name] = read_json(path)["best_val_accuracy"]
     if not candidates:
@@ -86,7 +85,7 @@ def main() -> None:
     tables, missing = [], set()
     for source, matrix, rows in [
         (f"learned:{name}", learned, usable),
-        ("glove", load_npy(EMBEDDING), load_npy(IN_GLOVE)),
+        ("glove", load_npy(GLOVE_EMBEDDING), load_npy(IN_GLOVE)),
     ]:
         table, absent = nearest_neighbours(matrix, vocab, rows & usable, e.probes, e.n_neighbours, source)
         tables.append(table)
@@ -109,7 +108,7 @@ def main() -> None:
         )
         save_figure(out / "tsne.png", fig)
         close(fig)
-    with stage_run("imdb", "imdb_embeddings", params=e.model_dump(), inputs=[model_path, VOCAB, MATRIX]) as run:
+    with stage_run("imdb", "imdb_embeddings", params=e.model_dump(), inputs=[model_path, VOCAB, GLOVE]) as run:
         for path in sorted(Path(EMBEDDINGS).iterdir()):
             run.log_artifact(path, "embeddings")
     for (probe, source), group in neighbours.groupby(["probe", "embedding"], sort=False):

@@ -1,4 +1,5 @@
-"""imdb_evaluate@<model>: the one look at the test set: accuracy, ROC AUC, log loss, confusion matrix, ROC curve."""
+"""imdb_evaluate@<model> (a Keras model: the tokenized test set) and imdb_nbsvm_evaluate (`nbsvm`: the test reviews'
+text): the one look at the test set: accuracy, ROC AUC, log loss, confusion matrix, ROC curve."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from stages.imdb.paths import (
     CONFUSION_PLOT,
     METRICS,
     MODEL,
+    NBSVM,
     PREDICTIONS,
     ROC,
     ROC_PLOT,
@@ -60,12 +62,17 @@ def roc_figure(roc: pd.DataFrame, auc: float, title: str):
     return fig
 
 
-def test_inputs(model) -> tuple[np.ndarray, np.ndarray]:
-    """The test reviews as the model reads them: raw text (NB-SVM) or the tokenized ids; and their labels."""
+def stage_name(name: str) -> str:
+    """The dvc.yaml stage that evaluates model `name`: NB-SVM's own, or an item of the Keras models' foreach."""
+    return "imdb_nbsvm_evaluate" if name == NBSVM else f"imdb_evaluate@{name}"
+
+
+def test_inputs(model) -> tuple[np.ndarray, np.ndarray, str]:
+    """The test reviews as the model reads them: raw text (NB-SVM) or the tokenized ids; their labels; where from."""
     if model.inputs[0].dtype == "string":
         texts, labels, _ = read_reviews(ARCHIVE)["test"]
-        return np.array(texts, dtype=object), labels.astype(np.float32)
-    return load_arrays(split="test", maxlen=model.input_shape[1])
+        return np.array(texts, dtype=object), labels.astype(np.float32), ARCHIVE
+    return *load_arrays(split="test", maxlen=model.input_shape[1]), TOKENIZED
 
 
 def main(name: str) -> None:
@@ -75,7 +82,7 @@ def main(name: str) -> None:
 
     model_path = MODEL.format(name=name)
     model = load_keras(model_path)
-    x, y = test_inputs(model)
+    x, y, source = test_inputs(model)
     probabilities = model.predict(x, batch_size=512, verbose=0).reshape(-1)
     metrics, roc, matrix = evaluate(probabilities, y.astype(int))
     write_json(METRICS.format(name=name), metrics)
@@ -96,7 +103,7 @@ def main(name: str) -> None:
     for path, fig in figures.items():
         save_figure(path, fig)
         close(fig)
-    with stage_run("imdb", f"imdb_evaluate@{name}", params={"model": name}, inputs=[TOKENIZED, model_path]) as run:
+    with stage_run("imdb", stage_name(name), params={"model": name}, inputs=[source, model_path]) as run:
         figures = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         figures |= {f"test_{k}": v for k, v in metrics["confusion_matrix"].items()}
         artifacts = {

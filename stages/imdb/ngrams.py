@@ -7,11 +7,10 @@ from pathlib import Path
 
 from stages.common.cli import run_stage
 from stages.common.io import atomic_dir, load_keras, save_figure, write_csv
-from stages.common.params import pick_model
 from stages.common.tracking import stage_run
 from stages.imdb import params as imdb_params
 from stages.imdb.nbsvm import strongest_ngrams
-from stages.imdb.paths import MODEL, NGRAMS
+from stages.imdb.paths import MODEL, NBSVM, NGRAMS
 
 
 def ngram_figure(table, title: str):
@@ -30,14 +29,12 @@ def ngram_figure(table, title: str):
 def main() -> None:
     from stages.common.plots import close
 
-    p = imdb_params.load()
-    pick_model(p.models, p.ngrams.model, "imdb.models")  # a clear error when the configured model is not there
-    p = p.ngrams
-    model_path = MODEL.format(name=p.model)
+    p = imdb_params.load().ngrams
+    model_path = MODEL.format(name=NBSVM)
     table = strongest_ngrams(load_keras(model_path), p.n)
     with atomic_dir(NGRAMS) as out:
         write_csv(out / "ngrams.csv", table)
-        fig = ngram_figure(table, f"IMDB {p.model}: the {p.n} most positive and most negative n-grams")
+        fig = ngram_figure(table, f"IMDB {NBSVM}: the {p.n} most positive and most negative n-grams")
         save_figure(out / "ngrams.png", fig)
         close(fig)
     with stage_run("imdb", "imdb_ngrams", params=p.model_dump(), inputs=[model_path]) as run:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from stages.common.params import Schema, Source, load_params
+from stages.imdb.paths import NBSVM
 
 Style = Literal["plain", "keras"]  # how imdb_tokenize spells words (stages.imdb.tokenize.STYLES)
 
@@ -20,6 +21,14 @@ class TokenizeParams(Schema):
     padding: Literal["pre", "post"]
     truncating: Literal["pre", "post"]
     valid_fraction: float = Field(gt=0, lt=1)
+    seed: int = Field(ge=0)
+
+
+class GloveMatrixParams(Schema):
+    """fast.ai's recipe: words missing from GloVe get normal(0, oov_scale) rows, then the matrix is divided."""
+
+    oov_scale: float = Field(ge=0)
+    divide_by: float = Field(gt=0)
     seed: int = Field(ge=0)
 
 
@@ -63,7 +72,6 @@ class ModelParams(Schema):
 class NbsvmParams(Schema):
     """NB-SVM (stages/imdb/nbsvm.py): word n-grams, naive-Bayes ratios, a logistic regression."""
 
-    kind: Literal["nbsvm"]
     ngram_max: int = Field(ge=1, le=3, description="n-grams of 1 up to this many words")
     max_features: int | None = Field(ge=1, description="keep the most frequent n-grams; null: all")
     min_df: int = Field(default=1, ge=1, description="an n-gram must occur in at least this many training reviews")
@@ -79,11 +87,7 @@ class NbsvmParams(Schema):
         return self
 
 
-AnyModelParams = Annotated[ModelParams | NbsvmParams, Field(discriminator="kind")]
-
-
 class NgramsParams(Schema):
-    model: str = Field(description="an nbsvm model under imdb.models")
     n: int = Field(ge=1, le=500, description="n-grams shown on each side")
 
 
@@ -100,23 +104,21 @@ class EmbeddingsParams(Schema):
 class ImdbParams(Schema):
     source: Source
     tokenize: TokenizeParams
-    models: dict[str, AnyModelParams] = Field(min_length=1)
+    glove_matrix: GloveMatrixParams
+    models: dict[str, ModelParams] = Field(min_length=1, description="the Keras models (imdb_train@<name>)")
+    nbsvm: NbsvmParams = Field(description="the NB-SVM model (imdb_nbsvm_train)")
     fastai_test_accuracy: dict[str, float] = Field(description="fast.ai's 2017 figures, for the comparison table")
     embeddings: EmbeddingsParams
     ngrams: NgramsParams
 
     @model_validator(mode="after")
     def _check(self):
-        shown = self.models.get(self.ngrams.model)
-        if shown is not None and not isinstance(shown, NbsvmParams):
-            raise ValueError(f"ngrams.model '{self.ngrams.model}' is a {shown.kind} model, not an nbsvm one")
-        chosen = self.models.get(self.embeddings.model)
-        if chosen is not None and not isinstance(chosen, ModelParams):
-            raise ValueError(f"embeddings.model '{self.embeddings.model}' is an {chosen.kind} model: no embedding")
+        if NBSVM in self.models:  # its files would be the NB-SVM model's (data/imdb/models/nbsvm.keras, ...)
+            raise ValueError(f"models: '{NBSVM}' is the NB-SVM model's name (imdb.nbsvm); name this model otherwise")
         if self.embeddings.model != "auto" and self.embeddings.model not in self.models:
             raise ValueError(
-                f"embeddings.model '{self.embeddings.model}' is neither 'auto' nor one of the models: "
-                f"{', '.join(self.models)}"
+                f"embeddings.model '{self.embeddings.model}' is neither 'auto' nor one of the models with an "
+                f"embedding: {', '.join(self.models)}"
             )
         return self
 

@@ -1,9 +1,16 @@
 """Where the IMDB stages read and write: the paths dvc.yaml declares, written once here
-(tests/test_stage_deps.py holds dvc.yaml to them). `{name}` is a model's key under imdb.models."""
+(tests/test_stage_deps.py holds dvc.yaml to them). `{name}` is a model's key under imdb.models, or NBSVM."""
+
+NBSVM = "nbsvm"  # the NB-SVM model's name in the paths below (imdb_nbsvm_train, imdb_nbsvm_evaluate; params imdb.nbsvm)
 
 ARCHIVE = "data/imdb/raw/aclImdb_v1.tar.gz"
 TOKENIZED = "data/imdb/tokenized"
 VOCAB = f"{TOKENIZED}/vocab.csv"
+VALID_MASK = f"{TOKENIZED}/valid.npy"  # which training reviews validate
+TRAIN_LABELS = f"{TOKENIZED}/train_y.npy"
+GLOVE = "data/imdb/glove"  # the vocabulary's GloVe matrix (imdb_glove_matrix)
+GLOVE_EMBEDDING = f"{GLOVE}/embedding.npy"
+IN_GLOVE = f"{GLOVE}/in_glove.npy"
 MODELS_DIR = "data/imdb/models"
 MODEL = f"{MODELS_DIR}/{{name}}.keras"
 HISTORY = "data/imdb/history/{name}.csv"

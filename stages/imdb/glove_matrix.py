@@ -1,25 +1,28 @@
-"""glove_matrix: the embedding matrix of the IMDB vocabulary from GloVe, with fast.ai's recipe for the rest.
+"""imdb_glove_matrix <glove vectors file>: the embedding matrix of the IMDB vocabulary from GloVe, with fast.ai's
+recipe for the rest.
 
-Row 0 (padding) is zero; vocabulary words found in GloVe get their vector; the others and the
-rare-word row get normal(0, oov_scale) draws; the whole matrix is then divided by `divide_by`.
+Row 0 (padding) is zero; vocabulary words found in GloVe get their vector; the others and the rare-word row get
+normal(0, oov_scale) draws; the whole matrix is then divided by `divide_by`. The vectors file is the GloVe
+workload's output, named on the command line by dvc.yaml (glove.dim chooses it); its width is the matrix's.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pandas as pd
 
 from stages.common.cli import run_stage
 from stages.common.io import atomic_dir, save_npy, write_json
-from stages.glove import params as glove_params
-from stages.glove.params import MatrixParams
-from stages.glove.paths import MATRIX, VECTORS
-from stages.glove.vectors import read_glove
-from stages.imdb.paths import VOCAB
+from stages.common.word_vectors import read_glove
+from stages.imdb import params as imdb_params
+from stages.imdb.params import GloveMatrixParams
+from stages.imdb.paths import GLOVE, VOCAB
 
 
 def embedding_matrix(
-    vocab: list[str], glove_words: list[str], glove_vectors: np.ndarray, p: MatrixParams
+    vocab: list[str], glove_words: list[str], glove_vectors: np.ndarray, p: GloveMatrixParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """(matrix of shape (len(vocab) + 2, dim), bool mask of rows taken from GloVe)."""
     index = {word: i for i, word in enumerate(glove_words)}
@@ -35,14 +38,14 @@ def embedding_matrix(
     return matrix / p.divide_by, found
 
 
-def main() -> None:
-    p = glove_params.load()
+def main(vectors_file: str) -> None:
+    p = imdb_params.load().glove_matrix
     vocab = pd.read_csv(VOCAB, keep_default_na=False)["word"].astype(str).tolist()
-    words, vectors = read_glove(VECTORS.format(dim=p.dim), p.dim)
-    matrix, found = embedding_matrix(vocab, words, vectors, p.matrix)
+    words, vectors = read_glove(vectors_file, None)
+    matrix, found = embedding_matrix(vocab, words, vectors, p)
     coverage = float(found[1 : len(vocab) + 1].mean())
     missing = [w for w, hit in zip(vocab, found[1:]) if not hit]
-    with atomic_dir(MATRIX) as out:
+    with atomic_dir(GLOVE) as out:
         save_npy(out / "embedding.npy", matrix)
         save_npy(out / "in_glove.npy", found)
         write_json(
@@ -55,10 +58,10 @@ def main() -> None:
             },
         )
     print(
-        f"GloVe {p.dim}d covers {found.sum():,} of {len(vocab):,} vocabulary words ({coverage:.1%}); "
+        f"GloVe {matrix.shape[1]}d covers {found.sum():,} of {len(vocab):,} vocabulary words ({coverage:.1%}); "
         f"missing e.g.: {', '.join(missing[:8])}"
     )
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, sys.argv[1])
