@@ -127,3 +127,23 @@ def test_a_model_name_not_under_the_section_names_the_models_there():
         ParamsError, match=r"no model 'nope' under movielens.models in params.yaml \(models: dot, bias\)"
     ):
         pick_model({"dot": 1, "bias": 2}, "nope", "movielens.models")
+
+
+@pytest.mark.parametrize(
+    "override", ["movielens.models.bias.l2=0.0003", "imdb.tokenize.style=keras", "dogscats.prepare.max_per_class=null"]
+)
+def test_dvcs_rewrite_of_one_value_changes_one_line_of_params_yaml(tmp_path, override):
+    """`dvc exp run -S key=value` leaves its rewrite in params.yaml: kept in the form DVC writes, the diff is the
+    changed value alone (flow-style lists would each become block style)."""
+    import difflib
+
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / "params.yaml"
+    shutil.copyfile(REPO / "params.yaml", copy)
+    apply_overrides(str(copy), [override])
+    before = (REPO / "params.yaml").read_text().splitlines()
+    diff = list(difflib.unified_diff(before, copy.read_text().splitlines(), lineterm="", n=0))[2:]  # no file names
+    removed, added = [d for d in diff if d.startswith("-")], [d for d in diff if d.startswith("+")]
+    assert len(removed) == len(added) == 1, "\n".join(diff[:40])
+    assert removed[0][1:].split(":")[0] == added[0][1:].split(":")[0]  # the same key, another value
