@@ -66,7 +66,7 @@ INTERNALS = (
     ("dvc.stage", "Stage.remove_outs", ("ignore_remove", "force")),
     ("dvc.stage", "Stage.save", ("run_cache",)),
     ("dvc.stage", "Stage.commit", ()),
-    ("dvc.dvcfile", "ProjectFile.dump", ("update_pipeline",)),
+    ("dvc.dvcfile", "Lockfile.dump_stages", ("stages",)),
     ("dvc.stage.cache", "StageCache.restore", ("stage",)),
     ("dvc.stage.cache", "RunCacheNotFoundError", ()),
     ("dvc.repo.stage", "StageLoad.collect", ("target",)),
@@ -111,7 +111,6 @@ class DvcRunner:
         self._loaded: dict | None = None
         self._parsed_params: dict[tuple, object] = {}
         self._lock_written = False
-        self._whole_lockfile = self.root / ".dvc" / "tmp" / "dvc.lock.whole"
 
     # -- the graph, read from dvc.yaml through DVC itself (foreach stages included)
     def stages(self, targets: list[str] | None = None) -> dict[str, StageInfo]:
@@ -162,7 +161,6 @@ class DvcRunner:
             param.load_path = self._parse_params_once
             try:
                 self._repair_rwlock()
-                self._restore_lockfile()
                 yield
             finally:
                 param.load_path = parse
@@ -197,37 +195,19 @@ class DvcRunner:
             self._loaded = {stage.addressing: stage for stage in self.repo.index.stages}
         return self._loaded[name]
 
-    def _restore_lockfile(self) -> None:
-        """DVC rewrites dvc.lock in place; `_dump` keeps a copy of the last whole one while it writes (an empty copy:
-        there was none). A copy still there means a process was killed mid-write: dvc.lock goes back to that state
-        (the stage being recorded is recorded, or run, again)."""
-        if not self._whole_lockfile.is_file():
-            return
-        lockfile = self.root / "dvc.lock"
-        if self._whole_lockfile.stat().st_size:
-            print(
-                "WARNING: dvc.lock was being written when its process was killed; the last whole dvc.lock is restored",
-                file=sys.stderr,
-            )
-            os.replace(self._whole_lockfile, lockfile)
-        else:
-            print(
-                "WARNING: dvc.lock was being created when its process was killed; the partial file is removed",
-                file=sys.stderr,
-            )
-            lockfile.unlink(missing_ok=True)
-            self._whole_lockfile.unlink()
-
     def _dump(self, stage) -> None:
-        lockfile = self.root / "dvc.lock"
-        copy = self._whole_lockfile.with_name(self._whole_lockfile.name + ".tmp")
+        """The stage recorded as DVC records it (`Lockfile.dump_stages`), but written to a copy of dvc.lock that then
+        replaces it: DVC rewrites the file in place, and the stages running meanwhile read it (their inputs' hashes
+        for MLflow), so they could read half a file; a kill mid-write would leave one."""
+        from dvc.dvcfile import Lockfile
+
+        lockfile, writing = self.root / "dvc.lock", self.root / ".dvc" / "tmp" / "dvc.lock.writing"
         if lockfile.is_file():
-            shutil.copyfile(lockfile, copy)
+            shutil.copyfile(lockfile, writing)
         else:
-            copy.write_bytes(b"")  # a real dvc.lock is never empty: this one says there was none
-        os.replace(copy, self._whole_lockfile)
-        stage.dump(update_pipeline=False)
-        self._whole_lockfile.unlink(missing_ok=True)
+            writing.unlink(missing_ok=True)
+        Lockfile(self.repo, str(writing)).dump_stages([stage])
+        os.replace(writing, lockfile)
         self._lock_written = True
 
     def unchanged(self, name: str) -> bool:
