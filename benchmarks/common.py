@@ -261,6 +261,14 @@ def record_result(
     return record
 
 
+def drop_results(workload: str, prefix: str, results_dir: Path = RESULTS_DIR) -> None:
+    """Remove the records whose figure starts with `prefix`: a benchmark whose figures replace a whole set (one per
+    stage, say) drops the old set first, so a figure no longer measured does not linger."""
+    path = Path(results_dir) / f"{workload}.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(results_bytes([r for r in read_results(path) if not r["figure"].startswith(prefix)]))
+
+
 @contextlib.contextmanager
 def throwaway_mlflow_store() -> Iterator[str]:
     """Points MLFLOW_TRACKING_URI at a SQLite store in a temporary folder (removed afterwards), so a timed stage_run

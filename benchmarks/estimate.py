@@ -22,7 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, LoadSampler, benchmark_command, record_result, require_mirror, user_env
+from benchmarks.common import (
+    REPO,
+    LoadSampler,
+    benchmark_command,
+    drop_results,
+    record_result,
+    require_mirror,
+    user_env,
+)
 from pipelines import estimate
 from pipelines.profile import hydra_value, load_profile
 
@@ -81,7 +89,10 @@ def fit(clone: Path) -> tuple[dict[str, float], dict[str, float], dict[str, floa
 
 
 def record_fit(clone: Path, command: str, note: str) -> None:
+    """The fit's records replace the last fit's (a stage renamed or gone since leaves none behind)."""
     fixed, efficiency, rates = fit(clone)
+    for part in ("calibration", "fixed_s", "efficiency"):
+        drop_results("orchestration", f"orchestration.estimate.{part}.")
     units = {"cpu": "M steps/s", "vgg": "images/s", "lstm": "chars/s", "cnn": "reviews/s"}
     for kind, rate in rates.items():
         record_result(
