@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import networkx as nx
 
+from stages.common.workload import workload_of
+
 
 @dataclass(frozen=True)
 class StageInfo:
@@ -40,11 +42,6 @@ class StageInfo:
     cmd: str
     upstream: tuple[str, ...]
     workload: str = field(default="")
-
-
-def workload_of(stage: str) -> str:
-    """The workload a dvc.yaml stage belongs to: its name up to the first underscore (imdb_train@cnn: imdb)."""
-    return stage.split("_", 1)[0]
 
 
 class Finished(NamedTuple):

@@ -1,94 +1,35 @@
 """How long the stages will take on this machine, before they run.
 
 Each stage takes `fixed + units / (rate * efficiency)` seconds of a slot:
-  units       the work its params ask for (photos through VGG16, characters or reviews times epochs; `stage_work`)
+  units       the work its params ask for (photos through VGG16, characters or reviews times epochs), as its
+              workload declares it (`Workload.work` in stages/<workload>/workload.py)
   rate        this machine's speed on that kind of work, measured now for a few seconds (pipelines/calibrate.py)
   efficiency  the stage's own throughput over the calibrated rate, and `fixed` its seconds besides the work
               (start-up, loading, evaluation), both fitted from a recorded run (`python -m benchmarks.estimate`)
-`fixed` scales with the plain-Python gauge (kind cpu); Keras stages without a kind of their own (the MovieLens
-models, the Dogs vs Cats heads) scale with the IMDB CNN's rate. The run's wall time is the flow's own schedule
-simulated: at most `max_parallel` stages at once, the one heading the longest remaining path first (`simulate`).
+`fixed` scales with the plain-Python gauge (kind cpu). The run's wall time is the flow's own schedule simulated: at
+most `max_parallel` stages at once, the one heading the longest remaining path first (`simulate`).
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stages.common.workload import Work, read_json, registry, workload_of
+
 REFERENCE = Path("benchmarks/results/orchestration.json")  # the records `python -m benchmarks.estimate` fits
 UNKNOWN_STAGE_S = 30.0  # a stage no reference run holds: about a stage process's start-up and a small step
-# Sizes when the data is not prepared yet (the mirror's files; the canonical ones differ by under 1%)
-NIETZSCHE_CHARS, CHARS_PER_WORD = 600_901, 5.5
-IMDB_TRAIN_REVIEWS = 25_000
-MOVIELENS_RATINGS = {"ml-latest-small": 100_836, "ml-100k": 100_000, "ml-1m": 1_000_209, "ml-25m": 25_000_095}
-PHOTOS_PER_CLASS = {"mirror": 4000, "release": 12_500}
 PROPOSE_QUICK_S = 2 * 3600  # a default run estimated longer than this proposes the quick profile first
 
 
-@dataclass(frozen=True)
-class Work:
-    kind: str  # a pipelines.calibrate kind: vgg, lstm or cnn
-    units: float  # images, characters, reviews or ratings, in all epochs
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _epochs(model: Mapping) -> int:
-    return sum(phase["epochs"] for phase in model["phases"]) if "phases" in model else model.get("epochs", 1)
-
-
-def photos_per_class(params: Mapping, root: Path) -> float:
-    """The photos a class will use: at most max_per_class (null: all) of the photos a class the archive holds, as
-    the last prepare counted them, else as the mirror or the release holds them."""
-    cap = params["dogscats"]["prepare"]["max_per_class"]
-    files = (_read_json(root / "data/dogscats/prepared/report.json") or {}).get("files_per_class") or {}
-    source = PHOTOS_PER_CLASS["mirror" if os.environ.get("LESSON5_MIRROR") else "release"]
-    available = sum(files.values()) / len(files) if files else source
-    return min(cap, available) if cap else available
-
-
 def stage_work(stage: str, params: Mapping, root: Path) -> Work | None:
-    """The work a stage's params ask for, in units of its kind's calibrated rate; None: a stage of fixed cost."""
-    name, _, item = stage.partition("@")
-    if name.startswith("dogscats_"):
-        d = params["dogscats"]
-        photos = 2 * photos_per_class(params, root)
-        train_photos = photos * (1 - d["prepare"]["valid_fraction"])
-        if name == "dogscats_features":
-            return Work("vgg", photos * (2 if d["features"]["flips"] else 1))
-        if name == "dogscats_finetune" and d["finetune"]["enabled"]:
-            return Work("vgg", d["finetune"]["epochs"] * train_photos)
-        if name == "dogscats_train":
-            epochs = sum(d["train"][head]["epochs"] for head in ("dense", "bn_inserted", "bn_scratch"))
-            return Work("cnn", epochs * train_photos * (2 if d["train"]["flips"] else 1))
-    if name == "text_train":
-        t = params["text"]
-        chars = _read_json(root / "data/text/prepared/stats.json") or {}
-        train_chars = chars.get("n_train_chars") or NIETZSCHE_CHARS * (1 - t["prepare"]["valid_fraction"])
-        model = t["models"][item]
-        per_epoch = train_chars
-        if model["kind"] == "word_lstm":
-            per_epoch = chars.get("n_train_words") or train_chars / CHARS_PER_WORD
-        return Work("lstm", model["epochs"] * per_epoch)
-    if name == "imdb_train":  # the Keras models; imdb_nbsvm_train is a stage of fixed cost, as every stage not here
-        imdb = params["imdb"]
-        model = imdb["models"][item]
-        return Work("cnn", _epochs(model) * IMDB_TRAIN_REVIEWS * (1 - imdb["tokenize"]["valid_fraction"]))
-    if name == "movielens_train":
-        m = params["movielens"]
-        ratings = MOVIELENS_RATINGS.get(m["dataset"], MOVIELENS_RATINGS["ml-latest-small"])
-        return Work("cnn", m["models"][item]["epochs"] * ratings * (1 - m["prepare"]["valid_fraction"]))
-    return None
+    """The work a stage's params ask for, as its workload declares it; None: a stage of fixed cost."""
+    owner = registry().get(workload_of(stage))
+    return owner.work(stage, params, root) if owner else None
 
 
 @dataclass(frozen=True)
@@ -101,7 +42,7 @@ class Reference:
 
     @classmethod
     def load(cls, path: Path) -> Reference:
-        records = _read_json(path) or []
+        records = read_json(path) or []
         values = {r["figure"]: r["value"] for r in records if r["figure"].startswith("orchestration.estimate.")}
 
         def part(prefix: str) -> dict[str, float]:
@@ -198,17 +139,13 @@ def minutes(seconds: float) -> str:
 
 
 def describe_rates(rates: Mapping[str, Any]) -> str:
-    names = {
-        "vgg": ("VGG16", "images/s"),
-        "lstm": ("char LSTM", "chars/s"),
-        "cnn": ("IMDB CNN", "reviews/s"),
-        "cpu": ("Python", "M steps/s"),
-    }
+    from pipelines.calibrate import calibrations
+
     parts = []
-    for kind, (name, unit) in names.items():
+    for kind, (_, calibration) in calibrations().items():
         if kind in rates:
-            policy = f" {rates['precision']}" if kind == "vgg" and "precision" in rates else ""
-            parts.append(f"{name}{policy} {rates[kind]:,.1f} {unit}")
+            note = f" {rates[f'{kind}.note']}" if f"{kind}.note" in rates else ""
+            parts.append(f"{calibration.label}{note} {rates[kind]:,.1f} {calibration.unit}")
     return ", ".join(parts)
 
 

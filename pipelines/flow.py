@@ -178,7 +178,7 @@ def check_timeouts(params: PipelineParams, dvc_yaml: str) -> None:
     if unknown := sorted(set(params.timeout_minutes) - names - {"default"}):
         raise ParamsError(
             f"params.yaml: pipeline.timeout_minutes names no stage of {dvc_yaml}: {', '.join(unknown)} "
-            f"(stage names without their @item, e.g. {sorted(names)[0] if names else 'text_train'})"
+            "(stage names without their @item" + (f", e.g. {sorted(names)[0]})" if names else ")")
         )
 
 

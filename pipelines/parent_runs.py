@@ -9,14 +9,7 @@ import threading
 from collections.abc import Mapping
 
 from stages.common.tracking_store import experiment_name, experiment_tags, tracking_uri
-
-# The figure each workload's models are judged by (True: higher is better), summarised on the flow's parent runs
-HEADLINES = {
-    "movielens": {"val_mse": False},
-    "imdb": {"val_accuracy": True, "test_accuracy": True},
-    "text": {"val_loss_per_char": False, "bits_per_char": False, "val_loss_per_word": False},
-    "dogscats": {"val_accuracy": True, "val_log_loss": False},
-}
+from stages.common.workload import registry
 
 
 class WorkloadParents:
@@ -30,9 +23,10 @@ class WorkloadParents:
         self._lock = threading.Lock()
 
     def run_id(self, workload: str) -> str | None:
-        """The workload's parent run id (created on the first call), or None when tracking is unavailable."""
+        """The workload's parent run id (created on the first call), or None when tracking is unavailable or the stage
+        belongs to no workload ("")."""
         with self._lock:
-            if workload not in self.runs and self.pipeline_run_id:
+            if workload and workload not in self.runs and self.pipeline_run_id:
                 try:
                     self.runs[workload] = self._create(workload)
                 except Exception as err:  # tracking never stops the pipeline
@@ -69,7 +63,8 @@ class WorkloadParents:
     def _summarise(client, workload: str, run_id: str) -> None:
         import pandas as pd
 
-        headlines = HEADLINES.get(workload, {})
+        owner = registry().get(workload)  # the figures its models are judged by (True: higher is better)
+        headlines = owner.headlines if owner else {}
         children = client.search_runs(
             [client.get_run(run_id).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'"
         )

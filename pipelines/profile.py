@@ -77,11 +77,7 @@ def profiled_params(profile: Profile, params_file: Path) -> dict[str, Any]:
 
     from pipelines.params import PipelineParams
     from stages.common.params import read_params_file, validate_section
-    from stages.dogscats.params import DogsCatsParams
-    from stages.glove.params import GloveParams
-    from stages.imdb.params import ImdbParams
-    from stages.movielens.params import MovieLensParams
-    from stages.text.params import TextParams
+    from stages.common.workload import registry
 
     default = read_params_file(params_file)
     missing = [key for key in profile.overrides if not _has_key(default, key)]
@@ -92,14 +88,7 @@ def profiled_params(profile: Profile, params_file: Path) -> dict[str, Any]:
         shutil.copyfile(params_file, copy)
         apply_overrides(str(copy), [f"{k}={hydra_value(v)}" for k, v in profile.overrides.items()])
         params = read_params_file(copy)
-    schemas = {
-        "movielens": MovieLensParams,
-        "imdb": ImdbParams,
-        "glove": GloveParams,
-        "dogscats": DogsCatsParams,
-        "text": TextParams,
-        "pipeline": PipelineParams,
-    }
+    schemas = {name: workload.schema for name, workload in registry().items()} | {"pipeline": PipelineParams}
     for section, schema in schemas.items():
         validate_section(section, params[section], schema, f"{params_file} with profile '{profile.name}'")
     return params

@@ -14,6 +14,8 @@ import yaml
 
 from pipelines import estimate
 from pipelines.flow import Progress, Slots
+from stages.dogscats.workload import photos_per_class
+from stages.text.workload import CORPUS_CHARS
 from tests.conftest import REPO
 from tests.factories.toy import CHAIN, toy_project
 
@@ -53,17 +55,17 @@ def test_the_work_follows_the_params_not_the_archive(tmp_path, monkeypatch):
     params = json.loads(json.dumps(DEFAULT))
     params["dogscats"]["prepare"]["max_per_class"] = None
     monkeypatch.setenv("LESSON5_MIRROR", "/somewhere")
-    assert estimate.photos_per_class(params, tmp_path) == 4000
+    assert photos_per_class(params, tmp_path) == 4000
     monkeypatch.delenv("LESSON5_MIRROR")
-    assert estimate.photos_per_class(params, tmp_path) == 12_500  # the release, when nothing is prepared yet
+    assert photos_per_class(params, tmp_path) == 12_500  # the release, when nothing is prepared yet
     report = tmp_path / "data/dogscats/prepared/report.json"
     report.parent.mkdir(parents=True)
     report.write_text(json.dumps({"files_per_class": {"Cat": 12_501, "Dog": 12_499}}))  # what the archive holds
-    assert estimate.photos_per_class(params, tmp_path) == 12_500
+    assert photos_per_class(params, tmp_path) == 12_500
     params["dogscats"]["prepare"]["max_per_class"] = 300
-    assert estimate.photos_per_class(params, tmp_path) == 300
+    assert photos_per_class(params, tmp_path) == 300
     work = estimate.stage_work("text_train@char_lstm", params, tmp_path)
-    chars = estimate.NIETZSCHE_CHARS * (1 - params["text"]["prepare"]["valid_fraction"])
+    chars = CORPUS_CHARS * (1 - params["text"]["prepare"]["valid_fraction"])
     assert work == estimate.Work("lstm", params["text"]["models"]["char_lstm"]["epochs"] * chars)
     assert estimate.stage_work("imdb_nbsvm_train", params, tmp_path) is None  # a fit of fixed cost, no epochs
     assert estimate.kinds_needed(["imdb_train@cnn", "glove_tsne"], params, tmp_path) == ["cpu", "cnn"]
@@ -137,7 +139,7 @@ def test_a_dry_run_prints_what_would_run_and_the_estimate_and_runs_nothing(tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert "4 of 4 stages would run: " in done.stdout
-    assert "estimate for this machine (calibrated: Python" in done.stdout
+    assert "estimate for this machine (calibrated: Python" in done.stdout and "M steps/s" in done.stdout
     # no reference run here: each stage 30 s, the chain of 3 the longest path, `apart` beside it
     expected = f"{estimate.minutes(3 * estimate.UNKNOWN_STAGE_S)} with 2 stage(s) at a time (4 stages to run)"
     assert expected in done.stdout
