@@ -46,7 +46,13 @@ HEADLINE = [
     "orchestration.noop.make_run_s",
 ]
 # The README's "what you will get" rows: time, disk and memory of a run, each with its machine
-RUN_COST = ["orchestration.default_run.quiet.make_run_s", "orchestration.disk.default_run.total_mb"]
+RUN_COST = [
+    "orchestration.default_run.quiet.make_run_s",
+    "orchestration.estimate.quick.flow_wall_s",
+    "orchestration.estimate.quick.estimate_ratio",
+    "orchestration.disk.default_run.total_mb",
+    "orchestration.estimate.quick.peak_stage_mb",
+]
 
 
 def load_records(results_dir: Path = RESULTS_DIR) -> dict[str, list[dict]]:
@@ -185,15 +191,14 @@ def headline_table(workloads: dict[str, list[dict]]) -> str:
     missing = [f for f in HEADLINE if f not in by_id]
     if missing:
         raise ValueError(f"headline figures without a record: {', '.join(missing)}")
-    lines = ["| workload | figure | here | fast.ai 2017 / goal | command |", "|---|---|---|---|---|"]
+    lines = ["| workload | figure | here | fast.ai 2017 / goal |", "|---|---|---|---|"]
     for figure in HEADLINE:
         r = by_id[figure]
         here = f"**{value(r)}**" + (f" (seeds {', '.join(str(s) for s in r['seeds'])})" if r["seeds"] else "")
         lines.append(
             "| "
             + " | ".join(
-                cell(c)
-                for c in (WORKLOADS.get(r["workload"], r["workload"]), r["description"], here, fastai(r), command(r))
+                cell(c) for c in (WORKLOADS.get(r["workload"], r["workload"]), r["description"], here, fastai(r))
             )
             + " |"
         )
@@ -202,16 +207,13 @@ def headline_table(workloads: dict[str, list[dict]]) -> str:
 
 def cost_table(workloads: dict[str, list[dict]]) -> str:
     by_id = {r["figure"]: r for records in workloads.values() for r in records}
-    lines = ["| what | measured | CPU (cores; bfloat16) | date | command |", "|---|---|---|---|---|"]
+    lines = ["| what | measured | CPU (cores; bfloat16) |", "|---|---|---|"]
     for figure in RUN_COST:
         r = by_id[figure]
         m = r["machine"]
         bfloat16 = cpu_kind(m).removeprefix("; ") or "flags not recorded"
         cpu = f"{m['cpu'] or 'unknown'} ({m['cores']} cores; {bfloat16})"
-        lines.append(
-            "| " + " | ".join(cell(c) for c in (r["description"], f"**{value(r)}**", cpu, r["date"][:10], command(r)))
-        )
-        lines[-1] += " |"
+        lines.append("| " + " | ".join(cell(c) for c in (r["description"], f"**{value(r)}**", cpu)) + " |")
     return "\n".join(lines)
 
 
