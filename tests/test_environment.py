@@ -62,15 +62,15 @@ def test_the_installed_dvc_has_the_internals_the_runner_drives():
 
 
 def test_a_dvc_whose_internals_changed_is_refused_naming_each_missing_one(monkeypatch, tmp_path):
-    from dvc.dvcfile import ProjectFile
+    from dvc.dvcfile import Lockfile
     from dvc.repo import Repo
 
     monkeypatch.delattr(Repo, "_reset")
-    monkeypatch.setattr(ProjectFile, "dump", lambda self, stage, **kwargs: None)  # no update_pipeline parameter
+    monkeypatch.setattr(Lockfile, "dump_stages", lambda self, **kwargs: None)  # no stages parameter
     with pytest.raises(DvcInternalsError) as err:
         DvcRunner(tmp_path)
     message = str(err.value)
-    assert "dvc.repo.Repo._reset" in message and "dvc.dvcfile.ProjectFile.dump(update_pipeline)" in message
+    assert "dvc.repo.Repo._reset" in message and "dvc.dvcfile.Lockfile.dump_stages(stages)" in message
     assert "make install" in message and "dvc repro" in message
 
 
