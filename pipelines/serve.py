@@ -1,12 +1,12 @@
-"""Serve the pipeline as a scheduled Prefect deployment.
+"""Serve the pipeline as a scheduled Prefect deployment, from the project root:
 
-    prefect server start --host 127.0.0.1 --port 4200 &          # or a remote server
-    export PREFECT_API_URL=http://127.0.0.1:4200/api
-    python -m pipelines.serve --cron "0 3 * * *"                 # every night at 03:00
+    .venv/bin/python -m pipelines.serve --cron "0 3 * * *"       # every night at 03:00
 
-The serving process runs each scheduled flow run itself (in this folder), so keep it running.
-A run against unchanged inputs trains nothing: DVC finds every stage up to date.
-`global_limit=1` keeps scheduled runs from overlapping (they would share DVC's repository lock).
+Without PREFECT_API_URL it serves on the project's own Prefect server, the one `make run` uses (pipelines/server.py,
+with the project's .prefect/ as PREFECT_HOME, as under make), starting it first if none is running: `make stop`
+ends it. With PREFECT_API_URL set, on that server (a remote one). The serving process runs each scheduled flow run
+itself (in this folder), so keep it running. A run against unchanged inputs trains nothing: DVC finds every stage
+up to date. `global_limit=1` keeps scheduled runs from overlapping (they would share DVC's repository lock).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import os
 import sys
 import threading
 
-from pipelines.flow import pipeline
+from pipelines import server
+from stages.common.cli import StageError
 from stages.common.tracking_store import warm_up
 
 
@@ -29,12 +30,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", nargs="*", default=None, help="stages to reproduce (default: all)")
     parser.add_argument("--max-parallel", type=int, default=None)
     args = parser.parse_args(argv)
-    if not os.environ.get("PREFECT_API_URL"):
-        print(
-            "warning: PREFECT_API_URL is not set: an ephemeral Prefect server cannot run schedules. Start "
-            "`prefect server start --host 127.0.0.1` and export PREFECT_API_URL=http://127.0.0.1:4200/api",
-            file=sys.stderr,
-        )
+    if not os.environ.get("PREFECT_API_URL"):  # an ephemeral server cannot run schedules: the project's server
+        home = server.prefect_home()
+        os.environ["PREFECT_HOME"] = str(home)  # this process's Prefect state too, as under make
+        try:
+            state = server.ensure(home)
+        except StageError as err:
+            sys.exit(f"ERROR: {err}")
+        os.environ["PREFECT_API_URL"] = state["url"]
+        print(f"serving on the project's Prefect server, UI {state['ui']} (`make stop` ends it)", file=sys.stderr)
+    from pipelines.flow import pipeline  # Prefect reads its settings once, on import: after they are set
+
     # MLflow's import and store set-up, in the background while the deployment registers with the server
     threading.Thread(target=warm_up, args=(os.getcwd(),), name="mlflow-warm-up", daemon=True).start()
     schedule = {"interval": args.interval} if args.interval else {"cron": args.cron}

@@ -4,9 +4,9 @@ ephemeral server's start and stop each time, and the Prefect UI shows every run 
     python -m pipelines.server url      # its API URL on stdout, started first if none is running
     python -m pipelines.server stop     # `make stop`
 
-It listens on 127.0.0.1 only (port 4200, or a free one when 4200 is taken) and keeps its state in PREFECT_HOME
-(the project's .prefect/ under make): `local-server.json` (pid, URL), `local-server.log`, and the same SQLite
-store an ephemeral run would use.
+It listens on 127.0.0.1 only (port 4200, or a free one when 4200 is taken) and keeps its state in PREFECT_HOME,
+the project's .prefect/ unless set (the Makefile sets the same; `python -m pipelines.serve` uses this server too):
+`local-server.json` (pid, URL), `local-server.log`, and the same SQLite store an ephemeral run would use.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ START_TIMEOUT_S = 180  # the first start migrates a new database: ~20 s on 2 cor
 
 
 def prefect_home() -> Path:
-    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().resolve()
+    """PREFECT_HOME, else the project's .prefect/ (in the folder this runs in, the project root, as make has it)."""
+    return Path(os.environ.get("PREFECT_HOME") or ".prefect").expanduser().resolve()
 
 
 def healthy(api: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import tarfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from stages.imdb.reviews import read_reviews
 from stages.imdb.sequences import repad
 from stages.imdb.tokenize import build_vocab, encode, stratified_valid_mask, tokenize, words
 from tests.conftest import REPO, kill_when_backed_up, stage_runs_by_status
+from tests.factories.docs import code_blocks
 from tests.factories.imdb import glove_archive, glove_text, imdb_archive
 
 
@@ -511,7 +513,7 @@ TINY_MODELS = {
 
 
 @pytest.mark.slow
-def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_model(project, http_server):
+def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_model(project, http_server, monkeypatch):
     imdb_url, imdb_sha = http_server.add("aclImdb_v1.tar.gz", imdb_archive(40))
     glove_url, glove_sha = http_server.add("glove.6B.zip", glove_archive())
     project.set_params(
@@ -579,10 +581,8 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
     assert val[champion.tags["model"]] == max(val.values())
     tested = json.loads((root / f"data/imdb/metrics/{champion.tags['model']}.json").read_text())["test_accuracy"]
     assert float(champion.tags["test.accuracy"]) == pytest.approx(tested)
-    reviews = pd.DataFrame({"review": ["a great and wonderful film", "awful, dull and boring"]})
-    served = mlflow.pyfunc.load_model(client.get_model_version_download_uri(champion.name, champion.version))
-    scores = np.ravel(served.predict(reviews))
-    assert len(scores) == 2 and all(0 <= float(s) <= 1 for s in scores)
+    scores = np.ravel(readme_predictions(project.env["MLFLOW_TRACKING_URI"], monkeypatch))  # by the alias
+    assert len(scores) == 1 and 0 <= float(scores[0]) <= 1
 
     # one row per model: its curves, validation and test figures under the same names, with its training data
     experiment = client.get_experiment_by_name("lesson5-imdb")
@@ -635,6 +635,19 @@ def test_dvc_chain_runs_end_to_end_and_a_model_change_invalidates_only_that_mode
 
 def load(path):
     return np.load(path, allow_pickle=False)
+
+
+def readme_predictions(tracking_uri: str, monkeypatch):
+    """The README's Python example as written, run in this process with MLFLOW_TRACKING_URI set as its comment
+    says: the value of its last line (the champion's scores of the review it gives)."""
+    (snippet,) = code_blocks(REPO / "README.md", "The champion models", "python")
+    statements = ast.parse(snippet).body
+    assert isinstance(statements[-1], ast.Expr), "the README's example ends with the prediction"
+    mlflow.set_tracking_uri(None)  # no URI that earlier code set in this process: the environment's
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    namespace: dict = {}  # the example's own: pandas only if it imports it
+    exec(compile(ast.Module(statements[:-1], type_ignores=[]), "README.md", "exec"), namespace)
+    return eval(compile(ast.Expression(statements[-1].value), "README.md", "eval"), namespace)
 
 
 @pytest.mark.slow  # two trainings of five epochs

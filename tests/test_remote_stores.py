@@ -1,18 +1,18 @@
 """Beyond one machine: an MLflow tracking server on PostgreSQL with an artifact store, and a DVC remote.
 
-Real servers on loopback: PostgreSQL from the Debian package (scripts/ensure-postgres.sh installs it),
-`mlflow server` from the venv. Everything binds 127.0.0.1 and lives in temporary folders.
+docs/operations.md's recipes run as written, on real servers on loopback: a PostgreSQL cluster from the Debian
+packages (scripts/ensure-postgres.sh), `mlflow server` from the venv. Everything binds 127.0.0.1; what the recipes
+write lives in temporary folders, and the cluster is dropped afterwards.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pwd
+import shlex
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -20,91 +20,95 @@ from pathlib import Path
 import pytest
 
 from pipelines.server import free_port
-from tests.conftest import VENV_BIN
+from tests.conftest import REPO, VENV_BIN
+from tests.factories.docs import code_blocks, commands, substituted
 from tests.factories.movielens import small_movielens
 
 pytestmark = pytest.mark.slow
 SERVER_START_TIMEOUT = 300  # s: a cold `mlflow server` took ~160 s on this 2-core machine under heavy load
+OPERATIONS = REPO / "docs" / "operations.md"
+PASSWORD = "lesson5-test-pw"
 
 
-def postgres_bin_dir() -> Path | None:
-    """The newest Debian PostgreSQL server binaries (/usr/lib/postgresql/<version>/bin), else initdb on PATH."""
-    versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    for folder in versions:
-        if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
-            return folder
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    return Path(initdb).resolve().parent if initdb and pg_ctl else None
+def recipe(heading: str, replacements: dict[str, str]) -> list[str]:
+    """The commands of the bash block under `heading` in docs/operations.md, with these replacements."""
+    (block,) = code_blocks(OPERATIONS, heading, "bash")
+    return commands(substituted(block, replacements))
+
+
+def in_project_root(folder: Path) -> Path:
+    """`folder` set up as the recipes' project root: its scripts/ and .venv/ are this checkout's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scripts").symlink_to(REPO / "scripts")
+    (folder / ".venv").symlink_to(VENV_BIN.parent)
+    return folder
+
+
+def as_root() -> list[str]:
+    return [] if os.geteuid() == 0 else ["sudo", "-n"]
 
 
 @pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL cluster on a free loopback port; yields the database URI."""
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        pytest.skip(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin or on "
-            "PATH: run scripts/ensure-postgres.sh (installs Debian's postgresql package)"
-        )
-    # PostgreSQL refuses to run as root: run the server as `nobody` in a folder it owns
-    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
-    home = Path(tempfile.mkdtemp(prefix="lesson5-pg-"))
-    if as_user:
-        nobody = pwd.getpwnam("nobody")
-        os.chown(home, nobody.pw_uid, nobody.pw_gid)
-    data, port = home / "data", free_port()
-
-    def pg(*args: str) -> None:
-        subprocess.run([*as_user, str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True, timeout=180)
-
-    pg("initdb", "-D", str(data), "-U", "lesson5", "--auth=trust", "-E", "UTF8", "--no-locale")
-    # -F (no fsync): a test database that is thrown away
-    pg(
-        "pg_ctl",
-        "-D",
-        str(data),
-        "-l",
-        str(home / "server.log"),
-        "-w",
-        "-t",
-        "120",
-        "-o",
-        f"-h 127.0.0.1 -p {port} -k {home} -F",
-        "start",
+def postgres(tmp_path):
+    """The recipe's PostgreSQL lines: a cluster of the test's own on a free port, created and started by
+    scripts/ensure-postgres.sh with its role and database (the password on stdin, as no terminal is attached),
+    and the ~/.pgpass line in a HOME of the test's own. Yields (the recipe's remaining commands, its environment);
+    the cluster is dropped afterwards."""
+    if shutil.which("pg_createcluster") is None:
+        pytest.skip("the recipe uses Debian's postgresql-common: run scripts/ensure-postgres.sh on Debian/Ubuntu")
+    if os.geteuid() != 0 and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("the recipe creates a system PostgreSQL cluster: it needs root or passwordless sudo")
+    pg_port, mlflow_port, cluster = free_port(), free_port(), f"lesson5_test_{os.getpid()}"
+    steps = recipe(
+        "MLflow tracking server with PostgreSQL and an artifact store",
+        {
+            "--cluster main": f"--cluster {cluster}",
+            "5432": str(pg_port),
+            "5000": str(mlflow_port),
+            "<password>": PASSWORD,
+            "/srv/mlflow-artifacts": str(tmp_path / "mlflow-artifacts"),
+        },
     )
+    root, home = in_project_root(tmp_path / "root"), tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home)}
     try:
-        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "lesson5", "mlflow")
-        yield f"postgresql://lesson5@127.0.0.1:{port}/mlflow"
+        for step in steps[:2]:  # the cluster, role and database; ~/.pgpass
+            done = subprocess.run(
+                ["bash", "-c", step],
+                cwd=root,
+                env=env,
+                input=f"{PASSWORD}\n{PASSWORD}\n",
+                capture_output=True,
+                text=True,
+                timeout=300,
+                start_new_session=True,  # no controlling terminal: createuser --pwprompt reads stdin
+            )
+            assert done.returncode == 0, f"{step}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        yield steps[2:], env
     finally:
-        pg("pg_ctl", "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(home, ignore_errors=True)
+        clusters = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.splitlines()
+        for version, name, *_ in (line.split() for line in clusters):
+            if name == cluster:
+                subprocess.run([*as_root(), "pg_dropcluster", "--stop", version, name], check=True, timeout=120)
 
 
 class MlflowServer:
-    def __init__(self, backend: str, artifacts: Path, log: Path):
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.artifacts, self.log = artifacts, log
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers
+    """The recipe's `mlflow server` line, started; its URL from the recipe's `export MLFLOW_TRACKING_URI=` line."""
+
+    def __init__(self, command: str, export: str, env: dict[str, str], cwd: Path, log: Path):
+        assert command.startswith(".venv/bin/mlflow server "), command
+        self.url = export.removeprefix("export MLFLOW_TRACKING_URI=").split()[0]
+        args = shlex.split(command, comments=True)
+        self.backend = args[args.index("--backend-store-uri") + 1]
+        self.artifacts = Path(args[args.index("--artifacts-destination") + 1])
+        self.log = log
+        # one uvicorn worker (the default is 4) and no background job workers: the same server, less CPU
+        env = {**env, "MLFLOW_WORKERS": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
-                [
-                    str(VENV_BIN / "mlflow"),
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    self.url.rsplit(":", 1)[1],
-                    "--workers",
-                    "1",
-                    "--backend-store-uri",
-                    backend,
-                    "--artifacts-destination",
-                    str(artifacts),
-                ],
+                ["bash", "-c", f"exec {command}"],
+                cwd=cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -140,8 +144,10 @@ class MlflowServer:
 
 @pytest.fixture
 def mlflow_server(postgres, tmp_path):
-    """A started `mlflow server`; call `wait_healthy()` before using it (start-up overlaps other work)."""
-    server = MlflowServer(postgres, tmp_path / "mlflow-artifacts", tmp_path / "mlflow-server.log")
+    """The recipe's server, started; call `wait_healthy()` before using it (start-up overlaps other work)."""
+    (command, export), env = postgres
+    assert export.startswith("export MLFLOW_TRACKING_URI="), export
+    server = MlflowServer(command, export, env, tmp_path / "root", tmp_path / "mlflow-server.log")
     try:
         yield server
     finally:
@@ -172,11 +178,15 @@ def test_stage_tracks_to_an_mlflow_server_on_postgres(project, http_server, post
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/curves.png"]
     fetched = Path(client.download_artifacts(run.info.run_id, "plots/curves.png", str(tmp_path)))
     assert fetched.read_bytes() == (project.root / "data/movielens/plots/dot_curves.png").read_bytes()
-    # the server stored the artifact in its artifact store, and the run in PostgreSQL
+    # the server stored the artifact in its artifact store, and the run in PostgreSQL (the recipe's role, password
+    # from the recipe's ~/.pgpass)
     assert list(mlflow_server.artifacts.rglob("curves.png"))
-    with psycopg.connect(postgres) as conn:
+    _, env = postgres
+    with psycopg.connect(mlflow_server.backend, passfile=str(Path(env["HOME"]) / ".pgpass")) as conn:
         stored = conn.execute("SELECT name, status FROM runs WHERE run_uuid = %s", (run.info.run_id,)).fetchone()
+        listens = conn.execute("SHOW listen_addresses").fetchone()
     assert stored == ("movielens_train@dot", "FINISHED")
+    assert listens == ("127.0.0.1",)  # the recipe's cluster: loopback only
 
 
 def test_dvc_local_remote_push_wipe_pull(project, http_server, tmp_path):
@@ -193,7 +203,9 @@ def test_dvc_local_remote_push_wipe_pull(project, http_server, tmp_path):
     assert {"data/movielens/raw/ml-latest-small/ratings.csv", "data/movielens/prepared/ratings.parquet"} <= set(before)
 
     remote = tmp_path / "dvc-remote"
-    project.dvc("remote", "add", "-d", "shared", str(remote))
+    activate, add_local, *_ = recipe("DVC remote storage", {"/mnt/nas/lesson5-dvc": str(remote)})
+    assert activate.startswith("source .venv/bin/activate"), activate  # the venv's bin first on PATH: project.env
+    project.run("bash", "-c", add_local)  # the local folder's line as written
     chain = ("--with-deps", "movielens_prepare")  # only this chain ran: the other stages have nothing to push
     project.dvc("push", *chain)
     assert any(p.is_file() for p in (remote / "files/md5").rglob("*"))
