@@ -32,6 +32,7 @@ from benchmarks.common import (
     user_env,
 )
 from pipelines import estimate
+from pipelines.calibrate import calibrations
 from pipelines.profile import hydra_value, load_profile
 
 # per stage (without its @item): the timings file and how its work seconds are read from it
@@ -69,66 +70,58 @@ def parent_metrics(clone: Path) -> dict[str, float]:
     return run.data.metrics
 
 
-def fit(clone: Path) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """(fixed seconds at the reference plain-Python speed, efficiency, calibrated rates) from the clone's last run."""
+def by_stage(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """The metrics `<prefix>.<stage>` by stage (MLflow keys write a stage's '@' as '.')."""
+    return {k.removeprefix(f"{prefix}.").replace(".", "@"): v for k, v in metrics.items() if k.startswith(f"{prefix}.")}
+
+
+def fit(clone: Path, metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(fixed seconds at the reference plain-Python speed, efficiency, calibrated rates) from the run whose parent
+    metrics these are."""
     from stages.common.params import read_params_file
 
-    metrics = parent_metrics(clone)
     params = read_params_file(clone / "params.yaml")
-    rates = {k.removeprefix("estimate.rate."): v for k, v in metrics.items() if k.startswith("estimate.rate.")}
-    ran = {k.removeprefix("cpu_seconds.").replace(".", "@"): None for k in metrics if k.startswith("cpu_seconds.")}
+    rates, run_seconds = by_stage(metrics, "estimate.rate"), by_stage(metrics, "run_seconds")
     fixed, efficiency = {}, {}
-    for stage in ran:
-        run_s = metrics[f"run_seconds.{stage.replace('@', '.')}"]
+    for stage in by_stage(metrics, "cpu_seconds"):  # the stages that ran
         work = estimate.stage_work(stage, params, clone)
         spent = work_seconds(clone, stage, work.units) if work else None
-        fixed[stage] = max(run_s - (spent or 0.0), 0.0)
+        fixed[stage] = max(run_seconds[stage] - (spent or 0.0), 0.0)
         if work and spent and rates.get(work.kind):
             efficiency[stage] = work.units / spent / rates[work.kind]
     return fixed, efficiency, rates
 
 
-def record_fit(clone: Path, command: str, note: str) -> None:
+def record_fit(clone: Path, metrics: dict[str, float], command: str, note: str) -> None:
     """The fit's records replace the last fit's (a stage renamed or gone since leaves none behind)."""
-    fixed, efficiency, rates = fit(clone)
-    for part in ("calibration", "fixed_s", "efficiency"):
+    fixed, efficiency, rates = fit(clone, metrics)
+    units = {kind: calibration.unit for kind, (_, calibration) in calibrations().items()}
+    parts = {  # part: (values, decimals, description, unit of a key)
+        "calibration": (rates, 2, "the reference run's calibrated rate of kind {} (pipelines/calibrate.py)", units),
+        "fixed_s": (fixed, 1, "{}: its run seconds besides its work, in the reference run", {}),
+        "efficiency": (
+            efficiency,
+            4,
+            "{}: its throughput over the calibrated rate of its kind, in the reference run",
+            {},
+        ),
+    }
+    for part, (values, decimals, description, unit) in parts.items():
         drop_results("orchestration", f"orchestration.estimate.{part}.")
-    units = {"cpu": "M steps/s", "vgg": "images/s", "lstm": "chars/s", "cnn": "reviews/s"}
-    for kind, rate in rates.items():
-        record_result(
-            "orchestration",
-            f"orchestration.estimate.calibration.{kind}",
-            round(rate, 2),
-            description=f"the reference run's calibrated rate of kind {kind} (pipelines/calibrate.py)",
-            unit=units.get(kind, ""),
-            command=command,
-            note=note,
-        )
-    for stage, seconds in fixed.items():
-        record_result(
-            "orchestration",
-            f"orchestration.estimate.fixed_s.{stage}",
-            round(seconds, 1),
-            description=f"{stage}: its run seconds besides its work, in the reference run",
-            unit="s",
-            command=command,
-            note=note,
-        )
-    for stage, value in efficiency.items():
-        record_result(
-            "orchestration",
-            f"orchestration.estimate.efficiency.{stage}",
-            round(value, 4),
-            description=f"{stage}: its throughput over the calibrated rate of its kind, in the reference run",
-            unit="",
-            command=command,
-            note=note,
-        )
+        for key, value in values.items():
+            record_result(
+                "orchestration",
+                f"orchestration.estimate.{part}.{key}",
+                round(value, decimals),
+                description=description.format(key),
+                unit=unit.get(key, "s" if part == "fixed_s" else ""),
+                command=command,
+                note=note,
+            )
 
 
-def record_accuracy(clone: Path, tag: str, command: str, make_run_s: float, load: str) -> None:
-    """The run's wall time beside the estimate the flow printed before its first stage."""
-    metrics = parent_metrics(clone)
+def record_accuracy(metrics: dict[str, float], tag: str, command: str, make_run_s: float, load: str) -> None:
+    """The run's wall time beside the estimate the flow printed before its first stage, and its peak memory."""
     wall, estimated = metrics["wall_seconds"], metrics.get("estimate.wall_seconds")
     record_result(
         "orchestration",
@@ -139,7 +132,7 @@ def record_accuracy(clone: Path, tag: str, command: str, make_run_s: float, load
         command=command,
         note=f"`make run` with set-up: {make_run_s:.0f} s; {load}",
     )
-    peaks = {k.removeprefix("peak_mb.").replace(".", "@"): v for k, v in metrics.items() if k.startswith("peak_mb.")}
+    peaks = by_stage(metrics, "peak_mb")
     top = sorted(peaks, key=peaks.get, reverse=True)[:3]
     record_result(
         "orchestration",
@@ -171,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command, tag = benchmark_command("benchmarks.estimate", argv), args.profile or "default"
     if args.fit:
-        record_fit(args.fit.resolve(), command, f"fitted to the {tag} run kept in {args.fit}")
+        clone = args.fit.resolve()
+        record_fit(clone, parent_metrics(clone), command, f"fitted to the {tag} run kept in {args.fit}")
         return
     mirror = require_mirror()
     clone = Path(tempfile.mkdtemp(prefix="lesson5-estimate-")) / "lesson5"
@@ -188,8 +182,9 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run(["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
             make_run_s = time.perf_counter() - started
         subprocess.run(["make", "stop"], cwd=clone, env=env, check=True, capture_output=True)
-        record_accuracy(clone, tag, command, make_run_s, load.describe())
-        record_fit(clone, command, f"fitted to a fresh clone's `make run` with the {tag} params on the mirror")
+        metrics = parent_metrics(clone)
+        record_accuracy(metrics, tag, command, make_run_s, load.describe())
+        record_fit(clone, metrics, command, f"fitted to a fresh clone's `make run` with the {tag} params on the mirror")
     finally:
         if not args.keep:
             shutil.rmtree(clone.parent, ignore_errors=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.common.workload import Work, read_json, registry, workload_of
+from stages.common.workload import Work, read_if_there, registry, workload_of
 
 REFERENCE = Path("benchmarks/results/orchestration.json")  # the records `python -m benchmarks.estimate` fits
 UNKNOWN_STAGE_S = 30.0  # a stage no reference run holds: about a stage process's start-up and a small step
@@ -42,7 +42,7 @@ class Reference:
 
     @classmethod
     def load(cls, path: Path) -> Reference:
-        records = read_json(path) or []
+        records = read_if_there(path) or []
         values = {r["figure"]: r["value"] for r in records if r["figure"].startswith("orchestration.estimate.")}
 
         def part(prefix: str) -> dict[str, float]:

@@ -85,12 +85,13 @@ class Progress:
 
     def __init__(self, upstream: dict[str, tuple[str, ...]], seconds: dict[str, float] | None, slots: int):
         self.upstream, self.seconds, self.slots = upstream, seconds, slots
+        self.priorities = estimate.remaining_path(upstream, seconds) if seconds else {}
         self.done: set[str] = set()
         self.started: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def priority(self, stage: str) -> float:
-        return estimate.remaining_path(self.upstream, self.seconds)[stage] if self.seconds else 0.0
+        return self.priorities.get(stage, 0.0)
 
     def start(self, stage: str) -> None:
         with self._lock:

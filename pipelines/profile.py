@@ -26,7 +26,7 @@ import networkx as nx
 import yaml
 
 from pipelines import estimate
-from pipelines.dvc_runner import DvcRunner, python_env
+from pipelines.dvc_runner import python_env
 from stages.common.cli import StageError
 
 PROFILES = Path("profiles")
@@ -134,13 +134,23 @@ def readers(profile: Profile, root: Path) -> dict[str, list[str]]:
     return {key: [s.addressing for s in pipeline if _reads(s, key)] for key in profile.overrides}
 
 
-def stages_to_rerun(profile: Profile, root: Path) -> list[str]:
-    """The dvc.yaml stages whose params deps the overrides change, and everything downstream of them, in order."""
+def rerun_graph(profile: Profile, root: Path) -> dict[str, tuple[str, ...]]:
+    """The dvc.yaml stages whose params deps the overrides change and everything downstream of them, in order, each
+    with the stages among them it depends on."""
     graph, pipeline = _pipeline(root)
     changed = {s for s in pipeline for key in profile.overrides if _reads(s, key)}
     affected = changed | {d for s in changed for d in nx.ancestors(graph, s)}  # edges point at a stage's deps
     order = reversed(list(nx.topological_sort(graph.subgraph(pipeline))))
-    return [s.addressing for s in order if s in affected]
+    return {
+        s.addressing: tuple(sorted(u.addressing for u in graph.successors(s) if u in affected))
+        for s in order
+        if s in affected
+    }
+
+
+def stages_to_rerun(profile: Profile, root: Path) -> list[str]:
+    """The stages of `rerun_graph`, in order."""
+    return list(rerun_graph(profile, root))
 
 
 def gpu_line() -> str:
@@ -157,12 +167,11 @@ def plan(profile: Profile, root: Path) -> str:
     invalid."""
     profiled = profiled_params(profile, root / "params.yaml")
     with contextlib.chdir(root):  # DVC names stages relative to the current folder
-        stages = stages_to_rerun(profile, root)
-        graph = DvcRunner(root).stages()
+        upstream = rerun_graph(profile, root)
+    stages = list(upstream)
     lines = [f"profile '{profile.name}': {profile.description}", "overrides:"]
     lines += [f"  {key} = {hydra_value(value)}" for key, value in profile.overrides.items()]
     lines.append(f"stages it reruns ({len(stages)}): {', '.join(stages)}")
-    upstream = {s: tuple(u for u in graph[s].upstream if u in stages) for s in stages}
     with tempfile.TemporaryDirectory() as tmp:
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(yaml.safe_dump(profiled), encoding="utf-8")

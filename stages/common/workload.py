@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import pkgutil
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from stages.common.io import read_json
 from stages.common.params import Schema
 
 
@@ -86,9 +86,6 @@ def measured_rate(step: Callable[[], Any], units_per_step: float, seconds: float
     return steps * units_per_step / (time.perf_counter() - started)
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file a previous run left (prepared data's statistics), or None when there is none yet."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+def read_if_there(path: Path) -> dict:
+    """What an earlier run's stage wrote there (prepared data's statistics), or {} before it has run."""
+    return read_json(path) if path.is_file() else {}

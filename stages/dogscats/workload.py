@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from stages.common.workload import Calibration, Work, Workload, measured_rate, read_json
+from stages.common.workload import Calibration, Work, Workload, measured_rate, read_if_there
 from stages.dogscats.params import DogsCatsParams
 
 # Photos a class before dogscats_prepare has counted them: the mirror's, the release's
@@ -18,7 +18,7 @@ def photos_per_class(params: Mapping, root: Path) -> float:
     """The photos a class will use: at most max_per_class (null: all) of the photos a class the archive holds, as
     the last prepare counted them, else as the mirror or the release holds them."""
     cap = params["dogscats"]["prepare"]["max_per_class"]
-    files = (read_json(root / "data/dogscats/prepared/report.json") or {}).get("files_per_class") or {}
+    files = read_if_there(root / "data/dogscats/prepared/report.json").get("files_per_class") or {}
     source = PHOTOS_PER_CLASS["mirror" if os.environ.get("LESSON5_MIRROR") else "release"]
     available = sum(files.values()) / len(files) if files else source
     return min(cap, available) if cap else available

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from stages.common.workload import Calibration, Work, Workload, measured_rate, read_json
+from stages.common.workload import Calibration, Work, Workload, measured_rate, read_if_there
 from stages.text.params import TextParams
 
 # Before text_prepare has run: the corpus' size (Nietzsche's), and words as characters over this
@@ -20,7 +20,7 @@ def work(stage: str, params: Mapping, root: Path) -> Work | None:
     if name != "text_train":
         return None
     t = params["text"]
-    stats = read_json(root / "data/text/prepared/stats.json") or {}
+    stats = read_if_there(root / "data/text/prepared/stats.json")
     chars = stats.get("n_train_chars") or CORPUS_CHARS * (1 - t["prepare"]["valid_fraction"])
     model = t["models"][item]
     per_epoch = (stats.get("n_train_words") or chars / CHARS_PER_WORD) if model["kind"] == "word_lstm" else chars
